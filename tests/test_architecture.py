@@ -1,0 +1,58 @@
+"""Imports point one way: pipeline -> vremd.train -> vremd.{data, model, eval} -> vremd.config."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# package -> packages it must never import
+FORBIDDEN = {
+    "vremd.config": ("vremd.data", "vremd.model", "vremd.eval", "vremd.train", "vremd.predict", "pipeline"),
+    "vremd.data": ("vremd.model", "vremd.eval", "vremd.train", "vremd.predict", "pipeline", "ray", "mlflow"),
+    "vremd.model": ("vremd.data", "vremd.eval", "vremd.train", "vremd.predict", "pipeline", "ray", "mlflow"),
+    "vremd.eval": ("vremd.model", "vremd.train", "vremd.predict", "pipeline", "torch", "ray", "mlflow"),
+    "vremd.train": ("vremd.predict", "pipeline"),
+    "vremd.predict": ("vremd.train", "pipeline", "ray"),
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def _sources():
+    return sorted(p for p in (ROOT / "vremd").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _sources(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_wrong_way_imports(path):
+    module = _module_name(path)
+    rules = [bad for pkg, bad in FORBIDDEN.items() if module == pkg or module.startswith(pkg + ".")]
+    wrong = sorted(
+        name for name in _imports(path) for bad in (b for r in rules for b in r)
+        if name == bad or name.startswith(bad + ".")
+    )
+    assert not wrong, f"{path.relative_to(ROOT)} imports {wrong}: imports must point one way (STYLE.md §1)"
+
+
+@pytest.mark.parametrize("path", _sources(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_import_time_work(path):
+    """Module bodies only define names: no top-level calls other than assignments of constants."""
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and not isinstance(node.value, ast.Constant):
+            pytest.fail(f"{path.relative_to(ROOT)}:{node.lineno}: top-level expression runs at import")

@@ -1,0 +1,86 @@
+"""The config loader: profiles, overrides, and errors that name the key."""
+
+from pathlib import Path
+
+import pytest
+
+from vremd.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    flatten,
+    load_config,
+    smoke_config,
+)
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def test_both_profiles_load_and_differ():
+    demo = load_config(PARAMS, profile="demo")
+    paper = load_config(PARAMS, profile="paper")
+    assert demo.profile == "demo" and paper.profile == "paper"
+    assert (paper.model.embed_dim, paper.model.depth, paper.model.num_heads) == (1024, 24, 16)
+    assert (paper.crops.height, paper.crops.width) == (256, 192)
+    assert paper.train.lr == pytest.approx(2e-3) and paper.train.lr_step_epochs == (16,)
+    assert demo.data.source == "synthetic" and paper.data.source == "posetrack18"
+    assert demo.model.img_height == demo.crops.height and demo.model.img_width == demo.crops.width
+
+
+def test_overrides_are_typed():
+    cfg = load_config(PARAMS, overrides=["model.bmd=false", "train.lr_step_epochs=[3, 5]", "train.lr=1"])
+    assert cfg.model.bmd is False
+    assert cfg.train.lr_step_epochs == (3, 5)
+    assert isinstance(cfg.train.lr, float)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.motion_atention=dc", "model.motion_atention: unknown key (did you mean model.motion_attention?)"),
+        ("model.motion_attention=xx", "model.motion_attention: expected one of 'dc' | 'da' | 'dca', found 'xx'"),
+        ("train.epochs=2.5", "train.epochs: expected an integer, found 2.5"),
+        ("model.bmd=1", "model.bmd: expected true or false, found 1"),
+        ("crops=3", "crops: expected a mapping of CropsConfig fields"),
+        ("train.lr_step_epochs=4", "train.lr_step_epochs: expected a list"),
+        ("nosuchsection.x=1", "nosuchsection: unknown key"),
+    ],
+)
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(PARAMS, overrides=[override])
+    assert message in str(err.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such params file"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("profiles: {demo: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("model: {bmd: true}\n")
+    with pytest.raises(ConfigError, match="top-level 'profiles'"):
+        load_config(flat)
+    with pytest.raises(ConfigError, match="unknown profile 'nope'"):
+        load_config(PARAMS, profile="nope")
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(PARAMS, overrides=["model.bmd"])
+
+
+def test_round_trip_through_plain_dict():
+    cfg = smoke_config()
+    again = config_from_dict(config_to_dict(cfg))
+    assert again == cfg
+    flat = flatten(cfg)
+    assert flat["model.motion_attention"] == "dca"
+    assert flat["train.lr_step_epochs"] == []
+    assert all("." in key or key == "profile" for key in flat)
+
+
+def test_configs_are_frozen():
+    cfg = Config()
+    with pytest.raises(AttributeError):
+        cfg.model.bmd = False  # type: ignore[misc]
