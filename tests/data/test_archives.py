@@ -1,0 +1,183 @@
+"""Safe archive extraction: good archives round-trip; traversal, links out, devices and truncation are refused."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from vremd.data.archives import ArchiveError, check_archive, extract_archive, group_split_parts, split_base
+
+FILES = {"posetrack_data/annotations/val/000001_mpii_test.json": b'{"images": []}',
+         "posetrack_data/images/val/000001_mpii_test/000000.jpg": os.urandom(3000)}
+
+
+def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w:gz") -> Path:
+    with tarfile.open(path, mode) as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    return tarfile.TarInfo(name), data
+
+
+def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info, None
+
+
+def _zip(path: Path, files: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _assert_extracted(target: Path) -> None:
+    for name, data in FILES.items():
+        assert (target / name).read_bytes() == data
+
+
+def _assert_nothing_left(tmp_path: Path, target: Path) -> None:
+    assert not target.exists()
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(f".{target.name}.extract-")]
+
+
+@pytest.mark.parametrize("suffix,mode", [(".tar", "w"), (".tar.gz", "w:gz"), (".tgz", "w:gz"), (".tar.xz", "w:xz")])
+def test_tar_archives_extract(tmp_path, suffix, mode):
+    archive = _tar(tmp_path / f"a{suffix}", [_file(n, d) for n, d in FILES.items()], mode)
+    assert check_archive(archive) == sum(len(d) for d in FILES.values())
+    assert extract_archive(archive, tmp_path / "out") == tmp_path / "out"
+    _assert_extracted(tmp_path / "out")
+
+
+def test_zip_extracts(tmp_path):
+    archive = _zip(tmp_path / "a.zip", FILES)
+    extract_archive(archive, tmp_path / "out")
+    _assert_extracted(tmp_path / "out")
+
+
+def test_in_tree_symlink_is_allowed(tmp_path):
+    archive = _tar(tmp_path / "a.tar.gz", [_file("d/real.txt", b"hi"), _link("d/alias.txt", "real.txt")])
+    extract_archive(archive, tmp_path / "out")
+    assert (tmp_path / "out/d/alias.txt").read_bytes() == b"hi"
+
+
+@pytest.mark.parametrize("member,needle", [
+    (_file("../evil.txt", b"x"), "escapes the target"),
+    (_file("ok/../../evil.txt", b"x"), "escapes the target"),
+    (_file("/tmp/evil.txt", b"x"), "absolute path"),
+    (_link("d/out", "../../outside"), "symlink"),
+    (_link("d/abs", "/etc/passwd"), "symlink"),
+    (_link("d/hard", "../outside", tarfile.LNKTYPE), "hard link"),
+])
+def test_unsafe_tar_members_are_refused(tmp_path, member, needle):
+    archive = _tar(tmp_path / "bad.tar.gz", [_file("fine.txt", b"fine"), member])
+    target = tmp_path / "sub" / "out"
+    with pytest.raises(ArchiveError, match=needle) as err:
+        extract_archive(archive, target)
+    assert "bad.tar.gz" in str(err.value)
+    _assert_nothing_left(tmp_path, target)
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "sub" / "evil.txt").exists()
+
+
+def test_device_member_is_refused(tmp_path):
+    dev = tarfile.TarInfo("dev/null")
+    dev.type, dev.devmajor, dev.devminor = tarfile.CHRTYPE, 1, 3
+    archive = _tar(tmp_path / "dev.tar", [(dev, None)], "w")
+    with pytest.raises(ArchiveError, match="device"):
+        extract_archive(archive, tmp_path / "out")
+    _assert_nothing_left(tmp_path, tmp_path / "out")
+
+
+@pytest.mark.parametrize("name,needle", [("../evil.txt", "escapes"), ("/abs/evil.txt", "absolute"),
+                                         ("a\\..\\..\\evil.txt", "escapes")])
+def test_zip_slip_is_refused(tmp_path, name, needle):
+    archive = _zip(tmp_path / "slip.zip", {"fine.txt": b"ok", name: b"evil"})
+    with pytest.raises(ArchiveError, match=needle):
+        extract_archive(archive, tmp_path / "out")
+    _assert_nothing_left(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_zip_symlink_is_refused(tmp_path):
+    archive = tmp_path / "link.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        info = zipfile.ZipInfo("d/link")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, "../../etc/passwd")
+    with pytest.raises(ArchiveError, match="symlink"):
+        extract_archive(archive, tmp_path / "out")
+    _assert_nothing_left(tmp_path, tmp_path / "out")
+
+
+@pytest.mark.parametrize("name,mode", [("t.tar.gz", "w:gz"), ("t.tar", "w"), ("t.zip", None)])
+def test_truncated_archive_gives_clear_error(tmp_path, name, mode):
+    big = {"a/big.bin": os.urandom(200_000), "a/b.bin": os.urandom(50_000)}
+    full = _zip(tmp_path / "full.zip", big) if mode is None else \
+        _tar(tmp_path / f"full{name[1:]}", [_file(n, d) for n, d in big.items()], mode)
+    archive = tmp_path / name
+    archive.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(ArchiveError, match="truncated or corrupt") as err:
+        extract_archive(archive, tmp_path / "out")
+    assert str(archive) in str(err.value)
+    _assert_nothing_left(tmp_path, tmp_path / "out")
+
+
+def test_existing_target_is_left_alone(tmp_path):
+    archive = _zip(tmp_path / "a.zip", FILES)
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    with pytest.raises(ArchiveError, match="already exists"):
+        extract_archive(archive, target)
+    assert (target / "keep.txt").read_text() == "mine" and len(list(target.iterdir())) == 1
+
+
+def test_unknown_suffix_is_refused(tmp_path):
+    (tmp_path / "a.rar").write_bytes(b"x")
+    with pytest.raises(ArchiveError, match="not a supported archive"):
+        extract_archive(tmp_path / "a.rar", tmp_path / "out")
+
+
+def _split(archive: Path, pieces: int) -> list[Path]:
+    data = archive.read_bytes()
+    step = -(-len(data) // pieces)
+    out = []
+    for i in range(pieces):
+        part = archive.with_name(f"{archive.name}.a{'abcdefgh'[i]}")
+        part.write_bytes(data[i * step:(i + 1) * step])
+        out.append(part)
+    archive.unlink()
+    return out
+
+
+def test_split_tar_parts_are_joined(tmp_path):
+    parts = _split(_tar(tmp_path / "images.tar.gz", [_file(n, d) for n, d in FILES.items()]), 3)
+    other = _zip(tmp_path / "labels.zip", {"x.txt": b"x"})
+    assert group_split_parts([other, *parts]) == [[other], parts]
+    assert split_base(parts[1]) == "images.tar.gz" and split_base(other) is None
+    extract_archive(parts, tmp_path / "out")
+    _assert_extracted(tmp_path / "out")
+
+
+def test_split_tar_with_missing_part_or_bad_member_is_refused(tmp_path):
+    parts = _split(_tar(tmp_path / "a.tar.gz", [_file("a/big.bin", os.urandom(100_000))]), 3)
+    with pytest.raises(ArchiveError, match="truncated or corrupt"):
+        extract_archive(parts[:2], tmp_path / "out")
+    _assert_nothing_left(tmp_path, tmp_path / "out")
+    bad = _split(_tar(tmp_path / "b.tar", [_file("ok.txt", b"1"), _file("../evil.txt", b"x")], "w"), 2)
+    with pytest.raises(ArchiveError, match="escapes the target"):
+        extract_archive(bad, tmp_path / "out")
+    _assert_nothing_left(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "evil.txt").exists()
