@@ -1,0 +1,202 @@
+"""Per-joint AP tables (markdown, CSV, HTML) with the paper's numbers beside ours, and bar charts.
+
+`ours` maps a column (Head .. Ankle, Mean; "Total" is read as Mean) to one AP value or a list of
+values, one per seed (shown as mean ± std). `paper` maps the same columns to the paper's values, e.g.
+`paper_row(load_paper_numbers(path), "table1")`. Charts use matplotlib's Agg canvas (no pyplot).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import yaml
+from matplotlib.figure import Figure
+
+COLUMNS: tuple[str, ...] = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")
+Values = float | Sequence[float]
+
+
+def load_paper_numbers(path: Path) -> dict[str, Any]:
+    """Return experiments/paper_numbers.yaml as a dict (tables keyed table1 .. table6)."""
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict) or "tables" not in data:
+        raise ValueError(f"{path}: tables: missing top-level key")
+    return data["tables"]
+
+
+def paper_row(tables: Mapping[str, Any], table: str, row: str = "VREMD") -> dict[str, float]:
+    """Return one row of a paper table as {column: value}, e.g. VREMD's per-joint mAP of table1."""
+    try:
+        entry = next(r for r in tables[table]["rows"] if r["name"] == row)
+    except (KeyError, StopIteration):
+        raise KeyError(f"paper numbers: {table}.rows: no row named {row!r}") from None
+    return {k: float(v) for k, v in entry.items() if k in COLUMNS}
+
+
+def _stats(value: Values | None) -> tuple[float, float, int]:
+    """Return (mean, std, n) of one value or a list of per-seed values; NaN/None count as missing."""
+    if value is None:
+        return math.nan, math.nan, 0
+    vals = np.array([value] if np.isscalar(value) else list(value), dtype=np.float64)
+    vals = vals[~np.isnan(vals)]
+    if not len(vals):
+        return math.nan, math.nan, 0
+    return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, len(vals)
+
+
+def _canonical(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    out = dict(values or {})
+    if "Total" in out and "Mean" not in out:
+        out["Mean"] = out.pop("Total")
+    return out
+
+
+def ap_rows(ours: Mapping[str, Values], paper: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+    """Return one dict per column: column, paper, ours (mean), std, n (seeds), delta (ours - paper)."""
+    ours, paper = _canonical(ours), _canonical(paper)
+    rows = []
+    for col in COLUMNS:
+        mean, std, n = _stats(ours.get(col))
+        ref = float(paper[col]) if paper.get(col) is not None else math.nan
+        rows.append({"column": col, "paper": ref, "ours": mean, "std": std, "n": n, "delta": mean - ref})
+    return rows
+
+
+def _fmt(v: float, digits: int, sign: bool = False) -> str:
+    if math.isnan(v):
+        return "–"
+    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+
+
+def _ours_cell(row: Mapping[str, Any], digits: int) -> str:
+    if row["n"] > 1:
+        return f"{_fmt(row['ours'], digits)} ± {_fmt(row['std'], digits)}"
+    return _fmt(row["ours"], digits)
+
+
+def ap_table_markdown(ours: Mapping[str, Values], paper: Mapping[str, float] | None = None, digits: int = 1) -> str:
+    """Return a markdown table: rows Head .. Ankle, Mean; columns Paper, Ours, Delta."""
+    rows = ap_rows(ours, paper)
+    lines = ["| Joint | Paper | Ours | Delta |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['column']} | {_fmt(r['paper'], digits)} | {_ours_cell(r, digits)} | {_fmt(r['delta'], digits, True)} |"
+              for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def ap_table_csv(ours: Mapping[str, Values], paper: Mapping[str, float] | None = None) -> str:
+    """Return CSV with columns joint, paper, ours, ours_std, seeds, delta (full precision, empty for NaN)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["joint", "paper", "ours", "ours_std", "seeds", "delta"])
+    num = lambda v: "" if math.isnan(v) else repr(float(v))  # noqa: E731
+    for r in ap_rows(ours, paper):
+        writer.writerow([r["column"], num(r["paper"]), num(r["ours"]), num(r["std"]), r["n"], num(r["delta"])])
+    return buf.getvalue()
+
+
+def ap_table_html(ours: Mapping[str, Values], paper: Mapping[str, float] | None = None, digits: int = 1,
+                  title: str = "Per-joint AP") -> str:
+    """Return a standalone HTML table (escaped) with the same content as the markdown table."""
+    cells = "".join(
+        f"<tr><td>{html.escape(r['column'])}</td><td>{_fmt(r['paper'], digits)}</td>"
+        f"<td>{html.escape(_ours_cell(r, digits))}</td><td>{_fmt(r['delta'], digits, True)}</td></tr>\n"
+        for r in ap_rows(ours, paper))
+    return (f"<table>\n<caption>{html.escape(title)}</caption>\n"
+            "<tr><th>Joint</th><th>Paper</th><th>Ours</th><th>Delta</th></tr>\n" + cells + "</table>\n")
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through `write(tmp_path)` to a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_tables(out_dir: Path, ours: Mapping[str, Values], paper: Mapping[str, float] | None = None,
+                 stem: str = "ap_table", title: str = "Per-joint AP") -> dict[str, Path]:
+    """Write <stem>.md, .csv, .html and a bar chart .png into `out_dir`; return the paths by kind."""
+    out_dir = Path(out_dir)
+    texts = {"md": ap_table_markdown(ours, paper), "csv": ap_table_csv(ours, paper),
+             "html": ap_table_html(ours, paper, title=title)}
+    paths = {}
+    for kind, text in texts.items():
+        paths[kind] = out_dir / f"{stem}.{kind}"
+        _atomic_write(paths[kind], lambda p, t=text: p.write_text(t))
+    paths["png"] = per_joint_bar_png(out_dir / f"{stem}.png", ours, paper, title=title)
+    return paths
+
+
+def per_joint_bar_png(path: Path, ours: Mapping[str, Values], paper: Mapping[str, float] | None = None,
+                      title: str = "Per-joint AP") -> Path:
+    """Draw ours (with seed std as error bars) beside the paper per column; return the PNG path."""
+    rows = ap_rows(ours, paper)
+    x = np.arange(len(rows))
+    fig = Figure(figsize=(8, 4), dpi=100)
+    ax = fig.add_subplot()
+    has_paper = paper is not None
+    width = 0.4 if has_paper else 0.6
+    ours_x = x + width / 2 if has_paper else x
+    bars = ax.bar(ours_x, [r["ours"] for r in rows], width, yerr=[r["std"] if r["n"] > 1 else 0 for r in rows],
+                  label="ours", color="tab:blue", capsize=3)
+    ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    if has_paper:
+        ax.bar_label(ax.bar(x - width / 2, [r["paper"] for r in rows], width, label="paper", color="tab:gray"),
+                     fmt="%.1f", fontsize=7)
+    _finish(ax, x, [r["column"] for r in rows], title)
+    return _save(fig, Path(path))
+
+
+def ablation_bar_png(path: Path, rows: Mapping[str, Mapping[str, Values]],
+                     paper: Mapping[str, Mapping[str, float]] | None = None, title: str = "Ablation") -> Path:
+    """Grouped bars, one group per variant (row) and one bar per metric, paper bars beside ours if given."""
+    variants = list(rows)
+    metrics = list(dict.fromkeys(k for v in rows.values() for k in _canonical(v)))
+    series = [(f"ours {m}", m, False) for m in metrics]
+    if paper:
+        series += [(f"paper {m}", m, True) for m in metrics]
+    x = np.arange(len(variants))
+    width = 0.8 / max(len(series), 1)
+    fig = Figure(figsize=(max(6, 1.4 * len(variants)), 4), dpi=100)
+    ax = fig.add_subplot()
+    for i, (label, metric, is_paper) in enumerate(series):
+        if is_paper:
+            heights = [_canonical(paper.get(v)).get(metric, math.nan) for v in variants]
+            errs = [0.0] * len(variants)
+        else:
+            stats = [_stats(_canonical(rows[v]).get(metric)) for v in variants]
+            heights, errs = [s[0] for s in stats], [s[1] if s[2] > 1 else 0.0 for s in stats]
+        bars = ax.bar(x - 0.4 + width * (i + 0.5), heights, width, yerr=errs, capsize=3, label=label,
+                      hatch="//" if is_paper else None, alpha=0.6 if is_paper else 1.0)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    _finish(ax, x, variants, title)
+    return _save(fig, Path(path))
+
+
+def _finish(ax, x, labels, title) -> None:
+    ax.set_xticks(x, labels, rotation=20 if max(map(len, labels), default=0) > 8 else 0)
+    ax.set_ylabel("AP (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower right")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    _atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    return path
