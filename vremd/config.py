@@ -66,7 +66,7 @@ class CropsConfig:
     enlarge: float = 1.25  # the paper enlarges the person box by 25%
     height: int = 256
     width: int = 192
-    jpeg_quality: int = 95
+    jpeg_quality: int = 95  # crops are stored as JPEGs of this quality; 0 stores raw uint8 pixels
     workers: int = 2  # speed only: not a DVC params dependency
     min_box_px: float = 4.0  # boxes smaller than this are a counted skip
 
