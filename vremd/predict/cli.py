@@ -1,0 +1,107 @@
+"""`python -m vremd.predict`: run a trained VREMD on your own video (argument handling only).
+
+Exit codes: 0 done, 2 bad input (the one-line message names the file or field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vremd.config import ConfigError, load_config
+from vremd.data.posetrack import PoseTrackFormatError
+from vremd.model.backbone import VitPoseCheckpointError
+
+from .boxes_io import BoxFileError
+from .reports import FigureInputError, compare_checkpoints, sample_report_from_video
+from .run import PredictRequest, run_prediction
+from .runner import CheckpointError
+from .video import VideoReadError
+
+BAD_INPUT = (BoxFileError, CheckpointError, VideoReadError, PoseTrackFormatError, VitPoseCheckpointError,
+             ConfigError, OSError, FigureInputError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options of `python -m vremd.predict`."""
+    p = argparse.ArgumentParser(prog="python -m vremd.predict", description=__doc__.splitlines()[0])
+    p.add_argument("video", type=Path, help="video file (mp4/avi) or a folder of frame images")
+    p.add_argument("--boxes", type=Path, required=True,
+                   help="person boxes: COCO detection json (results list: image_id = frame index; or a dict "
+                        "with images whose file_name names the frame) or a PoseTrack-2018 json")
+    p.add_argument("--boxes-format", choices=("auto", "coco", "posetrack"), default="auto")
+    p.add_argument("--track", action="store_true", help="link the boxes into tracks by IoU")
+    p.add_argument("--min-score", type=float, default=0.0, help="drop detections scoring below this")
+    p.add_argument("--checkpoint", type=Path, default=Path("models/final.pt"),
+                   help="training checkpoint {'model', 'config'} (default: models/final.pt)")
+    p.add_argument("--vitpose", type=Path, default=None,
+                   help="ViTPose backbone .pth; the checkpoint then only needs the trained heads")
+    p.add_argument("--out", type=Path, required=True, help="predictions json (PoseTrack-2018 format)")
+    p.add_argument("--overlay", type=Path, default=None, help="overlay video (.mp4/.avi) or folder for frames")
+    p.add_argument("--video-name", default=None, help="poseval video name, e.g. 000001_mpii_test")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--params", default="params.yaml", help="config for a checkpoint without one")
+    p.add_argument("--profile", default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--sample-figure", type=Path, default=None,
+                   help="PNG: crops, human/keypoint masks, heatmaps, DCA sampling points of the first person")
+    p.add_argument("--compare", type=Path, default=None, metavar="CHECKPOINT_B",
+                   help="second checkpoint to compare with --checkpoint side by side (needs --figure)")
+    p.add_argument("--figure", type=Path, default=None, help="PNG of the --compare figure")
+    p.add_argument("--figure-frames", default="0", help="comma-separated frame indices for --compare")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the prediction, print a short summary; 2 on bad input."""
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        print("error: --batch-size: must be at least 1", file=sys.stderr)
+        return 2
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: --device cuda: no CUDA device is available", file=sys.stderr)
+            return 2
+    try:
+        figure_frames = [int(f) for f in args.figure_frames.split(",") if f.strip()]
+    except ValueError:
+        print(f"error: --figure-frames: expected comma-separated integers, found {args.figure_frames!r}",
+              file=sys.stderr)
+        return 2
+    if (args.compare is None) != (args.figure is None):
+        print("error: --compare and --figure go together", file=sys.stderr)
+        return 2
+    req = PredictRequest(
+        video=args.video, boxes=args.boxes, checkpoint=args.checkpoint, out_json=args.out, overlay=args.overlay,
+        vitpose=args.vitpose, boxes_format=args.boxes_format, track=args.track, min_score=args.min_score,
+        batch_size=args.batch_size, device=args.device, video_name=args.video_name, progress=not args.quiet,
+    )
+    fallback = None
+    try:
+        if args.profile or args.overrides or Path(args.params).is_file():
+            fallback = load_config(args.params, args.profile, args.overrides)
+        summary = run_prediction(req, fallback)
+        figures = []
+        if args.sample_figure is not None:
+            figures.append(sample_report_from_video(args.checkpoint, args.video, args.boxes, args.sample_figure,
+                                                    device=args.device))
+        if args.compare is not None:
+            labels = (args.checkpoint.stem, args.compare.stem)
+            figures.append(compare_checkpoints(args.checkpoint, args.compare, args.video, args.boxes, figure_frames,
+                                               args.figure, labels, args.device))
+    except BAD_INPUT as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return 2
+    for w in summary.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    overlay = f", overlay {summary.overlay_path} ({summary.overlay_frames} frames)" if summary.overlay_path else ""
+    print(f"{summary.frames} frames, {summary.persons} person crops, {summary.tracks} tracks -> "
+          f"{summary.json_path}{overlay}")
+    for path in figures:
+        print(f"figure: {path}")
+    return 0

@@ -1,0 +1,90 @@
+"""Overlay drawing: skeletons coloured by track, joints sized and shaded by confidence; video writing."""
+
+from __future__ import annotations
+
+import colorsys
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vremd.data.draw import draw_box, draw_pose
+
+
+def track_colour_bgr(track_id: int) -> tuple[int, int, int]:
+    """A stable, well-spread colour per track id (golden-ratio hue steps)."""
+    hue = (int(track_id) * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
+    return int(b * 255), int(g * 255), int(r * 255)
+
+
+def draw_person(
+    image_bgr: np.ndarray, joints_xy: np.ndarray, scores: np.ndarray, track_id: int,
+    box_xywh: np.ndarray | None = None, min_score: float = 0.2,
+) -> np.ndarray:
+    """A copy of the image with one person drawn: (J, 2) joints, (J,) scores; track colour, box, label.
+
+    Confident joints (score >= `min_score`) get the skeleton (vremd.data.draw.draw_pose) and a dot whose
+    size grows with the score; the others a small hollow ring, so weak joints stay visible but distinct.
+    """
+    colour = track_colour_bgr(track_id)
+    scale = max(1, round(max(image_bgr.shape[:2]) / 400))
+    confident = np.asarray(scores) >= min_score
+    out = draw_pose(image_bgr, joints_xy, confident, colour, thickness=scale)
+    for (x, y), s, ok in zip(joints_xy, scores, confident):
+        centre = (int(round(x)), int(round(y)))
+        if ok:  # confidence -> dot size
+            cv2.circle(out, centre, scale + int(round(2 * scale * min(float(s), 1.0))), colour, -1, cv2.LINE_AA)
+        else:
+            cv2.circle(out, centre, scale + 1, colour, 1, cv2.LINE_AA)
+    if box_xywh is not None:
+        label = f"#{track_id} {float(np.mean(scores)):.2f}"  # track id and mean joint confidence
+        out = draw_box(out, box_xywh, colour, label)
+    return out
+
+
+def draw_frame(image_bgr: np.ndarray, result: dict[str, np.ndarray], min_score: float = 0.2) -> np.ndarray:
+    """A copy of the frame with every predicted person of a runner frame result drawn."""
+    out = image_bgr
+    for p in range(len(result["track_ids"])):
+        out = draw_person(out, result["joints_xy"][p], result["scores"][p], int(result["track_ids"][p]),
+                          result["boxes_xywh"][p], min_score)
+    return out.copy() if out is image_bgr else out
+
+
+class OverlayWriter:
+    """Writes overlay frames to an mp4/avi (cv2.VideoWriter) or, for a folder path, to numbered JPEGs.
+
+    The video is written to a temporary name and renamed on `close()`, so a crash leaves no half file.
+    """
+
+    def __init__(self, path: str | Path, fps: float):
+        self.path = Path(path)
+        self.fps = fps
+        self.as_video = self.path.suffix.lower() in (".mp4", ".avi", ".mov", ".mkv")
+        self._tmp = self.path.with_name(f".{self.path.stem}.tmp{os.getpid()}{self.path.suffix}")
+        self._writer: cv2.VideoWriter | None = None
+        self.frames_written = 0
+        (self.path.parent if self.as_video else self.path).mkdir(parents=True, exist_ok=True)
+
+    def write(self, image_bgr: np.ndarray) -> None:
+        """Append one (H, W, 3) uint8 BGR frame."""
+        if not self.as_video:
+            cv2.imwrite(str(self.path / f"{self.frames_written:06d}.jpg"), image_bgr)
+        else:
+            if self._writer is None:
+                fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() != ".avi" else "MJPG"))
+                h, w = image_bgr.shape[:2]
+                self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (w, h))
+                if not self._writer.isOpened():
+                    raise OSError(f"{self.path}: OpenCV cannot open a video writer for this file type")
+            self._writer.write(image_bgr)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Finish the file (rename the temporary video into place)."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+            os.replace(self._tmp, self.path)

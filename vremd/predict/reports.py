@@ -1,0 +1,98 @@
+"""Figures from checkpoints and videos: the glue between the runner and the array-only `figures` module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vremd.data.posetrack import read_video
+
+from .boxes_io import BoxSet, FrameBoxes, assign_tracks, load_boxes
+from .figures import GroundTruth, compare_figure, head_size_from_box, sample_figure
+from .runner import load_model, person_crop, predict_crops, predict_video
+from .video import iter_frames, probe
+
+
+class FigureInputError(ValueError):
+    """Frames or persons asked for in a figure do not exist; the message names the file."""
+
+
+def sample_report(model, crops_rgb: np.ndarray, out_png: str | Path, device: str = "cpu") -> Path:
+    """Run `model` on one (T=3, H, W, 3) uint8 crop with aux outputs and draw `figures.sample_figure`."""
+    out = predict_crops(model, crops_rgb[None], device, return_aux=True)
+    grid_hw = model.backbone.grid_hw
+    return sample_figure(
+        crops_rgb, out["heatmaps"][0], out_png, grid_hw,
+        human_mask=out["human_mask"][0], keypoint_mask=out["keypoint_mask"][0],
+        sampling_points=out["sampling_points"][0] if "sampling_points" in out else None,
+        joints_xy=out["joints_xy"][0],
+    )
+
+
+def _only_frames(boxes: BoxSet, keep: list[int]) -> BoxSet:
+    empty = FrameBoxes(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64))
+    frames = tuple(f if t in keep else empty for t, f in enumerate(boxes.frames))
+    return BoxSet(frames, boxes.images, boxes.video_name)
+
+
+def _gt_by_track(gt_json: Path, frame: int, track_ids: np.ndarray, num_joints: int) -> GroundTruth:
+    """GT of one frame aligned with predicted track ids (unmatched tracks: nothing annotated)."""
+    persons = {p.track_id: p for p in read_video(gt_json).frames[frame].persons}
+    P = len(track_ids)
+    xy, vis, head = np.zeros((P, num_joints, 2)), np.zeros((P, num_joints)), np.ones(P)
+    for k, tid in enumerate(track_ids):
+        person = persons.get(int(tid))
+        if person is not None and person.bbox_head_xywh is not None:
+            xy[k], vis[k] = person.keypoints[:, :2], person.keypoints[:, 2] > 0
+            head[k] = head_size_from_box(person.bbox_head_xywh)
+    return GroundTruth(xy, vis, head)
+
+
+def compare_checkpoints(
+    checkpoint_a: Path, checkpoint_b: Path, video: Path, boxes_path: Path, frames: list[int], out_png: Path,
+    labels: tuple[str, str] = ("A", "B"), device: str = "cpu",
+) -> Path:
+    """Figure 3 style comparison of two checkpoints on `frames` of a video, same boxes for both.
+
+    When `boxes_path` is a PoseTrack json with keypoints, it is also the GT: predictions are paired with
+    GT persons by track id and joints beyond PCKh@0.5 are circled red.
+    """
+    info = probe(video)
+    bad = [t for t in frames if not 0 <= t < info.num_frames]
+    if bad:
+        raise FigureInputError(f"{video}: frames {bad} do not exist (the video has {info.num_frames})")
+    boxes = _only_frames(assign_tracks(load_boxes(boxes_path, info.frame_names), track=False), frames)
+    preds = []
+    for ckpt in (checkpoint_a, checkpoint_b):
+        model, cfg = load_model(ckpt)
+        results, _ = predict_video(model.to(device), cfg, video, boxes, device=device, progress=False)
+        preds.append([results[t] for t in frames])
+    images = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB) for t, img in enumerate(iter_frames(video)) if t in frames]
+    gt = None
+    if boxes.images is not None:  # a PoseTrack json: its keypoints are the GT
+        J = preds[0][0]["joints_xy"].shape[1]
+        gt = [_gt_by_track(Path(boxes_path), t, r["track_ids"], J) for t, r in zip(frames, preds[0])]
+    return compare_figure(images, [r["joints_xy"] for r in preds[0]], [r["joints_xy"] for r in preds[1]],
+                          out_png, labels, gt, [f"frame {t}" for t in frames])
+
+
+def sample_report_from_video(
+    checkpoint: Path, video: Path, boxes_path: Path, out_png: Path, frame: int | None = None, person: int = 0,
+    device: str = "cpu",
+) -> Path:
+    """Heatmap and mask figure for one person of a video (default: the first frame that has a box)."""
+    info = probe(video)
+    boxes = load_boxes(boxes_path, info.frame_names)
+    if frame is None:
+        frame = next(t for t, f in enumerate(boxes.frames) if len(f.scores))
+    if not 0 <= frame < info.num_frames or person >= len(boxes.frames[frame].scores):
+        raise FigureInputError(f"{boxes_path}: frame {frame} has no box {person} (video of {info.num_frames} frames)")
+    model, cfg = load_model(checkpoint)
+    idx = [min(max(frame + d, 0), info.num_frames - 1) for d in (-1, 0, 1)]  # t-1, t, t+1 clamped
+    frames = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB) for t, img in enumerate(iter_frames(video)) if t in idx]
+    frames = [frames[sorted(set(idx)).index(i)] for i in idx]
+    crops = np.empty((3, cfg.crops.height, cfg.crops.width, 3), np.uint8)
+    person_crop(frames, boxes.frames[frame].boxes_xywh[person], cfg.crops, out=crops)
+    return sample_report(model.to(device), crops, out_png, device)

@@ -1,0 +1,82 @@
+"""One prediction run end to end: video + boxes + checkpoint -> PoseTrack json + overlay video."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vremd.config import Config
+
+from .boxes_io import assign_tracks, load_boxes
+from .output import default_images, poseval_video_name, predictions_video, write_predictions_json
+from .overlay import OverlayWriter, draw_frame
+from .runner import load_model, predict_video
+from .video import probe
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """What to predict and where to write it."""
+
+    video: Path  # mp4/avi file or folder of frames
+    boxes: Path  # COCO detection json or PoseTrack json
+    checkpoint: Path  # models/final.pt (or a heads checkpoint with `vitpose`)
+    out_json: Path  # PoseTrack-2018 predictions
+    overlay: Path | None = None  # .mp4/.avi file or a folder for JPEG frames; None: no overlay
+    vitpose: Path | None = None
+    boxes_format: str = "auto"  # auto | coco | posetrack
+    track: bool = False  # link boxes into tracks by IoU (ignores track ids in the file)
+    min_score: float = 0.0  # detections below this are dropped
+    batch_size: int = 32
+    device: str = "cpu"
+    video_name: str | None = None  # poseval video folder name, e.g. 000001_mpii_test
+    progress: bool = True
+
+
+@dataclass
+class PredictSummary:
+    """What a run produced."""
+
+    frames: int
+    persons: int
+    tracks: int
+    json_path: Path
+    overlay_path: Path | None
+    overlay_frames: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_prediction(req: PredictRequest, fallback_cfg: Config | None = None) -> PredictSummary:
+    """Predict poses for every box of `req.boxes` on `req.video` and write the json (and overlay)."""
+    info = probe(req.video)
+    boxes = load_boxes(req.boxes, info.frame_names, req.boxes_format, req.min_score)
+    boxes = assign_tracks(boxes, track=req.track)
+    model, cfg = load_model(req.checkpoint, req.vitpose, fallback_cfg)
+    model.to(req.device)
+    name = req.video_name or boxes.video_name or poseval_video_name(Path(req.video).stem)
+    writer = OverlayWriter(req.overlay, info.fps) if req.overlay is not None else None
+
+    def on_frame(t: int, frame_bgr: np.ndarray, result: dict) -> None:
+        if writer is not None:
+            writer.write(draw_frame(frame_bgr, result))
+
+    try:
+        results, stats = predict_video(model, cfg, req.video, boxes, req.batch_size, req.device, on_frame,
+                                       req.progress)
+    finally:
+        if writer is not None:
+            writer.close()
+    images = list(boxes.images) if boxes.images is not None else default_images(name, len(results))
+    if len(images) > len(results):  # a PoseTrack json longer than the video: keep poseval's frame pairing
+        results += [{k: v[:0] for k, v in results[0].items()} for _ in range(len(images) - len(results))]
+    warnings = [*stats.skipped_boxes[:5]]
+    if len(stats.skipped_boxes) > 5:
+        warnings.append(f"... {len(stats.skipped_boxes) - 5} more boxes skipped")
+    warnings += write_predictions_json(predictions_video(name, images, results[:len(images)]), req.out_json)
+    tracks = {int(i) for r in results for i in r["track_ids"]}
+    return PredictSummary(
+        frames=stats.frames, persons=stats.crops, tracks=len(tracks), json_path=Path(req.out_json),
+        overlay_path=req.overlay, overlay_frames=writer.frames_written if writer else 0, warnings=warnings,
+    )
