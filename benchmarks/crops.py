@@ -1,16 +1,26 @@
-"""Crop extraction speed: frame-major (each JPEG decoded once) vs a per-sample baseline.
+"""Crop extraction speed: frame-major (each JPEG decoded once) vs a DCPose-style per-sample baseline.
 
-    python benchmarks/crops.py [--source synthetic|textured] [--videos 8] [--frames 40]
-                               [--image 320x240] [--crop 96x128] [--jpeg-quality 95]
+    python benchmarks/crops.py [--videos 6] [--frames 24] [--cases posetrack-paper,posetrack-demo,...]
 
-Builds a PoseTrack-layout dataset in a temp folder (the synthetic generator's videos, or textured
-frames of any size with a fixed number of persons per labeled frame), then extracts the same
-samples twice in one process, single core (cv2.setNumThreads(1)):
-  baseline     DCPose-style: for every sample, decode frames t-1, t, t+1 separately, crop, save
-  frame-major  vremd.data.crop_store.run_task: frames decoded once into a sliding window of 3
-Both write the same shards (checked equal). Prints samples/s (a sample is one person's 3-frame
-crop) and frame crops/s, by wall clock and per CPU-second of this process (the per-core figure
-on a shared machine), and the ratio. Targets: >= 8x, >= 1,500 crops/s per core.
+For each case, builds a PoseTrack-layout dataset in a temp folder and extracts the same samples
+twice in one process, single core (cv2.setNumThreads(1)):
+  baseline     DCPose-style, per sample: decode frames t-1, t, t+1 separately at full resolution,
+               cv2.warpAffine each full frame with the crop affine, encode, save the same shard format
+  frame-major  vremd.data.crop_store.run_task: each frame read and decoded once (at 1/2 or 1/4
+               resolution when every box it serves allows it) into a sliding window of 3
+The outputs are compared (mean absolute pixel difference of the decoded crops). Prints, per case,
+samples/s (a sample is one person's 3-frame crop) and frame crops/s per CPU-second of this
+process (the per-core figure on a shared machine), the ratio, and PASS/FAIL against the targets
+(>= 8x the baseline, >= 1,500 frame crops/s per core), then a cost breakdown of the fast path.
+
+Cases (1280x720 is PoseTrack's resolution; PoseTrack18 val has about 5-6 persons per labeled frame;
+the synthetic generator draws 1-11 persons per video, some leave the frame, and at 1280x720 its
+people are 50-90% of the frame high, larger than most PoseTrack people):
+  posetrack-paper   synthetic generator, 1280x720, 1-11 persons per video, crop 192x256
+  posetrack-demo    the same videos, crop 96x128 (the demo profile)
+  textured-paper    textured 1280x720 frames, 6 persons of varied height (25-75% of the frame), 192x256
+  textured-demo     the same videos, crop 96x128
+  small-demo        synthetic 320x240, 1-4 persons, crop 96x128
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ import argparse
 import sys
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -26,10 +38,34 @@ import numpy as np
 
 from vremd.config import CropsConfig, SyntheticConfig
 from vremd.data import posetrack
-from vremd.data.boxes import clip_box_xywh, crop_box_xywh, snap_box_to_pixels
+from vremd.data.boxes import (
+    clip_box_xywh, crop_box_xywh, crop_to_image_affine, invert_affine, pixels_to_box_xywh, snap_box_to_pixels,
+)
 from vremd.data.crop_store import VideoTask, run_task, video_key
-from vremd.data.crops import crop_frames, neighbour_indices, plan_samples, read_frame
+from vremd.data.crops import (
+    crop_frames, crop_sample, decode_jpeg, load_jpeg, neighbour_indices, plan_samples, read_frame, shard_sample,
+)
 from vremd.data.synthetic import generate_dataset
+
+TARGET_RATIO, TARGET_CROPS_PER_CORE = 8.0, 1500.0
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    source: str  # "synthetic" or "textured"
+    image_wh: tuple[int, int]
+    crop_wh: tuple[int, int]
+    people: int  # synthetic: at most per video; textured: exactly per labeled frame
+
+
+CASES = (
+    Case("posetrack-paper", "synthetic", (1280, 720), (192, 256), 11),
+    Case("posetrack-demo", "synthetic", (1280, 720), (96, 128), 11),
+    Case("textured-paper", "textured", (1280, 720), (192, 256), 6),
+    Case("textured-demo", "textured", (1280, 720), (96, 128), 6),
+    Case("small-demo", "synthetic", (320, 240), (96, 128), 4),
+)
 
 
 def textured_frame(rng: np.random.Generator, wh: tuple[int, int]) -> np.ndarray:
@@ -41,14 +77,16 @@ def textured_frame(rng: np.random.Generator, wh: tuple[int, int]) -> np.ndarray:
     return np.clip(frame, 0, 255).astype(np.uint8)
 
 
-def build_dataset(root: Path, videos: int, frames: int, people: int, wh: tuple[int, int]) -> None:
-    """Write `videos` train videos of `frames` frames; 3 of 4 frames labeled with `people` persons."""
+def build_textured(root: Path, videos: int, frames: int, people: int, wh: tuple[int, int]) -> None:
+    """`videos` train videos of `frames` textured frames; 3 of 4 frames labeled with `people` persons
+    whose heights vary from 25% to 75% of the frame (PoseTrack mixes near and far people)."""
     rng = np.random.default_rng(0)
     w, h = wh
     for v in range(videos):
         name = f"{v + 1:06d}_mpii_train"
         out_frames = []
-        starts = rng.uniform([0, 0], [w * 0.7, h * 0.3], (people, 2))
+        heights = rng.uniform(0.25, 0.75, people) * h
+        starts = rng.uniform([0, 0], [w - 0.4 * heights.max(), h - heights.max()], (people, 2))
         for t in range(frames):
             file_name = f"images/train/{name}/{t:06d}.jpg"
             (root / file_name).parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +94,7 @@ def build_dataset(root: Path, videos: int, frames: int, people: int, wh: tuple[i
             persons = []
             for p in range(people):
                 x, y = starts[p] + t * 0.5
-                bw, bh = w * 0.15, h * 0.6
+                bw, bh = 0.4 * heights[p], heights[p]
                 kps = np.concatenate([rng.uniform([x, y], [x + bw, y + bh], (17, 2)), np.ones((17, 1))], axis=1)
                 persons.append(posetrack.Person(p, t * 100 + p, kps, (float(x), float(y), bw, bh), None))
             labeled = t % 4 != 3
@@ -66,8 +104,18 @@ def build_dataset(root: Path, videos: int, frames: int, people: int, wh: tuple[i
         posetrack.write_video(posetrack.Video(name, "train", json_path, tuple(out_frames)), json_path)
 
 
+def build_data(root: Path, case: Case, videos: int, frames: int) -> None:
+    w, h = case.image_wh
+    if case.source == "synthetic":
+        generate_dataset(root, SyntheticConfig(train_videos=videos, val_videos=0, min_frames=frames, max_frames=frames,
+                                               image_height=h, image_width=w, max_people=case.people), progress=False)
+    else:
+        build_textured(root, videos, frames, case.people, (w, h))
+
+
 def baseline_video(json_path: Path, root: Path, out_dir: Path, cfg: CropsConfig) -> np.ndarray:
-    """Per-sample extraction: three separate decodes for every sample, then the same crop, encode and save."""
+    """DCPose-style per-sample extraction: decode t-1, t, t+1 for every sample, warpAffine each full
+    frame with the crop affine, encode and save the same shard format. Skips nothing (clean data)."""
     video = posetrack.read_video(json_path, "train")
     crop_wh, jpeg = (cfg.width, cfg.height), [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality]
     plan = plan_samples(video, "train")
@@ -77,7 +125,8 @@ def baseline_video(json_path: Path, root: Path, out_dir: Path, cfg: CropsConfig)
         idx, _ = neighbour_indices(s.frame_index, len(video.frames))
         frames = [read_frame(root / video.frames[i].file_name) for i in idx]
         box = crop_box_xywh(clip_box_xywh(s.box_xywh, frames[1].shape[1::-1]), cfg.enlarge, crop_wh)
-        crop_frames(frames, snap_box_to_pixels(box), crop_wh, out=crops[n])
+        image_to_crop = invert_affine(crop_to_image_affine(pixels_to_box_xywh(snap_box_to_pixels(box)), crop_wh))
+        crop_sample(frames, image_to_crop, crop_wh, out=crops[n])
         if cfg.jpeg_quality:
             encoded.extend(cv2.imencode(".jpg", crops[n, k], jpeg)[1] for k in range(3))
     shard = np.concatenate(encoded) if cfg.jpeg_quality else np.ascontiguousarray(crops[..., ::-1])
@@ -85,56 +134,120 @@ def baseline_video(json_path: Path, root: Path, out_dir: Path, cfg: CropsConfig)
     return shard
 
 
-def build_data(root: Path, args: argparse.Namespace) -> None:
-    """The benchmark's train videos: the synthetic generator's, or textured frames of any size."""
-    w, h = (int(v) for v in args.image.split("x"))
-    if args.source == "synthetic":
-        generate_dataset(root, SyntheticConfig(train_videos=args.videos, val_videos=0, min_frames=args.frames,
-                                               max_frames=args.frames, image_height=h, image_width=w,
-                                               max_people=args.people), progress=False)
-    else:
-        build_dataset(root, args.videos, args.frames, args.people, (w, h))
+def shard_offsets(shard: np.ndarray, samples: int) -> list[list[int]]:
+    """Per-sample JPEG offsets of a baseline shard (3 JPEGs per sample, found by their end markers)."""
+    ends = [i + 2 for i in np.flatnonzero((shard[:-1] == 0xFF) & (shard[1:] == 0xD9))]
+    starts = [0] + ends
+    return [starts[3 * n:3 * n + 4] for n in range(samples)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", choices=("synthetic", "textured"), default="synthetic")
-    parser.add_argument("--videos", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=40)
-    parser.add_argument("--people", type=int, default=4, help="synthetic: at most; textured: exactly")
-    parser.add_argument("--image", default="320x240", help="frame size WxH")
-    parser.add_argument("--crop", default="96x128", help="crop size WxH (demo profile: 96x128, paper: 192x256)")
-    parser.add_argument("--jpeg-quality", type=int, default=CropsConfig.jpeg_quality, help="0 stores raw pixels")
-    args = parser.parse_args(argv)
-    cw, ch = (int(v) for v in args.crop.split("x"))
-    cfg = CropsConfig(width=cw, height=ch, jpeg_quality=args.jpeg_quality, workers=1)
-    cv2.setNumThreads(1)  # per-core figures
+def breakdown(root: Path, jsons: list[Path], records: list[dict], cfg: CropsConfig) -> dict[str, float]:
+    """CPU ms of the fast path's steps, re-timed in isolation on the same videos: read, decode per
+    frame (at the scales used), crop and encode per frame crop."""
+    t = Counter()
+    crop_wh, jpeg = (cfg.width, cfg.height), [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality]
+    scales = Counter()
+    for record in records:
+        scales.update({int(k): v for k, v in record["decode_scales"].items()})
+    frames = [p for j in jsons for p in sorted((root / "images/train" / j.stem).glob("*.jpg"))]
+    c = time.process_time()
+    bufs = [load_jpeg(p)[0] for p in frames]
+    t["read ms/frame"] = (time.process_time() - c) / len(frames)
+    for scale in (1, 2, 4):
+        c = time.process_time()
+        for b in bufs:
+            decode_jpeg(b, Path("x"), scale)
+        t[f"decode 1/{scale} ms/frame"] = (time.process_time() - c) / len(frames)
+    out = np.empty((1, crop_wh[1], crop_wh[0], 3), np.uint8)
+    rects = [tuple(int(round(v + 0.5 * (i < 2))) for i, v in enumerate(r["box_xywh"]))  # box -> pixel rectangle
+             for rec in records for r in rec["rows"]][:300]
+    for scale in (1, 2, 4):
+        image = decode_jpeg(bufs[len(bufs) // 2], Path("x"), scale)
+        c = time.process_time()
+        for rect in rects:
+            crop_frames([image], rect, crop_wh, out=out, scales=(scale,))
+        t[f"crop 1/{scale} ms/frame crop"] = (time.process_time() - c) / len(rects)
+    full = decode_jpeg(bufs[len(bufs) // 2], Path("x"))
+    crops = [crop_frames([full], rect, crop_wh)[0] for rect in rects]
+    c = time.process_time()
+    encoded = [cv2.imencode(".jpg", crop, jpeg)[1] for crop in crops]
+    t["encode ms/frame crop"] = (time.process_time() - c) / len(rects)
+    c = time.process_time()
+    for rect in rects:
+        crop_sample([full], invert_affine(crop_to_image_affine(pixels_to_box_xywh(rect), crop_wh)), crop_wh, out=out)
+    t["baseline warpAffine ms/frame crop"] = (time.process_time() - c) / len(rects)
+    c = time.process_time()
+    np.save(root / "write-test.npy", np.concatenate(encoded))
+    t["write ms/frame crop"] = (time.process_time() - c) / len(rects)
+    return {k: 1000 * v for k, v in t.items()} | {"decodes at 1/1, 1/2, 1/4": [scales[s] for s in (1, 2, 4)]}
+
+
+def run_case(case: Case, videos: int, frames: int, jpeg_quality: int) -> dict:
+    cfg = CropsConfig(width=case.crop_wh[0], height=case.crop_wh[1], jpeg_quality=jpeg_quality, workers=1)
     with tempfile.TemporaryDirectory(prefix="vremd-bench-crops-") as tmp:
         root = Path(tmp) / "raw"
-        build_data(root, args)
+        build_data(root, case, videos, frames)
         jsons = posetrack.list_videos(root, "train")
         (Path(tmp) / "base").mkdir()
         t0, c0 = time.perf_counter(), time.process_time()
         base = [baseline_video(j, root, Path(tmp) / "base", cfg) for j in jsons]
         t_base, c_base = time.perf_counter() - t0, time.process_time() - c0
         tasks = [VideoTask("train", j, root, Path(tmp) / "fast", cfg, "error", None, "") for j in jsons]
+        tasks = [VideoTask(**{**t.__dict__, "key": video_key(t)}) for t in tasks]
         t0, c0 = time.perf_counter(), time.process_time()
-        records = [run_task(VideoTask(**{**t.__dict__, "key": video_key(t)})) for t in tasks]
+        records = [run_task(t) for t in tasks]
         t_fast, c_fast = time.perf_counter() - t0, time.process_time() - c0
+        diffs = []
         for b, r in zip(base, records):
-            assert np.array_equal(b, np.load(Path(tmp) / "fast" / r["shard"])), "outputs differ"
-        frames = sum(r["frames_decoded"] for r in records)
-        shard_mb = sum(b.nbytes for b in base) / 2**20
+            fast = np.load(Path(tmp) / "fast" / r["shard"])
+            offsets = shard_offsets(b, r["samples"]) if jpeg_quality else [None] * r["samples"]
+            for row in r["rows"][::7]:
+                ref = shard_sample(b, row["row"], offsets[row["row"]]).astype(np.int16)
+                diffs.append(np.abs(ref - shard_sample(fast, row["row"], row["jpeg_offsets"])).mean())
+        labeled = sum(f.is_labeled for j in jsons for f in posetrack.read_video(j, "train").frames)
+        costs = breakdown(root, jsons, records, cfg)
     samples = sum(r["samples"] for r in records)
-    print(f"crops benchmark: {len(jsons)} {args.source} videos x {args.frames} frames {args.image}, "
-          f"{samples} samples ({samples / frames:.2f} per decoded frame), crop {cw}x{ch}, "
-          f"{'JPEG q%d' % cfg.jpeg_quality if cfg.jpeg_quality else 'raw'} shards {shard_mb:.1f} MiB, 1 core")
-    for name, secs, cpu in (("baseline (per-sample decode)", t_base, c_base), ("frame-major", t_fast, c_fast)):
-        print(f"  {name:30s} {samples / secs:7.0f} samples/s wall ({3 * samples / secs:6.0f} frame crops/s), "
-              f"{samples / cpu:7.0f} samples/s per CPU-second ({3 * samples / cpu:6.0f} frame crops)")
-    print(f"  ratio frame-major / baseline: {t_base / t_fast:.1f}x wall, {c_base / c_fast:.1f}x CPU time"
-          f"  (targets: >= 8x, >= 1500 crops/s per core)")
-    return 0
+    return {"case": case, "samples": samples, "per_labeled": samples / labeled, "t_base": t_base, "c_base": c_base,
+            "t_fast": t_fast, "c_fast": c_fast, "diff_mean": float(np.mean(diffs)), "diff_max": float(np.max(diffs)),
+            "costs": costs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, default=6)
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--cases", default=",".join(c.name for c in CASES))
+    parser.add_argument("--jpeg-quality", type=int, default=CropsConfig.jpeg_quality, help="0 stores raw pixels")
+    args = parser.parse_args(argv)
+    by_name = {c.name: c for c in CASES}
+    unknown = [n for n in args.cases.split(",") if n not in by_name]
+    if unknown:
+        parser.error(f"--cases: unknown {unknown}; choose from {list(by_name)}")
+    cv2.setNumThreads(1)  # per-core figures
+    results = [run_case(by_name[n], args.videos, args.frames, args.jpeg_quality) for n in args.cases.split(",")]
+    store = f"JPEG q{args.jpeg_quality}" if args.jpeg_quality else "raw"
+    print(f"crops benchmark: {args.videos} videos x {args.frames} frames per case, {store} shards, 1 core; "
+          f"per-core figures are per CPU-second of this process")
+    print("| case | image | crop | persons/labeled frame | samples | baseline samples/s | frame-major samples/s "
+          "| frame-major frame crops/s | ratio (CPU) | ratio (wall) | mean abs diff vs baseline "
+          "| >= 8x | >= 1500 crops/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    ok = True
+    for r in results:
+        c = r["case"]
+        ratio, crops_s = r["c_base"] / r["c_fast"], 3 * r["samples"] / r["c_fast"]
+        pass_ratio, pass_rate = ratio >= TARGET_RATIO, crops_s >= TARGET_CROPS_PER_CORE
+        ok &= pass_ratio and pass_rate
+        print(f"| {c.name} ({c.source}) | {c.image_wh[0]}x{c.image_wh[1]} | {c.crop_wh[0]}x{c.crop_wh[1]} "
+              f"| {r['per_labeled']:.1f} | {r['samples']} | {r['samples'] / r['c_base']:.0f} "
+              f"| {r['samples'] / r['c_fast']:.0f} | {crops_s:.0f} | {ratio:.1f}x | {r['t_base'] / r['t_fast']:.1f}x "
+              f"| {r['diff_mean']:.2f} (max {r['diff_max']:.2f}) | {'PASS' if pass_ratio else 'FAIL'} "
+              f"| {'PASS' if pass_rate else 'FAIL'} |")
+    print("\nfast-path cost breakdown (CPU ms, re-timed in isolation):")
+    for r in results:
+        print(f"  {r['case'].name}: " + ", ".join(
+            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in r["costs"].items()))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -254,3 +254,61 @@ def test_val_boxes_from_detection_json(tmp_path):
     (tmp_path / "dets.json").write_bytes(orjson.dumps([{"image_id": 1, "bbox": [1, 2, 3], "score": 1}]))
     with pytest.raises(DetectionFormatError, match=r"dets.json: entry 0: bbox: expected 4 finite numbers"):
         build_crops(tmp_path, tmp_path / "crops", CFG, "error", val_boxes=str(tmp_path / "dets.json"))
+
+
+def _smooth_jpeg(rng, hw, path: Path) -> None:
+    h, w = hw
+    coarse = rng.integers(0, 255, (h // 24 + 1, w // 24 + 1, 3), dtype=np.uint8)
+    cv2.imwrite(str(path), cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC), [cv2.IMWRITE_JPEG_QUALITY, 98])
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_crop_of_reduced_decode_matches_full_resolution_reference(tmp_path, scale):
+    rng = np.random.default_rng(scale)
+    _smooth_jpeg(rng, (240, 320), tmp_path / "f.jpg")
+    full, reduced = read_frame(tmp_path / "f.jpg"), read_frame(tmp_path / "f.jpg", scale)
+    assert reduced.shape == (240 // scale, 320 // scale, 3)
+    crop_wh = (24, 32)
+    for rect in [(40, 20, 4 * 24, 4 * 32), (33, 17, 101, 135), (-30, -25, 120, 160), (250, 150, 100, 130)]:
+        fast = crop_frames([reduced, full], rect, crop_wh, scales=(scale, 1))
+        ref = crop_sample([full], invert_affine(crop_to_image_affine(pixels_to_box_xywh(rect), crop_wh)), crop_wh)[0]
+        diff = np.abs(fast[0].astype(int) - ref)
+        # image position of each crop pixel; within `scale` pixels of the image border the
+        # reduced pixel blends with the black outside over a wider band: compare away from it
+        col, row, rw, rh = rect
+        x = col - 0.5 + (np.arange(24) + 0.5) * rw / 24
+        y = row - 0.5 + (np.arange(32) + 0.5) * rh / 32
+        inside_x, inside_y = (x >= scale) & (x <= 320 - 1 - scale), (y >= scale) & (y <= 240 - 1 - scale)
+        away = np.logical_or(inside_y[:, None] & inside_x[None, :], ~(((x >= -1) & (x <= 320))[None, :]
+                                                                       & ((y >= -1) & (y <= 240))[:, None]))
+        assert diff[away].mean() < 2.0 and np.percentile(diff[away], 99) <= 8, (rect, diff[away].mean())
+        assert diff.mean() < 4.0, rect
+        assert np.abs(fast[1].astype(int) - ref)[1:-1, 1:-1].max() <= 2, rect  # scale 1 in the same call
+    # outside the image stays black in the reduced path too
+    fast = crop_frames([reduced], (-96, 0, 96, 128), crop_wh, scales=(scale,))
+    assert (fast[0, :, :11] == 0).all()
+
+
+def test_reduced_decode_keeps_boxes_and_pixels_of_full_decode(tmp_path):
+    small = CropsConfig(height=12, width=9, workers=1)  # boxes >= 4x the crop: frames decode at 1/4
+    video = write_fixture_video(tmp_path, "train", 30, two_people(4))
+    fast = extract_video(video, "train", tmp_path, small, "error", reduced_decode="always")
+    full = extract_video(video, "train", tmp_path, small, "error", reduced_decode="never")
+    assert fast.decode_scales == Counter({4: 4}) and full.decode_scales == Counter({1: 4})
+    assert fast.frames_decoded == full.frames_decoded == 4
+    assert [{k: v for k, v in r.items() if k != "jpeg_offsets"} for r in fast.rows] == \
+        [{k: v for k, v in r.items() if k != "jpeg_offsets"} for r in full.rows]
+    for row in fast.rows:
+        assert np.abs(fast.sample(row["row"]).astype(int) - full.sample(row["row"])).mean() <= 2.0
+    # one small box forces full resolution on its frame and the frames its samples need
+    persons = two_people(4)
+    persons[1].append(make_person(2, (60, 40, 8, 12)))
+    video = write_fixture_video(tmp_path, "train", 31, persons)
+    mixed = extract_video(video, "train", tmp_path, small, "error", reduced_decode="always")
+    assert mixed.decode_scales == Counter({1: 3, 4: 1})  # frames 0, 1, 2 full; frame 3 at 1/4
+    # "auto" reduces only frames few crops are taken from: one person per frame here, not two
+    one = write_fixture_video(tmp_path, "train", 32, [[make_person(0, (20, 10, 30, 50))] for _ in range(4)])
+    assert extract_video(one, "train", tmp_path, small, "error").decode_scales == Counter({4: 4})
+    assert extract_video(video, "train", tmp_path, small, "error").decode_scales == Counter({1: 4})
+    with pytest.raises(ValueError, match="reduced_decode: expected auto"):
+        extract_video(video, "train", tmp_path, small, "error", reduced_decode="sometimes")

@@ -30,7 +30,7 @@ from vremd.data import posetrack
 from vremd.data.crops import extract_video
 from vremd.data.detections import Detection, read_detections
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: frames may be decoded at 1/2 or 1/4 resolution (crops.py)
 SPLITS = ("train", "val")
 MANIFEST = "manifest.parquet"
 STATS = "stats.json"
@@ -88,12 +88,13 @@ def run_task(task: VideoTask) -> dict:
             raise
         crops, rows = np.zeros(0, np.uint8), []
         record.update(skipped={"bad_json": 1}, messages=[str(exc)], clamped_neighbours=0,
-                      frames_decoded=0, single_frame_video=False)
+                      frames_decoded=0, decode_scales={}, single_frame_video=False)
     else:
         res = extract_video(video, task.split, task.dataset_dir, task.cfg, task.policy, task.detections)
         crops, rows = res.crops, res.rows
         record.update(skipped=dict(res.skipped), messages=res.messages,
                       clamped_neighbours=res.clamped_neighbours, frames_decoded=res.frames_decoded,
+                      decode_scales={str(k): v for k, v in sorted(res.decode_scales.items())},
                       single_frame_video=len(video.frames) == 1)
     for row in rows:
         row["shard"] = record["shard"]

@@ -5,6 +5,13 @@ crop's aspect, snapped to pixel boundaries, and the SAME box crops frames t-1, t
 indices clamped at the video's ends). Frames are decoded once per video into a sliding window of 3, so a frame shared by several
 persons and by its neighbours' samples costs one decode. `crop_frames` (a resize of the box's pixels)
 is the fast crop; `crop_sample` (warpAffine of the crop affine) is its reference.
+
+Two passes per video: the first reads each needed file once, checks every sample against the
+image size in the JPEG header and fixes its pixel rectangle; the second decodes each frame once,
+at 1/2 or 1/4 resolution (libjpeg's DCT scaling, about 3x cheaper at 1280x720) when every
+rectangle that frame serves is at least that many times the crop size, and crops with the
+rectangle mapped exactly into the reduced frame. Boxes and affines are unchanged; pixels agree
+with a full-resolution decode up to resampling differences (tests bound them).
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ import numpy as np
 
 from vremd.config import BadInputPolicy, CropsConfig
 from vremd.data.boxes import (
-    BoxError, apply_affine, box_from_keypoints, clip_box_xywh, crop_box_xywh, crop_to_image_affine,
-    invert_affine, pixels_to_box_xywh, snap_box_to_pixels,
+    BoxError, box_from_keypoints, clip_box_xywh, crop_box_xywh, crop_to_image_affine,
+    pixels_to_box_xywh, snap_box_to_pixels,
 )
 from vremd.data.detections import Detection
 from vremd.data.joints import JOINT_NAMES
@@ -62,6 +69,7 @@ class VideoCrops:
     messages: list[str] = field(default_factory=list)
     clamped_neighbours: int = 0
     frames_decoded: int = 0
+    decode_scales: Counter = field(default_factory=Counter)  # frames decoded at 1/scale: {scale: count}
 
     def sample(self, row: int) -> np.ndarray:
         """(T, H, W, 3) uint8 RGB crops of one sample."""
@@ -88,7 +96,7 @@ _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-fra
 
 def jpeg_size(buf: np.ndarray) -> tuple[int, int] | None:
     """(height, width) from a JPEG's start-of-frame header, or None if no such header is found."""
-    data, i = buf.tobytes(), 2
+    data, i = memoryview(buf), 2  # no copy of the file
     while i + 9 <= len(data):
         if data[i] != 0xFF:
             return None
@@ -97,13 +105,25 @@ def jpeg_size(buf: np.ndarray) -> tuple[int, int] | None:
             i += 1
             continue
         if marker in _SOF_MARKERS:
-            return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+            return data[i + 5] << 8 | data[i + 6], data[i + 7] << 8 | data[i + 8]
+        i += 2 + (data[i + 2] << 8 | data[i + 3])
     return None
 
 
-def read_frame(path: Path) -> np.ndarray:
-    """Decode a JPEG to an (H, W, 3) uint8 BGR array; raises `CropInputError` naming the file."""
+DECODE_SCALES = (4, 2, 1)  # reduced decodes tried, largest first
+# A reduced frame is cropped by warpAffine (the rectangle maps to fractional reduced pixels), about
+# 0.2 ms more per 192x256 crop than the plain resize of a full-resolution frame, while libjpeg's DCT
+# scaling saves only 0.6-1 ms of a 1280x720 decode (Huffman decoding is not reduced): worth it only
+# for frames few crops are taken from (1 person: its sample and both neighbours' samples).
+REDUCED_MAX_CROPS = 3
+_DECODE_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
+
+
+def load_jpeg(path: Path) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """A JPEG file's bytes and (height, width) from its header (None if absent); checks markers and size.
+
+    Raises `CropInputError` naming the file when it is missing, truncated, corrupt or too large.
+    """
     try:
         buf = np.fromfile(path, dtype=np.uint8)
     except FileNotFoundError:
@@ -117,13 +137,23 @@ def read_frame(path: Path) -> np.ndarray:
     if size is not None and size[0] * size[1] > MAX_FRAME_PIXELS:
         raise CropInputError(f"{path}: JPEG header claims {size[1]}x{size[0]} pixels, more than the "
                              f"{MAX_FRAME_PIXELS} a frame may have")
+    return buf, size
+
+
+def decode_jpeg(buf: np.ndarray, path: Path, scale: int = 1) -> np.ndarray:
+    """Decode JPEG bytes to (ceil(H / scale), ceil(W / scale), 3) uint8 BGR (scale 1, 2 or 4)."""
     try:
-        image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        image = cv2.imdecode(buf, _DECODE_FLAGS[scale])
     except cv2.error as exc:  # OpenCV asserts on some malformed headers instead of returning None
         raise CropInputError(f"{path}: corrupt JPEG ({str(exc).strip().splitlines()[-1]})") from None
     if image is None:
         raise CropInputError(f"{path}: corrupt JPEG (cannot be decoded)")
     return image
+
+
+def read_frame(path: Path, scale: int = 1) -> np.ndarray:
+    """Decode a JPEG to an (H, W, 3) uint8 BGR array (1/scale size); raises `CropInputError` naming the file."""
+    return decode_jpeg(load_jpeg(path)[0], path, scale)
 
 
 def crop_sample(frames: list[np.ndarray], image_to_crop: np.ndarray, crop_wh: tuple[int, int],
@@ -138,27 +168,46 @@ def crop_sample(frames: list[np.ndarray], image_to_crop: np.ndarray, crop_wh: tu
 
 
 def crop_frames(frames: list[np.ndarray], rect: tuple[int, int, int, int], crop_wh: tuple[int, int],
-                out: np.ndarray | None = None) -> np.ndarray:
+                out: np.ndarray | None = None, scales: tuple[int, ...] | None = None) -> np.ndarray:
     """Fast crop of the same pixel rectangle (col, row, width, height) from T frames: (T, H, W, 3) uint8.
 
     Equal, up to interpolation rounding, to `crop_sample` with the affine of
     `pixels_to_box_xywh(rect)`: a box on pixel boundaries is a plain resize of the pixels it
-    covers (about 3x faster than warpAffine). Pixels outside the image are black.
+    covers (about 3x faster than warpAffine). Pixels outside the image are black. `scales[k]`
+    (default 1) says frame k was decoded at 1/scale of the image the rectangle refers to: its
+    reduced pixel j covers image pixels scale*j .. scale*j + scale - 1, and the rectangle is
+    mapped exactly into it (a warp of only the crop's pixels).
     """
     col, row, rw, rh = rect
     w, h = crop_wh
     out = np.empty((len(frames), h, w, 3), np.uint8) if out is None else out
-    img_h, img_w = frames[0].shape[:2]
-    x0, y0, x1, y1 = max(col, 0), max(row, 0), min(col + rw, img_w), min(row + rh, img_h)
-    inside = (x0, y0, x1, y1) == (col, row, col + rw, row + rh)
     for k, frame in enumerate(frames):
-        if inside:
-            roi = frame[row:row + rh, col:col + rw]
-        else:  # pad with black where the rectangle leaves the image
-            roi = np.zeros((rh, rw, 3), np.uint8)
-            if x1 > x0 and y1 > y0:
-                roi[y0 - row:y1 - row, x0 - col:x1 - col] = frame[y0:y1, x0:x1]
-        cv2.resize(roi, (w, h), dst=out[k], interpolation=cv2.INTER_LINEAR)
+        scale = 1 if scales is None else scales[k]
+        img_h, img_w = frame.shape[:2]
+        if scale == 1 and col >= 0 and row >= 0 and col + rw <= img_w and row + rh <= img_h:
+            cv2.resize(frame[row:row + rh, col:col + rw], (w, h), dst=out[k], interpolation=cv2.INTER_LINEAR)
+            continue
+        # crop pixel u -> image x = col - 0.5 + (u + 0.5) rw / w -> reduced x / scale + (1 / scale - 1) / 2
+        sx, sy = rw / w, rh / h
+        crop_to_frame = np.array([[sx / scale, 0.0, (col + 0.5 * sx) / scale - 0.5],
+                                  [0.0, sy / scale, (row + 0.5 * sy) / scale - 0.5]])
+        if scale == 1:
+            cv2.warpAffine(frame, crop_to_frame, (w, h), dst=out[k], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            continue
+        cv2.warpAffine(frame, crop_to_frame, (w, h), dst=out[k], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_REPLICATE)
+        # a reduced edge pixel would fade to black over `scale` image pixels: fade it as a full-resolution
+        # bilinear warp does, over [-1, 0] and [W - 1, W] in image coordinates (weight = coverage)
+        x = col - 0.5 + (np.arange(w) + 0.5) * sx  # image position of each crop column / row
+        y = row - 0.5 + (np.arange(h) + 0.5) * sy
+        wx = np.clip(np.minimum(x + 1.0, scale * img_w - x), 0.0, 1.0)
+        wy = np.clip(np.minimum(y + 1.0, scale * img_h - y), 0.0, 1.0)
+        cols, rows = np.flatnonzero(wx < 1.0), np.flatnonzero(wy < 1.0)  # a few at most: touch only those
+        if cols.size:
+            out[k][:, cols] = (out[k][:, cols] * wx[cols][None, :, None] + 0.5).astype(np.uint8)
+        if rows.size:
+            out[k][rows] = (out[k][rows] * wy[rows][:, None, None] + 0.5).astype(np.uint8)
     return out
 
 
@@ -220,17 +269,69 @@ def _skip(result: VideoCrops, policy: BadInputPolicy, reason: str, message: str)
         result.messages.append(message)
 
 
-def _load_window(cache: dict, idx: tuple[int, ...], video, dataset_dir: Path, result: VideoCrops) -> None:
-    """Decode the frames of `idx` not yet in the sliding-window cache; drop frames behind it."""
+@dataclass
+class _File:
+    """A frame file read in the first pass: its bytes and header size, or the image if it had to be decoded."""
+
+    buf: np.ndarray | None
+    hw: tuple[int, int]
+    image: np.ndarray | None = None
+
+
+def _load_file(path: Path, result: VideoCrops) -> _File | CropInputError:
+    """Read a frame file once; decode it now only if its header gives no size."""
+    try:
+        buf, hw = load_jpeg(path)
+        if hw is not None:
+            return _File(buf, hw)
+        image = decode_jpeg(buf, path)
+        result.frames_decoded += 1
+        result.decode_scales[1] += 1
+        return _File(None, image.shape[:2], image)
+    except CropInputError as exc:
+        return exc
+
+
+def _decode_scales(jobs: list, crop_wh: tuple[int, int], mode: str) -> dict[int, int]:
+    """Per frame, the decode reduction: the largest scale such that every rectangle the frame serves
+    is at least that many times the crop size, in mode "always"; in mode "auto" only for frames that
+    serve at most `REDUCED_MAX_CROPS` crops; 1 everywhere in mode "never"."""
+    ratio: dict[int, float] = {}
+    uses: Counter = Counter()
+    for _, idx, _, rect in jobs:
+        r = min(rect[2] / crop_wh[0], rect[3] / crop_wh[1])
+        for i in idx:
+            ratio[i] = min(ratio.get(i, r), r)
+            uses[i] += 1
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"reduced_decode: expected auto, always or never, found {mode!r}")
+    return {i: 1 if mode == "never" or (mode == "auto" and uses[i] > REDUCED_MAX_CROPS)
+            else next(s for s in DECODE_SCALES if s <= r or s == 1) for i, r in ratio.items()}
+
+
+def _load_window(cache: dict, idx: tuple[int, ...], files: dict, scales: dict, video, dataset_dir: Path,
+                 result: VideoCrops) -> None:
+    """Decode the frames of `idx` not yet in the sliding-window cache (at their scale); drop frames behind it."""
     for i in [i for i in cache if i < idx[0]]:
         del cache[i]
     for i in idx:
-        if i not in cache:
-            try:
-                cache[i] = read_frame(dataset_dir / video.frames[i].file_name)
-                result.frames_decoded += 1
-            except CropInputError as exc:
-                cache[i] = exc
+        if i in cache:
+            continue
+        file = files.pop(i)
+        if file.image is not None:
+            cache[i] = (file.image, 1)
+            continue
+        path = dataset_dir / video.frames[i].file_name
+        scale = scales[i]
+        try:
+            image = decode_jpeg(file.buf, path, scale)
+            if scale > 1 and image.shape[:2] != tuple(-(-n // scale) for n in file.hw):  # e.g. EXIF rotation
+                image, scale = decode_jpeg(file.buf, path), 1
+            result.frames_decoded += 1
+            result.decode_scales[scale] += 1
+            cache[i] = (image, scale)
+        except CropInputError as exc:
+            cache[i] = exc
 
 
 def _row(s: PlannedSample, split: str, video, crop_box, crop_to_image, joints_crop, clamped, row) -> dict:
@@ -246,49 +347,78 @@ def _row(s: PlannedSample, split: str, video, crop_box, crop_to_image, joints_cr
     }
 
 
+def _invert_scale_shift(affine: np.ndarray) -> np.ndarray:
+    """Inverse of a (2, 3) axis-aligned scale + shift affine (a crop affine), without a matrix inverse."""
+    (sx, _, tx), (_, sy, ty) = affine
+    return np.array([[1.0 / sx, 0.0, -tx / sx], [0.0, 1.0 / sy, -ty / sy]])
+
+
 def extract_video(video, split: str, dataset_dir: Path, cfg: CropsConfig, policy: BadInputPolicy,
-                  detections: dict[int, list[Detection]] | None = None) -> VideoCrops:
-    """All 3-frame crops of one video (a `posetrack.Video`), frame-major with a window of 3 decoded frames."""
+                  detections: dict[int, list[Detection]] | None = None, *, reduced_decode: str = "auto") -> VideoCrops:
+    """All 3-frame crops of one video (a `posetrack.Video`), frame-major with a window of 3 decoded frames.
+
+    `reduced_decode`: "auto" decodes at 1/2 or 1/4 where the boxes allow it and the frame serves at
+    most `REDUCED_MAX_CROPS` crops, "always" wherever the boxes allow it, "never" at full resolution.
+    """
     if not 0 <= cfg.jpeg_quality <= 100:
         raise ValueError(f"crops.jpeg_quality: expected 0 (raw pixels) or 1-100, found {cfg.jpeg_quality}")
+    dataset_dir = Path(dataset_dir)
     plan = plan_samples(video, split, detections)
     crop_wh = (cfg.width, cfg.height)
-    T = len(FRAME_OFFSETS)
-    jpeg = [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality] if cfg.jpeg_quality else None
-    raw = np.empty((1 if jpeg else len(plan), T, cfg.height, cfg.width, 3), np.uint8)  # (S, T, H, W, 3) BGR
-    encoded: list[np.ndarray] = []
-    offset = 0
-    result = VideoCrops(raw, [])
-    cache: dict[int, np.ndarray | CropInputError] = {}
-    n = 0
-    for s in plan:  # plan is in frame order: the window only slides forward
+    result = VideoCrops(np.zeros(0, np.uint8), [])
+    # pass 1: read each needed file once, check every sample against its key frame's size, fix its rectangle
+    files: dict[int, _File | CropInputError] = {}
+    jobs = []  # (sample, neighbour indices, clamped, pixel rectangle), in frame order
+    for s in plan:
         idx, clamped = neighbour_indices(s.frame_index, len(video.frames))
-        _load_window(cache, idx, video, Path(dataset_dir), result)
+        for i in idx:
+            if i not in files:
+                files[i] = _load_file(dataset_dir / video.frames[i].file_name, result)
         where = f"{video.json_path}: {s.file_name} person {s.person_id} (track {s.track_id})"
-        bad = next((cache[i] for i in idx if isinstance(cache[i], CropInputError)), None)
+        bad = next((files[i] for i in idx if isinstance(files[i], CropInputError)), None)
         if bad is not None:
             reason = "missing_frame" if "missing" in str(bad) else "corrupt_frame"
             _skip(result, policy, reason, f"{bad} (needed by {where})")
             continue
-        key = cache[s.frame_index]
-        checked = _check_sample(s, where, (key.shape[1], key.shape[0]), cfg, split)
+        key_h, key_w = files[s.frame_index].hw
+        checked = _check_sample(s, where, (key_w, key_h), cfg, split)
         if isinstance(checked[0], str):
             _skip(result, policy, *checked)
             continue
-        rect = snap_box_to_pixels(crop_box_xywh(checked, cfg.enlarge, crop_wh))
+        jobs.append((s, idx, clamped, snap_box_to_pixels(crop_box_xywh(checked, cfg.enlarge, crop_wh))))
+    scales = _decode_scales(jobs, crop_wh, reduced_decode)
+    # pass 2: decode each frame once into a sliding window of 3, crop, encode
+    T = len(FRAME_OFFSETS)
+    jpeg = [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality] if cfg.jpeg_quality else None
+    raw = np.empty((1 if jpeg else len(jobs), T, cfg.height, cfg.width, 3), np.uint8)  # (S, T, H, W, 3) BGR
+    encoded: list[np.ndarray] = []
+    offset = 0
+    cache: dict[int, tuple[np.ndarray, int] | CropInputError] = {}
+    n = 0
+    for s, idx, clamped, rect in jobs:  # jobs are in frame order: the window only slides forward
+        _load_window(cache, idx, files, scales, video, dataset_dir, result)
+        bad = next((cache[i] for i in idx if isinstance(cache[i], CropInputError)), None)
+        if bad is not None:  # a header that read fine but whose data does not decode
+            where = f"{video.json_path}: {s.file_name} person {s.person_id} (track {s.track_id})"
+            _skip(result, policy, "corrupt_frame", f"{bad} (needed by {where})")
+            continue
         crop_box = pixels_to_box_xywh(rect)
         crop_to_image = crop_to_image_affine(crop_box, crop_wh)
-        image_to_crop = invert_affine(crop_to_image)
-        crop_frames([cache[i] for i in idx], rect, crop_wh, out=raw[0 if jpeg else n])
-        joints = s.joints_xyv.copy()
-        joints[:, :2] = apply_affine(image_to_crop, joints[:, :2])
+        image_to_crop = _invert_scale_shift(crop_to_image)
+        out = raw[0 if jpeg else n]
+        crop_frames([cache[i][0] for i in idx], rect, crop_wh, out=out, scales=tuple(cache[i][1] for i in idx))
+        joints = s.joints_xyv.copy()  # (J, 3); image_to_crop is a scale + shift: no matrix product needed
+        joints[:, :2] = joints[:, :2] * np.diag(image_to_crop[:, :2]) + image_to_crop[:, 2]
         joints[:, 2] = (joints[:, 2] > 0).astype(np.float64)
         joints[joints[:, 2] == 0, :2] = 0.0
-        result.rows.append(_row(s, split, video, crop_box, crop_to_image, joints, clamped, n))
+        row = _row(s, split, video, crop_box, crop_to_image, joints, clamped, n)
         if jpeg:
-            encoded.extend(cv2.imencode(".jpg", raw[0, k], jpeg)[1] for k in range(T))
-            offsets = np.cumsum([offset] + [len(b) for b in encoded[-T:]])
-            result.rows[-1]["jpeg_offsets"], offset = offsets.tolist(), int(offsets[-1])
+            offsets = [offset]
+            for k in range(T):
+                encoded.append(cv2.imencode(".jpg", out[k], jpeg)[1])
+                offsets.append(offsets[-1] + len(encoded[-1]))
+            row["jpeg_offsets"], offset = offsets, offsets[-1]
+        result.rows.append(row)
         result.clamped_neighbours += int(clamped)
         n += 1
     if jpeg:
