@@ -70,6 +70,12 @@ def snap_box_to_pixels(box_xywh) -> tuple[int, int, int, int]:
     return col, row, max(1, int(round(w))), max(1, int(round(h)))
 
 
+def crop_rect(clipped_box_xywh, enlarge: float, crop_wh: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The whole-pixel rectangle a person is cropped from: the clipped box enlarged, widened to the
+    crop's aspect and snapped to pixels. Training crops and inference both go through this."""
+    return snap_box_to_pixels(crop_box_xywh(clipped_box_xywh, enlarge, crop_wh))
+
+
 def pixels_to_box_xywh(rect) -> tuple[float, float, float, float]:
     """The box `(x, y, w, h)` whose edges are the boundaries of pixel rectangle (col, row, width, height)."""
     col, row, w, h = rect

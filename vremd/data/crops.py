@@ -25,8 +25,7 @@ import numpy as np
 
 from vremd.config import BadInputPolicy, CropsConfig
 from vremd.data.boxes import (
-    BoxError, box_from_keypoints, clip_box_xywh, crop_box_xywh, crop_to_image_affine,
-    pixels_to_box_xywh, snap_box_to_pixels,
+    BoxError, box_from_keypoints, clip_box_xywh, crop_rect, crop_to_image_affine, pixels_to_box_xywh,
 )
 from vremd.data.detections import Detection
 from vremd.data.joints import JOINT_NAMES
@@ -385,7 +384,7 @@ def extract_video(video, split: str, dataset_dir: Path, cfg: CropsConfig, policy
         if isinstance(checked[0], str):
             _skip(result, policy, *checked)
             continue
-        jobs.append((s, idx, clamped, snap_box_to_pixels(crop_box_xywh(checked, cfg.enlarge, crop_wh))))
+        jobs.append((s, idx, clamped, crop_rect(checked, cfg.enlarge, crop_wh)))
     scales = _decode_scales(jobs, crop_wh, reduced_decode)
     # pass 2: decode each frame once into a sliding window of 3, crop, encode
     T = len(FRAME_OFFSETS)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from vremd.config import Config, ConfigError, CropsConfig, config_from_dict
 from vremd.data.boxes import (
-    BoxError, apply_affine, clip_box_xywh, crop_box_xywh, crop_to_image_affine, pixels_to_box_xywh, snap_box_to_pixels,
+    BoxError, apply_affine, clip_box_xywh, crop_rect, crop_to_image_affine, pixels_to_box_xywh,
 )
 from vremd.data.crops import crop_frames, neighbour_indices
 from vremd.data.dataset import IMAGENET_MEAN, IMAGENET_STD
@@ -154,7 +154,7 @@ def person_crop(frames_rgb: list[np.ndarray], box_xywh, cfg: CropsConfig, out: n
     crop_wh = (cfg.width, cfg.height)
     height, width = frames_rgb[0].shape[:2]
     clipped = clip_box_xywh(box_xywh, (width, height))
-    rect = snap_box_to_pixels(crop_box_xywh(clipped, cfg.enlarge, crop_wh))
+    rect = crop_rect(clipped, cfg.enlarge, crop_wh)
     crop_frames(frames_rgb, rect, crop_wh, out=out)
     return crop_to_image_affine(pixels_to_box_xywh(rect), crop_wh)
 
