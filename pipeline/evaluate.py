@@ -1,0 +1,91 @@
+"""Stage `evaluate`: predict the val split with models/final.pt and score it with poseval-exact AP.
+
+    python pipeline/evaluate.py --model models/final.pt --index data/index --raw data/raw \
+                                --out reports --metrics metrics/ap.json [--untrained]
+
+Writes reports/predictions/<video>.json (PoseTrack-2018), reports/per_joint.{md,csv,html},
+reports/ap_bar.png and metrics/ap.json ({"Head": .., ..., "Mean": .., "per_joint": {..}}).
+`--untrained` scores the same architecture with random weights: the floor a trained model must beat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from pipeline.cli_config import add_config_args, config_from_args
+from vremd.config import ConfigError
+from vremd.data.dataset import PoseTrackCrops
+from vremd.eval.tables import (ap_table_csv, ap_table_html, ap_table_markdown, load_paper_numbers, paper_row,
+                               per_joint_bar_png)
+from vremd.train.validate import load_model, validate
+
+PAPER_TABLE = {"posetrack17": "table1", "posetrack18": "table2", "posetrack21": "table3"}
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _paper_row(source: str) -> dict[str, float] | None:
+    path = Path("experiments/paper_numbers.yaml")
+    return paper_row(load_paper_numbers(path), PAPER_TABLE[source]) if source in PAPER_TABLE and path.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    parser.add_argument("--model", type=Path, default=Path("models/final.pt"), help="trained model file")
+    parser.add_argument("--index", type=Path, default=Path("data/index"), help="sample index dir")
+    parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw data root (val GT json)")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="reports dir")
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/ap.json"), help="AP metrics json")
+    parser.add_argument("--untrained", action="store_true", help="score random weights of the same model")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)  # eval settings (protocol, flip test, dataset) come from params.yaml
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model, _ = load_model(args.model, untrained=args.untrained, seed=cfg.train.seed)
+        model = model.to(device)
+        index_path = args.index / "val.parquet"
+        dataset = PoseTrackCrops(index_path, None, cfg.model.num_joints, sigma_px=cfg.augment.sigma_px,
+                                 heatmap_stride=cfg.augment.heatmap_stride)
+        pred_dir = args.out / "predictions"
+        shutil.rmtree(pred_dir, ignore_errors=True)  # no stale videos from an earlier dataset
+        result = validate(model, dataset, pd.read_parquet(index_path), args.raw / cfg.data.source / "annotations" / "val",
+                          pred_dir, batch_size=cfg.train.batch_size, device=device,
+                          stride=cfg.augment.heatmap_stride, flip_test=cfg.train.flip_test,
+                          protocol=cfg.eval.protocol, progress=not args.no_progress)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"evaluate: error: {exc}", file=sys.stderr)
+        return 1
+    ours = {("Mean" if k == "Total" else k): v for k, v in result.table.items()}
+    paper = _paper_row(cfg.data.source)
+    title = f"Per-joint AP, {cfg.data.source} val" + (" (untrained)" if args.untrained else "")
+    _write_text(args.out / "per_joint.md", ap_table_markdown(ours, paper))
+    _write_text(args.out / "per_joint.csv", ap_table_csv(ours, paper))
+    _write_text(args.out / "per_joint.html", ap_table_html(ours, paper, title=title))
+    per_joint_bar_png(args.out / "ap_bar.png", ours, paper, title=title)
+    clean = lambda v: None if math.isnan(v) else round(float(v), 4)  # noqa: E731
+    metrics = {k: clean(v) for k, v in ours.items()}
+    metrics["per_joint"] = {k: clean(v) for k, v in result.per_joint.items()}
+    _write_text(args.metrics, json.dumps(metrics, indent=2) + "\n")
+    print(ap_table_markdown(ours, paper), end="")
+    print(f"{args.metrics}: Mean AP {ours['Mean']:.1f} over {result.n_frames} frames; reports in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

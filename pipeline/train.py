@@ -1,0 +1,109 @@
+"""Stage `train`: train VREMD on Ray Train, log to MLflow, write models/final.pt and the training curve.
+
+    python pipeline/train.py --index data/index --raw data/raw --out models [--run-name NAME]
+                             [--ray-address ADDR] [--storage ray_results] [--set train.epochs=2]
+
+Joins an existing Ray cluster with --ray-address or RAY_ADDRESS, else starts Ray locally. MLflow
+goes to `tracking.tracking_uri` unless MLFLOW_TRACKING_URI is set. The run name defaults to
+`<tracking.run_name>-<config hash>`: re-running the same configuration resumes its checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.cli_config import add_config_args, config_from_args
+from vremd.config import ConfigError, config_to_dict
+from vremd.train.checkpoints import CheckpointReadError, CheckpointWriteError, atomic_torch_save
+from vremd.train.loop import RunPaths
+from vremd.train.ray_train import RunMismatchError, train_and_track, training_keys
+from vremd.train.tracking import resolve_tracking_uri
+
+CURVE_COLUMNS = ("epoch", "loss", "lr", "samples_per_s", "ap_mean", "ap_head", "ap_shoulder", "ap_elbow",
+                 "ap_wrist", "ap_hip", "ap_knee", "ap_ankle")
+
+
+def _write_curve(history: list[dict], path: Path) -> None:
+    """metrics/train_curve.csv: one row per epoch; AP columns empty where the epoch was not validated."""
+    lines = [",".join(CURVE_COLUMNS)]
+    for h in history:
+        row = {k.replace("/", "_"): v for k, v in h.items()}
+        lines.append(",".join("" if row.get(c) is None else f"{row[c]:.6g}" for c in CURVE_COLUMNS))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    parser.add_argument("--index", type=Path, default=Path("data/index"), help="sample index dir")
+    parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw data root (val GT json)")
+    parser.add_argument("--out", type=Path, default=Path("models"), help="where final.pt goes")
+    parser.add_argument("--curve", type=Path, default=Path("metrics/train_curve.csv"), help="training curve csv")
+    parser.add_argument("--storage", type=Path, default=Path("ray_results"), help="checkpoint storage root")
+    parser.add_argument("--run-name", default=None, help="run folder / MLflow run name (default: name-confighash)")
+    parser.add_argument("--ray-address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS or local)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 1
+    digest = hashlib.sha1(json.dumps(training_keys(config_to_dict(cfg)), sort_keys=True).encode()).hexdigest()[:8]
+    run_name = args.run_name or f"{cfg.tracking.run_name}-{digest}"
+    uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.tracking_uri, Path.cwd())
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # a down server fails fast, once
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    random.seed(cfg.train.seed)  # the entry point seeds the process; workers derive their own
+    np.random.seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)
+    dataset_dir = (args.raw / cfg.data.source).resolve()
+    paths = RunPaths(index_dir=str(args.index.resolve()), gt_dir=str(dataset_dir / "annotations" / "val"), run_dir="")
+    address = args.ray_address or os.environ.get("RAY_ADDRESS")
+    started_ray = cfg.train.num_workers > 0
+    if started_ray:
+        import ray
+
+        if address:
+            ray.init(address=address)
+        else:  # "local": always a private new Ray, never one a past `ray start` left an address file for
+            ray.init(address="local", include_dashboard=False,  # ERROR: its no-dashboard state-API warnings
+                     logging_config=ray.LoggingConfig(log_level="ERROR"))  # would drown the epoch lines
+    try:
+        outcome = train_and_track(cfg, paths, args.storage, run_name, uri, Path.cwd(), dataset_dir,
+                                  Path(args.params), progress=not args.no_progress)
+        state = outcome.fit.state
+        atomic_torch_save({"model": state["model"], "config": state["config"], "epoch": state["epoch"],
+                           "history": state["history"], "mlflow_run_id": outcome.mlflow_run_id},
+                          args.out / "final.pt")
+        _write_curve(outcome.fit.history, args.curve)
+    except (RunMismatchError, CheckpointReadError, CheckpointWriteError, ValueError) as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if started_ray:
+            ray.shutdown()
+    last = outcome.fit.history[-1]
+    print(f"{args.out / 'final.pt'}: {state['epoch']} epochs, loss {last['loss']:.5f}, "
+          f"val mean AP {last.get('ap/mean', float('nan')):.1f}; checkpoints in {outcome.fit.run_dir}")
+    if outcome.tracking_failure:
+        print(f"MLflow was not reachable ({outcome.tracking_failure}); results are in {args.out} and {args.curve} only")
+    else:
+        print(f"MLflow run {outcome.mlflow_run_id} at {uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

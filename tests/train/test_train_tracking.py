@@ -1,0 +1,86 @@
+"""MLflow tracking on a real sqlite store read back with MlflowClient; a down server never raises."""
+
+import socket
+import warnings
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from vremd.config import flatten, smoke_config
+from vremd.train.tracking import Tracker, dvc_data_hash, resolve_tracking_uri, run_tags
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One sqlite store for the module (creating one runs MLflow's schema migrations: seconds)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    return root, resolve_tracking_uri("sqlite:///mlflow.db", root)
+
+
+def test_resolve_tracking_uri(tmp_path):
+    assert resolve_tracking_uri("sqlite:///mlflow.db", tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert resolve_tracking_uri("sqlite:////abs/x.db", tmp_path) == "sqlite:////abs/x.db"
+    assert resolve_tracking_uri("http://host:5000", tmp_path) == "http://host:5000"
+    assert resolve_tracking_uri("mlruns", tmp_path) == (tmp_path / "mlruns").as_uri()
+
+
+def test_run_holds_params_tags_metrics_and_artifacts(store, tmp_path):
+    root, uri = store
+    cfg = smoke_config()
+    tracker = Tracker.start(uri, "vremd-test", "smoke", flatten(cfg), run_tags(cfg, tmp_path))
+    assert tracker.active, tracker.failure
+    for step, loss in enumerate([0.5, 0.25], start=1):
+        tracker.log_metrics({"loss": loss, "ap/mean": float("nan") if step == 1 else 42.0}, step=step)
+    (tmp_path / "table.md").write_text("| Head |\n")
+    tracker.log_artifact(tmp_path / "table.md", "tables")
+    tracker.finish()
+
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "smoke"
+    assert run.data.params["model.bmd"] == "True" and run.data.params["train.batch_size"] == "2"
+    assert run.data.tags["profile"] == "smoke" and run.data.tags["dataset"] == "synthetic"
+    assert {"git_commit", "git_dirty", "host", "torch_version", "ray_version", "mlflow_version",
+            "dvc_data_hash"} <= set(run.data.tags)
+    assert [m.value for m in client.get_metric_history(tracker.run_id, "loss")] == [0.5, 0.25]
+    assert [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, "ap/mean")] == [(2, 42.0)]
+    assert [a.path for a in client.list_artifacts(tracker.run_id, "tables")] == ["tables/table.md"]
+    # artifacts live beside the database, not in the working directory
+    assert (root / "mlartifacts").is_dir()
+
+
+def test_resume_reopens_the_same_run(store):
+    _, uri = store
+    first = Tracker.start(uri, "e", "r", {"a": 1}, {})
+    first.finish("FAILED")
+    again = Tracker.start(uri, "e", "r", {"a": 1}, {}, resume_run_id=first.run_id)
+    assert again.run_id == first.run_id
+    assert MlflowClient(tracking_uri=uri).get_run(first.run_id).info.status == "RUNNING"
+
+
+def test_down_server_warns_once_and_never_raises(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    uri = f"http://127.0.0.1:{_free_port()}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tracker = Tracker.start(uri, "e", "r", {"a": 1}, {})
+        tracker.log_metrics({"loss": 1.0}, step=1)
+        tracker.log_artifact(__file__)
+        tracker.finish()
+    assert not tracker.active and "127.0.0.1" in tracker.failure
+    assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1
+
+
+def test_dvc_data_hash_reads_dvc_lock(tmp_path):
+    assert dvc_data_hash(tmp_path) == ""
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  preprocess:\n    cmd: x\n    outs:\n    - path: data/index\n"
+        "      md5: abc123.dir\n      size: 1\n      nfiles: 2\n")
+    assert dvc_data_hash(tmp_path) == "abc123.dir"

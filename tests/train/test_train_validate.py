@@ -1,0 +1,83 @@
+"""Validation: heatmaps -> image coordinates -> PoseTrack json -> AP, and the flip test's mirroring."""
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from vremd.config import smoke_config
+from vremd.data.crop_store import build_crops
+from vremd.data.dataset import PoseTrackCrops, build_index
+from vremd.data.download import prepare_synthetic
+from vremd.data.joints import FLIP_INDEX
+from vremd.train.validate import ap_metrics, predict_heatmaps, to_image_xy, validate
+
+
+class Oracle(torch.nn.Module):
+    """A perfect model: the dataset's target heatmaps for its samples, mirrored ones for mirrored inputs."""
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.table = {}
+        for i in range(len(dataset)):
+            item = dataset[i]
+            hm = item["heatmaps"]  # (J, h, w)
+            self.table[self._key(item["frames"])] = hm
+            self.table[self._key(item["frames"].flip(-1))] = hm.flip(-1)[list(FLIP_INDEX)]
+
+    @staticmethod
+    def _key(frames):
+        return hashlib.sha1(frames.contiguous().numpy().tobytes()).hexdigest()
+
+    def forward(self, frames):  # (B, T, 3, H, W) -> {"heatmaps": (B, J, h, w)}
+        return {"heatmaps": torch.stack([self.table[self._key(f)] for f in frames])}
+
+
+@pytest.fixture(scope="module")
+def val_data(tmp_path_factory):
+    cfg = smoke_config()
+    root = tmp_path_factory.mktemp("val")
+    dataset_dir = root / "raw" / "synthetic"
+    prepare_synthetic(cfg.data.synthetic, dataset_dir, progress=False)
+    build_crops(dataset_dir, root / "crops", cfg.crops, "error", progress=False)
+    build_index(root / "crops", root / "index")
+    index_path = root / "index" / "val.parquet"
+    return PoseTrackCrops(index_path, None, 17), pd.read_parquet(index_path), dataset_dir / "annotations" / "val"
+
+
+def test_flip_test_of_a_perfect_model_returns_its_heatmaps(val_data):
+    dataset, _, _ = val_data
+    model = Oracle(dataset)
+    frames = torch.stack([dataset[i]["frames"] for i in range(3)])  # (3, T, 3, H, W)
+    plain = predict_heatmaps(model, frames, flip_test=False)
+    flipped = predict_heatmaps(model, frames, flip_test=True)
+    assert torch.allclose(plain, flipped)
+
+
+def test_to_image_xy_applies_the_affine():
+    xy = torch.tensor([[[1.0, 2.0], [0.0, 0.0]]])  # (B=1, J=2, 2)
+    affine = torch.tensor([[[2.0, 0.0, 10.0], [0.0, 3.0, 20.0]]], dtype=torch.float64)  # (1, 2, 3)
+    assert torch.equal(to_image_xy(xy, affine), torch.tensor([[[12.0, 26.0], [10.0, 20.0]]], dtype=torch.float64))
+
+
+def test_perfect_heatmaps_score_near_the_ceiling_and_noise_scores_low(val_data, tmp_path):
+    dataset, index, gt_dir = val_data
+    oracle = validate(Oracle(dataset), dataset, index, gt_dir, tmp_path / "oracle", 4, torch.device("cpu"), 4,
+                      flip_test=True)
+    # occluded GT joints (v=0 with coordinates) count in poseval's recall but have no target heatmap
+    assert oracle.table["Total"] > 75
+
+    class Noise(torch.nn.Module):
+        def forward(self, frames):
+            g = torch.Generator().manual_seed(0)
+            return {"heatmaps": torch.rand(frames.shape[0], 17, 16, 12, generator=g)}
+
+    noise = validate(Noise(), dataset, index, gt_dir, tmp_path / "noise", 4, torch.device("cpu"), 4)
+    assert noise.table["Total"] < 20 < oracle.table["Total"]
+    metrics = ap_metrics(oracle)
+    assert set(metrics) == {"ap/head", "ap/shoulder", "ap/elbow", "ap/wrist", "ap/hip", "ap/knee", "ap/ankle",
+                            "ap/mean"}
+    assert metrics["ap/mean"] == oracle.table["Total"]
+    assert sorted(p.name for p in (tmp_path / "oracle").iterdir()) == sorted(p.name for p in Path(gt_dir).glob("*.json"))

@@ -1,0 +1,220 @@
+"""Ray Train (Train V2) driver: wrap `loop.run_training` in a `TorchTrainer`, resume runs by name.
+
+The config crosses to the workers as `config_to_dict(cfg)` and is rebuilt on the worker's first
+line. Checkpoints go to `<storage_path>/<run_name>/checkpoint_epoch_NNNN`; re-running the same
+run name resumes from the newest one (Train V2 restores a run whose name and storage path match),
+and a worker that dies mid-epoch is restarted from it up to `train.max_failures` times.
+`train.num_workers = 0` runs the same loop in this process, with the same checkpoint layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from vremd.config import Config, config_from_dict, config_to_dict, flatten
+from vremd.train.checkpoints import STATE_FILE, CheckpointReadError, load_state
+from vremd.eval.tables import write_tables
+from vremd.train.loop import PREDICTIONS_DIR, LocalSession, RunPaths, run_training
+from vremd.train.plots import plot_training_curve, pose_overlays
+from vremd.train.tracking import AP_METRIC_NAMES, Tracker, run_tags
+
+__all__ = ["RunMismatchError", "FitResult", "TrainOutcome", "fit", "train_and_track", "latest_checkpoint",
+           "train_worker", "RaySession", "training_keys"]
+
+
+class RunMismatchError(ValueError):
+    """A run folder holds checkpoints of a different configuration; the message lists the keys."""
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What a finished run left: its folder, final checkpoint folder, loaded state and history."""
+
+    run_dir: Path
+    checkpoint_dir: Path
+    state: dict[str, Any]
+    history: list[dict[str, float]]
+
+
+class RaySession:
+    """The loop's view of a Ray Train worker: rank, device, checkpoint restore and report."""
+
+    def __init__(self) -> None:
+        ctx = ray.train.get_context()
+        self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def latest_state(self) -> dict[str, Any] | None:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return load_state(directory)
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return ray.train.torch.prepare_model(model)  # to the worker's device; DDP when world_size > 1
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None, epoch: int) -> None:
+        checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point of one worker: rebuild the config, then run the shared loop."""
+    cfg = config_from_dict(loop_config["config"])
+    paths = RunPaths(**loop_config["paths"])
+    # DDP's bucket views of depthwise-conv grads: a performance note, printed on every rank each epoch
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    run_training(cfg, paths, RaySession(), progress=loop_config.get("progress", False))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """Newest `checkpoint_*` folder in `run_dir` that holds a complete state file, or None."""
+    found = sorted(p for p in Path(run_dir).glob("checkpoint_*") if (p / STATE_FILE).is_file())
+    return found[-1] if found else None
+
+
+def training_keys(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """The flattened keys that change training results (not tracking names or speed-only knobs)."""
+    speed_only = {"train.num_workers", "train.loader_workers", "train.use_gpu", "train.max_failures",
+                  "train.checkpoint_keep", "crops.workers"}
+    return {k: v for k, v in flatten(cfg_dict).items()
+            if k.split(".")[0] in ("data", "crops", "augment", "model", "train") and k not in speed_only}
+
+
+def check_resumable(cfg: Config, run_dir: Path) -> dict[str, Any] | None:
+    """The latest state in `run_dir` if any; raise `RunMismatchError` if it was trained with another config.
+
+    Only `train.epochs` (and when to validate) may differ: a run can be extended, never shortened.
+    """
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        return None
+    state = load_state(latest)
+    extendable = {"train.epochs", "train.val_every", "train.flip_test"}
+    ours, theirs = training_keys(config_to_dict(cfg)), training_keys(state["config"])
+    diff = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k) and k not in extendable)
+    if diff:
+        shown = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in diff[:8])
+        raise RunMismatchError(
+            f"{run_dir}: holds checkpoints of a different configuration ({shown}); "
+            "choose another run name or delete that folder to start afresh"
+        )
+    if int(state["epoch"]) > cfg.train.epochs:
+        raise RunMismatchError(f"{latest}: already trained {state['epoch']} epochs, more than train.epochs = "
+                               f"{cfg.train.epochs}; choose another run name")
+    return state
+
+
+def _cpus_per_worker(cfg: Config) -> float:
+    if cfg.train.use_gpu:
+        return 1.0
+    total = ray.cluster_resources().get("CPU", 1.0)
+    return max(1.0, float(int(total // max(1, cfg.train.num_workers))))
+
+
+def fit(cfg: Config, paths: RunPaths, storage_path: Path, run_name: str, progress: bool = False) -> FitResult:
+    """Train (or resume) the run `<storage_path>/<run_name>`; return its final checkpoint and history.
+
+    `paths.run_dir` is ignored and replaced by that folder. Needs `ray.init` beforehand unless
+    `cfg.train.num_workers == 0`.
+    """
+    run_dir = Path(storage_path).resolve() / run_name
+    paths = dataclasses.replace(paths, run_dir=str(run_dir))
+    state = check_resumable(cfg, run_dir)
+    if state is None or int(state["epoch"]) < cfg.train.epochs:
+        if cfg.train.num_workers == 0:
+            device = torch.device("cuda" if cfg.train.use_gpu and torch.cuda.is_available() else "cpu")
+            run_training(cfg, paths, LocalSession(run_dir, cfg.train.checkpoint_keep, device), progress)
+        else:
+            trainer = TorchTrainer(
+                train_worker,
+                train_loop_config={"config": config_to_dict(cfg), "paths": dataclasses.asdict(paths),
+                                   "progress": progress},
+                scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+                                             resources_per_worker={"CPU": _cpus_per_worker(cfg)}),
+                run_config=RunConfig(
+                    name=run_name, storage_path=str(Path(storage_path).resolve()),
+                    checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoint_keep),
+                    failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+                ),
+            )
+            trainer.fit()
+    final = latest_checkpoint(run_dir)
+    if final is None:
+        raise CheckpointReadError(f"{run_dir}: training finished without writing a checkpoint")
+    state = load_state(final)
+    return FitResult(run_dir=run_dir, checkpoint_dir=final, state=state, history=list(state["history"]))
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """A finished training: the fit result, the MLflow run id (None if untracked) and any tracking failure."""
+
+    fit: FitResult
+    mlflow_run_id: str | None
+    tracking_failure: str | None
+
+
+def train_and_track(cfg: Config, paths: RunPaths, storage_path: Path, run_name: str, tracking_uri: str,
+                    repo_dir: Path, dataset_dir: Path, params_path: Path | None = None,
+                    progress: bool = False) -> TrainOutcome:
+    """Open (or reopen, on resume) the MLflow run, fit, then log the run's tables, figures and predictions.
+
+    The MLflow run id is kept in `<run_dir>/mlflow_run_id`, so resuming a run name continues its MLflow run.
+    """
+    run_dir = Path(storage_path).resolve() / run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    id_file = run_dir / "mlflow_run_id"
+    previous = id_file.read_text().strip() if id_file.is_file() else None
+    tracker = Tracker.start(tracking_uri, cfg.tracking.experiment, run_name, flatten(cfg),
+                            run_tags(cfg, repo_dir), resume_run_id=previous)
+    if tracker.run_id is not None:
+        id_file.write_text(tracker.run_id)
+    paths = dataclasses.replace(paths, tracking_uri=tracking_uri if tracker.active else "",
+                                mlflow_run_id=tracker.run_id or "")
+    try:
+        result = fit(cfg, paths, storage_path, run_name, progress)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    _log_artifacts(tracker, cfg, result, Path(paths.gt_dir), dataset_dir, params_path)
+    tracker.finish("FINISHED")
+    return TrainOutcome(result, tracker.run_id, tracker.failure)
+
+
+def _log_artifacts(tracker: Tracker, cfg: Config, result: FitResult, gt_dir: Path, dataset_dir: Path,
+                   params_path: Path | None) -> None:
+    """Per-joint tables + AP bar chart, training curve, pose overlays, final predictions, params.yaml."""
+    if not tracker.active:
+        return
+    last_ap = next((h for h in reversed(result.history) if "ap/mean" in h), None)
+    with tempfile.TemporaryDirectory(prefix="vremd-artifacts-") as tmp:
+        tmp = Path(tmp)
+        if last_ap is not None:
+            ours = {col: last_ap[name] for col, name in AP_METRIC_NAMES.items()}
+            write_tables(tmp / "tables", ours, None, stem="per_joint", title=f"Per-joint AP ({cfg.data.source} val)")
+        plot_training_curve(result.history, tmp / "figures" / "training_curve.png")
+        pred_dir = result.checkpoint_dir / PREDICTIONS_DIR
+        if pred_dir.is_dir():
+            pose_overlays(gt_dir, pred_dir, dataset_dir, tmp / "overlays", count=4)
+            tracker.log_artifact(pred_dir, "predictions")
+        for sub in ("tables", "figures", "overlays"):
+            if (tmp / sub).is_dir():
+                tracker.log_artifact(tmp / sub, sub)
+    if params_path is not None and Path(params_path).is_file():
+        tracker.log_artifact(Path(params_path))

@@ -1,0 +1,182 @@
+"""MLflow tracking through an explicit `MlflowClient` and run id (no fluent, process-wide active run).
+
+One run per training. Params are the flattened config (`model.bmd`), tags say where the run came
+from (git commit, dirty tree, dataset, profile, host, library versions, DVC data hash). A tracking
+store that is down never stops training: the first failure warns once, later calls are skipped, and
+`Tracker.failure` says why so the CLI can report that only local files were written.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import mlflow
+import ray
+import torch
+import yaml
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from vremd.config import Config
+
+__all__ = ["Tracker", "resolve_tracking_uri", "run_tags", "dvc_data_hash", "AP_METRIC_NAMES"]
+
+# evaluator table column -> MLflow metric name
+AP_METRIC_NAMES: dict[str, str] = {
+    "Head": "ap/head", "Shoulder": "ap/shoulder", "Elbow": "ap/elbow", "Wrist": "ap/wrist",
+    "Hip": "ap/hip", "Knee": "ap/knee", "Ankle": "ap/ankle", "Total": "ap/mean",
+}
+_MAX_PARAM_CHARS = 500
+
+
+def resolve_tracking_uri(uri: str, base_dir: Path) -> str:
+    """Make a relative `sqlite:///x.db` or plain-path URI absolute against `base_dir` (workers chdir)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str((Path(base_dir) / uri[len("sqlite:///"):]).resolve())
+    if "://" not in uri and not uri.startswith("databricks"):
+        return (Path(base_dir) / uri).resolve().as_uri()
+    return uri
+
+
+def _artifact_root(uri: str) -> str | None:
+    """For a sqlite store, artifacts live beside the database in `mlartifacts/` (not in the CWD)."""
+    if uri.startswith("sqlite:////"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    return None
+
+
+def _git(repo_dir: Path, *args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=repo_dir, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def dvc_data_hash(repo_dir: Path, path: str = "data/index") -> str:
+    """md5 of `path` as recorded in `dvc.lock` (the data the run trained on), or "" if unknown."""
+    lock = Path(repo_dir) / "dvc.lock"
+    try:
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    except (OSError, yaml.YAMLError):
+        return ""
+    for stage in stages.values():
+        for out in stage.get("outs", []) or []:
+            if out.get("path") == path:
+                return str(out.get("md5", ""))
+    return ""
+
+
+def run_tags(cfg: Config, repo_dir: Path) -> dict[str, str]:
+    """Provenance tags of a run: git commit and dirty flag, dataset, profile, host, versions, data hash."""
+    return {
+        "git_commit": _git(repo_dir, "rev-parse", "HEAD") or "unknown",
+        "git_dirty": str(bool(_git(repo_dir, "status", "--porcelain", "--untracked-files=no"))).lower(),
+        "dataset": cfg.data.source,
+        "profile": cfg.profile,
+        "host": platform.node(),
+        "torch_version": torch.__version__,
+        "ray_version": ray.__version__,
+        "mlflow_version": mlflow.__version__,
+        "dvc_data_hash": dvc_data_hash(repo_dir) or "unknown",
+    }
+
+
+class Tracker:
+    """One MLflow run addressed by id; every call is a no-op after the store has failed once."""
+
+    def __init__(self, tracking_uri: str, run_id: str | None, failure: str | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+        self.failure = failure
+        self._client = None
+
+    @property
+    def active(self) -> bool:
+        return self.run_id is not None and self.failure is None
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = f"MLflow at {self.tracking_uri}: {what} failed ({type(exc).__name__}: {exc})"
+            warnings.warn(self.failure + "; training continues, results are kept in local files only",
+                          RuntimeWarning, stacklevel=3)
+
+    def client(self):
+        """The `MlflowClient` of this tracker (created on first use)."""
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    @classmethod
+    def start(cls, tracking_uri: str, experiment: str, run_name: str, params: Mapping[str, Any],
+              tags: Mapping[str, str], resume_run_id: str | None = None) -> "Tracker":
+        """Create (or reopen `resume_run_id`) a run with flat params and tags; a failing store gives an inactive tracker."""
+        tracker = cls(tracking_uri, None)
+        try:
+            client = tracker.client()
+            if resume_run_id is not None:
+                try:
+                    client.get_run(resume_run_id)
+                    client.update_run(resume_run_id, status="RUNNING")
+                    tracker.run_id = resume_run_id
+                    return tracker
+                except Exception:  # deleted or from another store: start a new run
+                    pass
+            exp = client.get_experiment_by_name(experiment)
+            exp_id = exp.experiment_id if exp else client.create_experiment(
+                experiment, artifact_location=_artifact_root(tracking_uri))
+            run = client.create_run(exp_id, run_name=run_name, tags=dict(tags))
+            tracker.run_id = run.info.run_id
+            items = [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()]
+            for i in range(0, len(items), 100):  # MLflow's batch limit
+                client.log_batch(tracker.run_id, params=items[i:i + 100])
+        except Exception as exc:
+            tracker._fail("starting the run", exc)
+        return tracker
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Log finite numeric metrics at `step` (NaN AP values are skipped)."""
+        if not self.active:
+            return
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and math.isfinite(float(v))]
+        try:
+            self.client().log_batch(self.run_id, metrics=items)
+        except Exception as exc:
+            self._fail("logging metrics", exc)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Upload one file, or a whole directory's contents, under `artifact_path`."""
+        if not self.active:
+            return
+        try:
+            if Path(path).is_dir():
+                self.client().log_artifacts(self.run_id, str(path), artifact_path)
+            else:
+                self.client().log_artifact(self.run_id, str(path), artifact_path)
+        except Exception as exc:
+            self._fail(f"uploading {path}", exc)
+
+    def set_tag(self, key: str, value: str) -> None:
+        if not self.active:
+            return
+        try:
+            self.client().set_tag(self.run_id, key, value)
+        except Exception as exc:
+            self._fail("setting a tag", exc)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Close the run with `status` (FINISHED, FAILED, KILLED)."""
+        if not self.active:
+            return
+        try:
+            self.client().set_terminated(self.run_id, status=status)
+        except Exception as exc:
+            self._fail("closing the run", exc)

@@ -1,0 +1,121 @@
+"""Validation: predict every sample of an index, map joints back to image pixels, write PoseTrack json
+predictions and score them with the poseval-exact evaluator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from vremd.config import config_from_dict
+from vremd.data.heatmaps import decode, heatmap_to_input_xy
+from vremd.data.joints import FLIP_INDEX
+from vremd.eval.posetrack_ap import evaluate_dirs
+from vremd.eval.predictions import read_gt_videos, write_predictions
+from vremd.model.vremd import build_model
+from vremd.train.tracking import AP_METRIC_NAMES
+
+__all__ = ["Predictions", "predict", "validate", "ap_metrics", "load_model"]
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per-sample predictions: joints in image pixels (S, J, 2), heatmap maxima (S, J), sample ids (S,)."""
+
+    joints_xy_image: np.ndarray
+    maxvals: np.ndarray
+    sample_ids: np.ndarray
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on GPU; plain fp32 on CPU (bf16 matmuls on CPU are slow and change results)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def predict_heatmaps(model: nn.Module, frames: torch.Tensor, flip_test: bool) -> torch.Tensor:
+    """Heatmaps (B, J, h, w) of frames (B, T, 3, H, W); with `flip_test` averaged with the mirrored input's."""
+    heatmaps = model(frames)["heatmaps"].float()  # (B, J, h, w)
+    if flip_test:
+        flipped = model(frames.flip(-1))["heatmaps"].float()  # (B, J, h, w) of the mirrored crops
+        flipped = flipped.flip(-1)[:, list(FLIP_INDEX)]  # mirror back; left/right joints swap slots
+        heatmaps = (heatmaps + flipped) / 2
+    return heatmaps
+
+
+def to_image_xy(joints_xy_input: torch.Tensor, crop_to_image: torch.Tensor) -> torch.Tensor:
+    """(B, J, 2) crop-input pixels -> (B, J, 2) image pixels through the (B, 2, 3) affine."""
+    ones = torch.ones_like(joints_xy_input[..., :1])
+    homog = torch.cat([joints_xy_input.double(), ones.double()], dim=-1)  # (B, J, 3): x, y, 1
+    return homog @ crop_to_image.double().transpose(1, 2)  # (B, J, 2)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device, stride: int,
+            flip_test: bool = False, progress: bool = False) -> Predictions:
+    """Run `model` (eval mode) over an eval-mode dataset; return joints in original-image pixels."""
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    joints, maxvals, ids = [], [], []
+    for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
+        frames = batch["frames"].to(device)  # (B, T, 3, H, W)
+        with _autocast(device):
+            heatmaps = predict_heatmaps(model, frames, flip_test)  # (B, J, h, w)
+        xy_hm, peak = decode(heatmaps.float().cpu())  # (B, J, 2) heatmap pixels, (B, J)
+        xy_image = to_image_xy(heatmap_to_input_xy(xy_hm, stride), batch["crop_to_image"])  # (B, J, 2)
+        joints.append(xy_image.numpy())
+        maxvals.append(peak.numpy())
+        ids.append(np.asarray(batch["sample_id"]))
+    model.train(was_training)
+    if not joints:
+        raise ValueError("predict: the dataset has no samples")
+    return Predictions(np.concatenate(joints), np.concatenate(maxvals), np.concatenate(ids))
+
+
+def validate(model: nn.Module, dataset: Dataset, index: pd.DataFrame, gt_dir: Path, pred_dir: Path,
+             batch_size: int, device: torch.device, stride: int, flip_test: bool = False,
+             protocol: str = "posetrack18", progress: bool = False):
+    """Predict `dataset`, write `<pred_dir>/<video>.json` for every GT video in `gt_dir`, return the `APResult`.
+
+    Keypoint scores are the heatmap maximum times the box score (1.0 for GT boxes), as in DCPose.
+    """
+    preds = predict(model, dataset, batch_size, device, stride, flip_test, progress)
+    rows = index.set_index("sample_id").loc[preds.sample_ids].reset_index()
+    box_score = rows["score"].to_numpy(np.float64) if "score" in rows else np.ones(len(rows))
+    scores = preds.maxvals * box_score[:, None]  # (S, J)
+    write_predictions(pred_dir, read_gt_videos(gt_dir), rows.to_dict("records"), preds.joints_xy_image, scores)
+    return evaluate_dirs(Path(gt_dir), Path(pred_dir), protocol=protocol)
+
+
+def ap_metrics(result) -> dict[str, float]:
+    """The evaluator's table as MLflow metric names (`ap/head` ... `ap/mean`); NaN kept as NaN."""
+    return {name: float(result.table.get(col, float("nan"))) for col, name in AP_METRIC_NAMES.items()}
+
+
+def load_model(model_path: Path, untrained: bool = False, seed: int = 0) -> tuple[nn.Module, dict]:
+    """The model saved in a `final.pt` (weights + config dict) and that config dict.
+
+    With `untrained` the same architecture is built from `seed` without loading weights: the
+    baseline a trained model must beat.
+    """
+    try:
+        saved = torch.load(model_path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{model_path}: model file not found (run the train stage first)") from None
+    if not isinstance(saved, dict) or "model" not in saved or "config" not in saved:
+        raise ValueError(f"{model_path}: expected a dict with 'model' and 'config' (written by pipeline/train.py)")
+    model_cfg = config_from_dict({"model": saved["config"]["model"]}).model
+    torch.manual_seed(seed)
+    model = build_model(dataclasses.replace(model_cfg, pretrained=""))  # weights come from the file
+    if not untrained:
+        model.load_state_dict(saved["model"], strict=True)
+    return model, saved["config"]
