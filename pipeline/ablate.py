@@ -1,0 +1,103 @@
+"""Regenerate a paper table: every row of experiments/ablations.yaml x seed as a Ray Tune trial.
+
+    python pipeline/ablate.py --table 6 [--profile demo|paper|smoke] [--seeds 2] [--set train.epochs=4]
+        [--max-concurrent 2] [--resources-per-trial cpu=2,gpu=1] [--max-failures 1] [--dry-run] [--fresh]
+
+Tables 4-6 are the paper's ablations, 1-3 the full model on PoseTrack17/18/21 among its peers (pass
+e.g. --index 'data/index-{source}' when each dataset has its own index). Prints the paper beside us
+and writes experiments/results/table<N>/; one MLflow parent run with a nested run per trial.
+Interrupted or partly failed? Run the same command again: only unfinished and failed trials run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pipeline.cli_config import add_config_args
+from vremd.config import ConfigError, config_to_dict, load_config, parse_override, smoke_config
+from vremd.eval.tables import load_paper_numbers
+from vremd.train import ablation, ablation_grid
+from vremd.train.tracking import resolve_tracking_uri
+
+
+def _base_config(args: argparse.Namespace):
+    """The profile's config with --set applied; `smoke` is the test config built in code."""
+    if args.profile == "smoke":
+        overrides = dict(parse_override(text) for text in args.overrides)
+        return ablation_grid.apply_overrides(config_to_dict(smoke_config()), overrides, "--set ")
+    return load_config(args.params, profile=args.profile, overrides=args.overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    parser.add_argument("--table", type=int, required=True, help="paper table: 1-3 (datasets) or 4-6 (ablations)")
+    parser.add_argument("--seeds", type=int, default=1, help="repeats per row, train.seed = profile seed + i")
+    parser.add_argument("--max-concurrent", type=int, default=None,
+                        help="trials at once (default: as resources allow; 1 when trials launch Ray Train workers)")
+    parser.add_argument("--resources-per-trial", default=None, metavar="cpu=N,gpu=M", help="what each trial asks Tune for")
+    parser.add_argument("--max-failures", type=int, default=None, help="retries of a failed trial (default: train.max_failures)")
+    parser.add_argument("--ray-address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS or local)")
+    parser.add_argument("--dry-run", action="store_true", help="print the trial grid and exit")
+    parser.add_argument("--fresh", action="store_true", help="start a new Tune experiment instead of restoring")
+    parser.add_argument("--index", default="data/index", help="sample index dir; '{source}' is replaced per row")
+    parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw data root (val GT json)")
+    parser.add_argument("--storage", type=Path, default=Path("ray_results"), help="Tune experiments and trainings")
+    parser.add_argument("--out", type=Path, default=Path("experiments/results"), help="tables go to <out>/table<N>/")
+    parser.add_argument("--ablations", type=Path, default=Path("experiments/ablations.yaml"))
+    parser.add_argument("--paper", type=Path, default=Path("experiments/paper_numbers.yaml"))
+    args = parser.parse_args(argv)
+    try:
+        tables = ablation_grid.load_tables(args.ablations)
+        if args.table not in tables:
+            raise ablation_grid.AblationError(f"{args.ablations}: tables: no table {args.table}, found {sorted(tables)}")
+        base = _base_config(args)
+        fixed = [parse_override(text)[0] for text in args.overrides]
+        trials = ablation_grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations))
+        resources = (ablation_grid.parse_resources(args.resources_per_trial) if args.resources_per_trial
+                     else ablation_grid.default_resources(base))
+        index = str(Path(args.index).resolve())
+        if not args.dry_run:
+            ablation_grid.check_inputs(trials, index, args.raw)
+            paper = load_paper_numbers(args.paper)
+    except (ConfigError, ablation_grid.AblationError, OSError, ValueError) as exc:
+        print(f"ablate: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{tables[args.table].title}: {len(trials)} trial(s), profile {base.profile}")
+    print(ablation_grid.grid_text(trials, resources), end="")
+    if args.dry_run:
+        return 0
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=args.ray_address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False)
+    uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or base.tracking.tracking_uri, Path.cwd())
+    try:
+        result = ablation.run_ablation(
+            tables[args.table], trials, base, storage_path=args.storage, out_dir=args.out / f"table{args.table}",
+            index_dir=index, raw_dir=args.raw, tracking_uri=uri, repo_dir=Path.cwd(), paper_tables=paper,
+            resources=resources, fresh=args.fresh,
+            max_concurrent=args.max_concurrent or (1 if base.train.num_workers else None),  # workers take the CPUs
+            max_failures=base.train.max_failures if args.max_failures is None else args.max_failures)
+    except ablation_grid.AblationError as exc:
+        print(f"ablate: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if started:
+            ray.shutdown()
+    print("\n" + result.text)
+    print(f"{args.out / f'table{args.table}'}: " + ", ".join(sorted(p.name for p in result.paths.values())))
+    print(f"MLflow parent run {result.parent_run_id} at {uri}" + (" (restored)" if result.restored else ""))
+    if result.failed:
+        print(f"{result.failed} of {len(trials)} trial(s) did not finish; run the same command again to retry "
+              "them (finished trials are kept)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""`pipeline/ablate.py`: real Tune trials on real smoke data, MLflow parent/nested runs, restore, dry run."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+import yaml
+from matplotlib.image import imread
+from mlflow.tracking import MlflowClient
+
+import pipeline.ablate as ablate
+import pipeline.crops as crops_stage
+import pipeline.download as download_stage
+import pipeline.preprocess as preprocess_stage
+from vremd.config import config_to_dict, smoke_config
+from vremd.model.vremd import build_model
+from vremd.train.ablation import ATTEMPTS_FILE
+
+ROOT = Path(__file__).resolve().parents[2]
+AP_NAMES = {"ap/head", "ap/shoulder", "ap/elbow", "ap/wrist", "ap/hip", "ap/knee", "ap/ankle", "ap/mean", "loss"}
+
+
+@pytest.fixture(scope="module")
+def smoke_data(tmp_path_factory) -> Path:
+    """Smoke-sized synthetic data built once by the real download, crops and preprocess stages."""
+    root = tmp_path_factory.mktemp("ablate-data")
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump({"profile": "smoke", "profiles": {"smoke": config_to_dict(smoke_config())}}))
+    common = ["--params", str(params)]
+    assert download_stage.main([*common, "--out", str(root / "raw"), "--cache", str(root / "dl"), "--no-progress"]) == 0
+    assert crops_stage.main([*common, "--raw", str(root / "raw"), "--out", str(root / "crops"), "--no-progress"]) == 0
+    assert preprocess_stage.main(["--crops", str(root / "crops"), "--out", str(root / "index"),
+                                  "--stats", str(root / "dataset.json")]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def cli_args(data: Path, work: Path, *extra: str) -> list[str]:
+    return ["--profile", "smoke", "--index", str(data / "index"), "--raw", str(data / "raw"),
+            "--storage", str(work / "ray_results"), "--out", str(work / "results"),
+            "--set", f"tracking.tracking_uri=sqlite:///{work / 'mlflow.db'}", *extra]
+
+
+def nested_runs(work: Path, parent_id: str):
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    parent = client.get_run(parent_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    return client, parent, {r.data.tags["ablation.row"]: r for r in children}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_table6_smoke_runs_four_trials_and_reports_beside_the_paper(smoke_data, local_ray, tmp_path, capsys):
+    rc = ablate.main(["--table", "6", "--seeds", "1", *cli_args(smoke_data, tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    table = out[out.index("Table 6: motion attention"):]
+    for row, paper in (("DC", "84.7"), ("DA", "85.8"), ("DCA", "87.1"), ("DCA+BS", "87.6")):
+        line = next(line for line in table.splitlines() if line.startswith(row + " "))
+        assert paper in line and line.rstrip().endswith("1/1"), line
+
+    results = tmp_path / "results" / "table6"
+    rows = list(csv.DictReader((results / "table6.csv").open()))
+    means = {r["row"]: r for r in rows if r["column"] == "Mean"}
+    assert set(means) == {"DC", "DA", "DCA", "DCA+BS"} and all(r["state"] == "ok" for r in means.values())
+    assert all(0.0 <= float(r["ours"]) <= 100.0 and r["seeds"] == "1" for r in means.values())
+    assert float(means["DC"]["delta"]) == pytest.approx(float(means["DC"]["ours"]) - 84.7)
+    for png in ("table6.png", "table6_joints.png"):
+        assert imread(results / png).shape[0] > 100
+    assert "| DCA+BS | 87.6 |" in (results / "table6.md").read_text()
+
+    saved = json.loads((results / "results.json").read_text())
+    client, parent, children = nested_runs(tmp_path, saved["mlflow_parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.params["ablation.table"] == "6"
+    assert {"DC/ap/mean", "DCA-BS/ap/mean"} <= set(parent.data.metrics)
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "ablation")} >= {
+        "ablation/table6.md", "ablation/table6.csv", "ablation/table6.html", "ablation/table6.png"}
+    assert set(children) == {"DC", "DA", "DCA", "DCA+BS"}
+    for row, run in children.items():
+        assert run.info.status == "FINISHED"
+        assert AP_NAMES <= set(run.data.metrics), run.data.metrics
+        assert run.data.params["model.motion_attention"] == row.split("+")[0].lower()
+        assert run.data.params["model.bidirectional_separation"] == str(row == "DCA+BS")
+        assert run.data.metrics["ap/mean"] == pytest.approx(float(means[row]["ours"]))
+
+
+def write_vitpose_checkpoint(path: Path) -> None:
+    """The smoke backbone's weights in the official ViTPose .pth layout (what model.pretrained reads)."""
+    vit = build_model(dataclasses.replace(smoke_config().model, pretrained="")).backbone.vit.state_dict()
+    sd = {}
+    for key, value in vit.items():
+        if key == "pos_embed":  # ViTPose keeps a class slot first; zero adds nothing on conversion
+            sd["backbone.pos_embed"] = torch.cat([torch.zeros_like(value[:, :1]), value], dim=1)
+        elif key.startswith("norm."):
+            sd["backbone.last_norm." + key[len("norm."):]] = value
+        else:
+            sd["backbone." + key] = value
+    torch.save({"state_dict": sd}, path)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_rerun_restores_and_runs_only_the_failed_trial(smoke_data, local_ray, tmp_path, capsys):
+    weights = tmp_path / "weights" / "vitpose-smoke.pth"  # not there yet: that row's trial fails
+    ablations = tmp_path / "ablations.yaml"
+    ablations.write_text(yaml.safe_dump({"tables": {6: {"title": "Table 6 (restore test)", "rows": {
+        "DCA": {"model.motion_attention": "dca", "model.bidirectional_separation": False},
+        "DCA+BS": {"model.motion_attention": "dca", "model.bidirectional_separation": True,
+                   "model.pretrained": str(weights)}}}}}))
+    args = ["--table", "6", "--ablations", str(ablations), "--max-failures", "0", *cli_args(smoke_data, tmp_path)]
+
+    assert ablate.main(args) == 1  # one trial failed: the table says so and the exit code too
+    captured = capsys.readouterr()
+    assert "did not finish; run the same command again" in captured.err
+    line = next(line for line in captured.out.splitlines() if line.startswith("DCA+BS "))
+    assert "failed" in line and "0/1 (1 failed)" in line
+    assert "ViTPose checkpoint not found" in captured.out
+    trials = {t["row"]: t for t in csv.DictReader((tmp_path / "results" / "table6" / "trials.csv").open())}
+    assert trials["DCA"]["status"] == "finished" and trials["DCA+BS"]["status"] == "failed"
+    assert "ViTPose checkpoint not found" in trials["DCA+BS"]["error"]
+    runs = tmp_path / "ray_results" / "table6-smoke-runs"
+    finished_ckpt = next((runs / trials["DCA"]["run_name"]).glob("checkpoint_*/*"))
+    stamp = finished_ckpt.stat().st_mtime_ns
+    parent_id = json.loads((tmp_path / "results" / "table6" / "results.json").read_text())["mlflow_parent_run_id"]
+    _, parent, children = nested_runs(tmp_path, parent_id)
+    assert parent.info.status == "FAILED" and children["DCA+BS"].info.status == "FAILED"
+
+    weights.parent.mkdir()
+    write_vitpose_checkpoint(weights)  # the fix: the weights arrive
+    assert ablate.main(args) == 0
+    out = capsys.readouterr().out
+    assert "(restored)" in out and "DCA+BS " in out
+    attempts = {row: len((runs / trials[row]["run_name"] / ATTEMPTS_FILE).read_text().splitlines())
+                for row in ("DCA", "DCA+BS")}
+    assert attempts == {"DCA": 1, "DCA+BS": 2}  # only the failed trial ran again
+    assert finished_ckpt.stat().st_mtime_ns == stamp
+    trials = {t["row"]: t for t in csv.DictReader((tmp_path / "results" / "table6" / "trials.csv").open())}
+    assert trials["DCA"]["status"] == trials["DCA+BS"]["status"] == "finished"
+    _, parent, after = nested_runs(tmp_path, parent_id)  # same parent, same nested runs, now finished
+    assert parent.info.status == "FINISHED"
+    assert {r: run.info.run_id for r, run in after.items()} == {r: run.info.run_id for r, run in children.items()}
+    assert after["DCA+BS"].info.status == "FINISHED" and AP_NAMES <= set(after["DCA+BS"].data.metrics)
+
+    assert ablate.main([*args, "--set", "train.epochs=2"]) == 1  # another grid is never silently mixed in
+    assert "was started with another grid (DCA seed 0: DCA-seed0-" in capsys.readouterr().err
+
+
+def test_dry_run_prints_the_grid_and_runs_nothing(tmp_path, capsys):
+    rc = ablate.main(["--table", "4", "--seeds", "2", "--dry-run", "--resources-per-trial", "cpu=2,gpu=1",
+                      "--set", "train.epochs=1", *cli_args(tmp_path / "no-data", tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    lines = [line for line in out.splitlines() if " seed " in line]
+    assert [(line.split()[0], line.split()[2]) for line in lines] == [
+        (row, seed) for row in ("baseline", "+HKME", "+BMD", "VREMD") for seed in ("0", "1")]
+    assert "model.hkme=false, model.bmd=false" in lines[0] and all("cpu=2, gpu=1" in line for line in lines)
+    assert not (tmp_path / "ray_results").exists() and not (tmp_path / "results").exists()
+
+
+def test_bad_requests_fail_with_a_clear_message(tmp_path, capsys):
+    assert ablate.main(["--table", "9", *cli_args(tmp_path, tmp_path)]) == 1
+    assert "tables: no table 9, found [1, 2, 3, 4, 5, 6]" in capsys.readouterr().err
+    assert ablate.main(["--table", "6", *cli_args(tmp_path / "none", tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "missing inputs:" in err and "none/index/train.parquet" in err
+    assert ablate.main(["--table", "6", "--set", "model.motion_attention=dc", *cli_args(tmp_path, tmp_path)]) == 1
+    assert "--set model.motion_attention: conflicts with" in capsys.readouterr().err
+    assert ablate.main(["--table", "6", "--profile", "nope", "--dry-run"]) == 1
+    assert "unknown profile 'nope'" in capsys.readouterr().err

@@ -1,0 +1,163 @@
+"""Ablation tables as data -> trial grid -> report: rows, seeds, overrides, failed trials, paper beside us."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+from matplotlib.image import imread
+
+from vremd.config import config_from_dict, smoke_config
+from vremd.eval.tables import load_paper_numbers
+from vremd.train.ablation_grid import (AblationError, TableSpec, apply_overrides, build_grid, check_inputs,
+                                       default_resources, grid_text, load_tables, parse_resources)
+from vremd.train.ablation_report import TrialOutcome, report_rows, summary_markdown, summary_text, write_report
+
+ROOT = Path(__file__).resolve().parents[2]
+ABLATIONS = ROOT / "experiments" / "ablations.yaml"
+PAPER = ROOT / "experiments" / "paper_numbers.yaml"
+JOINTS = ("head", "shoulder", "elbow", "wrist", "hip", "knee", "ankle")
+
+
+def ap(mean: float, offset: float = 0.0) -> dict[str, float]:
+    """Per-joint AP metrics as training reports them (joints spread around `mean`)."""
+    return {**{f"ap/{j}": mean + offset + i for i, j in enumerate(JOINTS)}, "ap/mean": mean + offset,
+            "loss": 0.01, "epochs": 2}
+
+
+def test_ablation_rows_are_the_papers_and_join_paper_numbers():
+    tables = load_tables(ABLATIONS)
+    paper = load_paper_numbers(PAPER)
+    assert sorted(tables) == [1, 2, 3, 4, 5, 6]
+    assert list(tables[6].rows) == ["DC", "DA", "DCA", "DCA+BS"]
+    assert tables[6].rows["DCA+BS"] == {"model.motion_attention": "dca", "model.bidirectional_separation": True}
+    assert [r["data.source"] for t in (1, 2, 3) for r in tables[t].rows.values()] == [
+        "posetrack17", "posetrack18", "posetrack21"]
+    for number in (4, 5, 6):  # same row names and the same overrides as the paper-numbers file
+        paper_rows = {r["name"]: r["config"] for r in paper[f"table{number}"]["rows"]}
+        assert paper_rows == tables[number].rows
+
+
+def test_grid_has_every_row_at_every_seed_with_its_overrides():
+    base = smoke_config()
+    trials = build_grid(base, load_tables(ABLATIONS)[6], seeds=2)
+    assert [(t.row, t.seed) for t in trials] == [(r, s) for r in ("DC", "DA", "DCA", "DCA+BS") for s in (0, 1)]
+    for t in trials:
+        cfg = config_from_dict(t.config)  # what the trial rebuilds: a valid Config
+        assert cfg.train.seed == t.seed and cfg.model.motion_attention == t.overrides["model.motion_attention"]
+        assert cfg.model.bidirectional_separation == t.overrides["model.bidirectional_separation"]
+        assert cfg.model.dim == base.model.dim and cfg.profile == "smoke"
+    assert len({t.run_name for t in trials}) == 8  # one training folder per trial
+    assert trials[0].run_name.startswith("DC-seed0-") and trials[-1].run_name.startswith("DCA-BS-seed1-")
+    shifted = build_grid(apply_overrides({"train": {"seed": 10}}, {}), TableSpec(9, "t", {"a": {}}), seeds=3)
+    assert [t.seed for t in shifted] == [10, 11, 12]
+
+
+def test_a_typo_in_a_row_names_the_file_row_and_close_match():
+    table = TableSpec(6, "t", {"DC": {"model.motion_atention": "dc"}})
+    with pytest.raises(AblationError, match=r"tables\.6\.rows\.DC: model\.motion_atention: unknown key "
+                                            r"\(did you mean model\.motion_attention\?\)"):
+        build_grid(smoke_config(), table, seeds=1)
+    with pytest.raises(AblationError, match=r"model\.motion_attention: expected one of 'dc' \| 'da' \| 'dca'"):
+        build_grid(smoke_config(), TableSpec(6, "t", {"DC": {"model.motion_attention": "xx"}}), seeds=1)
+    with pytest.raises(AblationError, match="--seeds: expected at least 1"):
+        build_grid(smoke_config(), table, seeds=0)
+
+
+def test_set_that_a_row_overrides_is_refused():
+    with pytest.raises(AblationError, match=r"--set model\.bmd: conflicts with .*tables\.4\.rows\.baseline"):
+        build_grid(smoke_config(), load_tables(ABLATIONS)[4], seeds=1, fixed_keys=["model.bmd", "train.epochs"])
+    trials = build_grid(smoke_config(), load_tables(ABLATIONS)[4], seeds=1, fixed_keys=["train.epochs"])
+    assert len(trials) == 4
+
+
+def test_bad_ablations_files_say_where(tmp_path):
+    with pytest.raises(AblationError, match="no such ablations file"):
+        load_tables(tmp_path / "nope.yaml")
+    (tmp_path / "a.yaml").write_text("tables:\n  6:\n    rows:\n      DC: [1, 2]\n")
+    with pytest.raises(AblationError, match=r"a\.yaml: tables\.6\.rows\.DC: expected a mapping"):
+        load_tables(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("rows: {}\n")
+    with pytest.raises(AblationError, match=r"b\.yaml: tables: expected a mapping"):
+        load_tables(tmp_path / "b.yaml")
+
+
+def test_resources_parse_and_defaults():
+    assert parse_resources("cpu=2,gpu=1") == {"cpu": 2.0, "gpu": 1.0}
+    assert parse_resources("CPU=0.5, accelerator_x=1") == {"cpu": 0.5, "accelerator_x": 1.0}
+    for bad in ("cpu", "cpu=two", "gpu=-1", "=1"):
+        with pytest.raises(AblationError, match="expected NAME=AMOUNT"):
+            parse_resources(bad)
+    with pytest.raises(AblationError, match="asks for nothing"):
+        parse_resources("cpu=0")
+    assert default_resources(smoke_config()) == {"cpu": 1.0, "gpu": 0.0}  # num_workers 0: trains in the trial
+    ray_workers = apply_overrides({"train": {"num_workers": 2}}, {})
+    assert default_resources(ray_workers)["cpu"] == 0  # the trial only drives its TorchTrainer
+    assert default_resources(ray_workers)["memory"] > 0  # Tune refuses an empty request
+
+
+def test_grid_text_lists_row_seed_overrides_and_resources():
+    trials = build_grid(smoke_config(), load_tables(ABLATIONS)[5], seeds=2)
+    text = grid_text(trials, {"cpu": 2.0, "gpu": 1.0})
+    lines = text.splitlines()
+    assert len(lines) == 8
+    assert "no mask" in lines[0] and "seed 0" in lines[0] and "seed 1" in lines[1]
+    assert "model.human_mask=false, model.keypoint_mask=false" in lines[0]
+    assert all("cpu=2, gpu=1" in line and "trains in the trial's process" in line for line in lines)
+
+
+def test_check_inputs_names_every_missing_path(tmp_path):
+    trials = build_grid(smoke_config(), load_tables(ABLATIONS)[1], seeds=1)  # data.source posetrack17
+    with pytest.raises(AblationError) as err:
+        check_inputs(trials, str(tmp_path / "index-{source}"), tmp_path / "raw")
+    message = str(err.value)
+    assert "index-posetrack17/train.parquet" in message and "index-posetrack17/val.parquet" in message
+    assert str(tmp_path / "raw" / "posetrack17" / "annotations" / "val") in message
+
+
+def test_report_shows_mean_std_over_seeds_failed_rows_and_paper(tmp_path):
+    outcomes = [
+        TrialOutcome("DC", 0, "finished", ap(40.0)), TrialOutcome("DC", 1, "finished", ap(40.0, 2.0)),
+        TrialOutcome("DA", 0, "finished", ap(50.0)), TrialOutcome("DA", 1, "failed", error="FileNotFoundError: x"),
+        TrialOutcome("DCA", 0, "failed", error="RuntimeError: boom"), TrialOutcome("DCA", 1, "not run"),
+    ]
+    rows = report_rows(["DC", "DA", "DCA", "DCA+BS"], outcomes, load_paper_numbers(PAPER), 6)
+    by = {r.name: r for r in rows}
+    assert [r.state for r in rows] == ["ok", "partial", "failed", "not run"]
+    assert by["DC"].ours["Mean"] == [40.0, 42.0] and by["DC"].paper == {"Mean": 84.7}
+    text = summary_text(rows, "Table 6")
+    dc = next(line for line in text.splitlines() if line.startswith("DC "))
+    assert "84.7" in dc and f"41.0 ± {math.sqrt(2):.1f}" in dc and "-43.7" in dc and "2/2" in dc
+    da = next(line for line in text.splitlines() if line.startswith("DA "))
+    assert "50.0" in da and "1/2 (1 failed)" in da
+    dca = next(line for line in text.splitlines() if line.startswith("DCA "))
+    assert "failed" in dca and "0/2 (1 failed)" in dca
+    assert "DCA: seed 0: RuntimeError: boom" in text  # the reason is printed, never dropped
+    paths = write_report(tmp_path, 6, "Table 6", rows, outcomes)
+    long = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
+    dc_mean = next(r for r in long if r["row"] == "DC" and r["column"] == "Mean")
+    assert float(dc_mean["ours"]) == 41.0 and float(dc_mean["paper"]) == 84.7 and dc_mean["seeds"] == "2"
+    assert float(dc_mean["ours_std"]) == pytest.approx(math.sqrt(2)) and float(dc_mean["delta"]) == pytest.approx(-43.7)
+    assert next(r for r in long if r["row"] == "DCA" and r["column"] == "Mean")["state"] == "failed"
+    trials = list(csv.DictReader(io.StringIO(paths["trials"].read_text())))
+    assert [t["status"] for t in trials] == ["finished", "finished", "finished", "failed", "failed", "not run"]
+    saved = json.loads(paths["json"].read_text())
+    assert [r["state"] for r in saved["rows"]] == ["ok", "partial", "failed", "not run"]
+    assert "<td>DCA+BS</td>" in paths["html"].read_text()
+    for png in (paths["png"], paths["joints_png"]):
+        image = imread(png)
+        assert image.shape[0] > 100 and image.std() > 0
+
+
+def test_tables_1_to_3_place_ours_among_the_peers():
+    outcomes = [TrialOutcome("VREMD", 0, "finished", ap(70.0))]
+    rows = report_rows(["VREMD"], outcomes, load_paper_numbers(PAPER), 1)
+    assert [(r.name, r.state) for r in rows] == [("VREMD", "ok"), ("DCPose", "paper only"), ("TDMI-ST", "paper only")]
+    assert rows[0].paper["Head"] == 89.9 and rows[1].paper == {"Mean": 82.8}
+    md = summary_markdown(rows, "Table 1")
+    assert "| DCPose | 82.8 |" in md and "| VREMD | 87.6 | 70.0 | -17.6 |" in md
+    assert "| Head | 89.9 | 70.0 | -19.9 |" in md  # per-joint table of our row against the paper's

@@ -1,0 +1,248 @@
+"""The paper's tables as Ray Tune experiments: each row of experiments/ablations.yaml x each seed is one trial.
+
+    ablation_grid.load_tables(path) -> ablation_grid.build_grid(base_cfg, table, seeds) -> run_ablation(...)
+
+Every trial runs the function trainable `ablation_trial`: it rebuilds the `Config` from the dict in
+its Tune config (Train V2 style), opens a nested MLflow run under the table's parent run, calls
+`ray_train.train_and_track` (`train.num_workers` 0 trains inside the trial's process, otherwise a
+`TorchTrainer` is launched from the trial) and reports the final per-joint AP with `tune.report`.
+A trial's training lives in `<runs_dir>/<row>-seed<k>-<config hash>`, so a retried or restored trial
+continues from its last epoch checkpoint. Re-running the same table restores the Tune experiment:
+finished trials are kept, unfinished and errored ones run again; a grid that changed is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import ray
+import torch
+from ray import tune
+
+from vremd.config import Config, config_from_dict, flatten
+from vremd.train.ablation_grid import AblationError, TableSpec, TrialSpec, slug
+from vremd.train.ablation_report import (COLUMN_METRICS, ReportRow, TrialOutcome, report_rows, summary_text,
+                                         write_report)
+from vremd.train.loop import RunPaths
+from vremd.train.ray_train import train_and_track
+from vremd.train.tracking import Tracker, run_tags
+
+__all__ = ["TrialContext", "AblationResult", "ablation_trial", "run_ablation", "GRID_FILE", "PARENT_RUN_FILE",
+           "ATTEMPTS_FILE"]
+
+GRID_FILE = "ablation_grid.json"  # in the Tune experiment folder: the trials it was started with
+PARENT_RUN_FILE = "mlflow_parent_run_id"  # in the Tune experiment folder
+ATTEMPTS_FILE = "attempts.jsonl"  # in a trial's run folder: one line per start of that trial
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of one table shares (absolute paths; passed with `tune.with_parameters`)."""
+
+    table: int
+    index_dir: str  # may contain `{source}`, filled with the trial's data.source
+    raw_dir: str  # GT json: <raw_dir>/<data.source>/annotations/val
+    runs_dir: str
+    tracking_uri: str
+    parent_run_id: str
+    repo_dir: str
+
+
+@dataclass(frozen=True)
+class AblationResult:
+    """A finished (possibly partly failed) table: trial outcomes, rendered rows, files and the parent run."""
+
+    outcomes: list[TrialOutcome]
+    rows: list[ReportRow]
+    text: str
+    paths: dict[str, Path]
+    parent_run_id: str | None
+    restored: bool
+    failed: int = field(default=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# the trial (runs in a Tune worker process)
+
+
+def ablation_trial(config: dict[str, Any], context: TrialContext) -> None:
+    """Tune function trainable: train one (row, seed), log it as a nested MLflow run, report the final AP."""
+    spec = config["trial"]
+    cfg = config_from_dict(spec["config"])  # rebuilt on the trial's first line: strict, typed
+    runs_dir, run_name = Path(context.runs_dir), spec["run_name"]
+    _note_attempt(runs_dir / run_name)
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
+    if cfg.train.num_workers == 0 and cpus >= 1:
+        torch.set_num_threads(int(cpus))  # the loop runs here: use exactly what the trial was given
+    tracker = _open_nested_run(cfg, spec, context)
+    dataset_dir = Path(context.raw_dir) / cfg.data.source
+    paths = RunPaths(index_dir=context.index_dir.format(source=cfg.data.source),
+                     gt_dir=str(dataset_dir / "annotations" / "val"), run_dir="")
+    try:
+        outcome = train_and_track(cfg, paths, runs_dir, run_name, context.tracking_uri, Path(context.repo_dir),
+                                  dataset_dir)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    history = outcome.fit.history
+    last_ap = next((h for h in reversed(history) if "ap/mean" in h), {})
+    metrics = {m: float(last_ap.get(m, math.nan)) for m in COLUMN_METRICS.values()}
+    tune.report({**metrics, "loss": float(history[-1]["loss"]), "epochs": int(outcome.fit.state["epoch"]),
+                 "row": spec["row"], "seed": int(spec["seed"]), "mlflow_run_id": outcome.mlflow_run_id or ""})
+
+
+def _note_attempt(run_dir: Path) -> None:
+    """Append one line to `<run_dir>/attempts.jsonl`: how often this trial was started, where and when."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": socket.gethostname(), "pid": os.getpid()})
+    with open(run_dir / ATTEMPTS_FILE, "a") as f:
+        f.write(line + "\n")
+
+
+def _open_nested_run(cfg: Config, spec: Mapping[str, Any], context: TrialContext) -> Tracker:
+    """Create (or reopen) the trial's MLflow run under the parent; `train_and_track` continues it by id."""
+    id_file = Path(context.runs_dir) / spec["run_name"] / "mlflow_run_id"
+    previous = id_file.read_text().strip() if id_file.is_file() else None
+    tags = {**run_tags(cfg, Path(context.repo_dir)), "ablation.table": str(context.table),
+            "ablation.row": spec["row"], "ablation.seed": str(spec["seed"])}
+    if context.parent_run_id:
+        tags["mlflow.parentRunId"] = context.parent_run_id
+    tracker = Tracker.start(context.tracking_uri, cfg.tracking.experiment,
+                            f"table{context.table}/{spec['row']}/seed{spec['seed']}", flatten(cfg), tags,
+                            resume_run_id=previous)
+    if tracker.run_id is not None:
+        if previous == tracker.run_id and context.parent_run_id:  # reopened: it may belong to an older parent
+            tracker.set_tag("mlflow.parentRunId", context.parent_run_id)
+        id_file.write_text(tracker.run_id)
+    return tracker
+
+
+# ---------------------------------------------------------------------------------------------
+# the driver
+
+
+def _trial_name(trial) -> str:
+    spec = trial.config["trial"]
+    return f"{slug(spec['row'])}-seed{spec['seed']}"
+
+
+def _trial_dirname(trial) -> str:
+    return f"{_trial_name(trial)}-{trial.trial_id}"
+
+
+def _grid_record(trials: Sequence[TrialSpec]) -> list[dict[str, Any]]:
+    return [{"row": t.row, "seed": t.seed, "run_name": t.run_name} for t in trials]
+
+
+def _check_same_grid(exp_dir: Path, trials: Sequence[TrialSpec]) -> None:
+    """Refuse to restore an experiment that was started with other rows, seeds or configurations."""
+    recorded_path = exp_dir / GRID_FILE
+    if not recorded_path.is_file():
+        return
+    recorded, ours = json.loads(recorded_path.read_text()), _grid_record(trials)
+    if recorded != ours:
+        old = {(r["row"], r["seed"]): r["run_name"] for r in recorded}
+        new = {(r["row"], r["seed"]): r["run_name"] for r in ours}
+        diff = [f"{row} seed {seed}: {old.get((row, seed), 'absent')} -> {new.get((row, seed), 'absent')}"
+                for row, seed in dict.fromkeys([*old, *new]) if old.get((row, seed)) != new.get((row, seed))]
+        raise AblationError(f"{exp_dir}: was started with another grid ({'; '.join(diff[:6])}); re-run with "
+                            "--fresh to start a new experiment (finished trainings of unchanged rows are reused)")
+
+
+def _outcomes(results, trials: Sequence[TrialSpec]) -> list[TrialOutcome]:
+    """One `TrialOutcome` per planned trial, in grid order; a trial Tune has no result for is `not run`."""
+    found = {}
+    for result in results:
+        spec = (result.config or {}).get("trial", {})
+        metrics = dict(result.metrics or {})
+        if result.error is not None:
+            lines = [ln for ln in str(result.error).strip().splitlines() if ln.strip()]
+            status, error = "failed", (lines[-1].strip() if lines else type(result.error).__name__)
+        else:
+            status, error = ("finished" if "ap/mean" in metrics else "not run"), ""
+        kept = {k: v for k, v in metrics.items() if k in (*COLUMN_METRICS.values(), "loss", "epochs")}
+        found[(spec.get("row"), spec.get("seed"))] = TrialOutcome(
+            spec.get("row", "?"), int(spec.get("seed", -1)), status, kept, error[:500], spec.get("run_name", ""),
+            str(metrics.get("mlflow_run_id", "")))
+    return [found.get((t.row, t.seed), TrialOutcome(t.row, t.seed, "not run", run_name=t.run_name)) for t in trials]
+
+
+def _parent_run(exp_dir: Path, tracking_uri: str, base: Config, table: TableSpec, seeds: int,
+                repo_dir: Path) -> Tracker:
+    """The table's MLflow parent run, reopened on restore (its id is kept in the experiment folder)."""
+    id_file = exp_dir / PARENT_RUN_FILE
+    previous = id_file.read_text().strip() if id_file.is_file() else None
+    params = {**flatten(base), "ablation.table": table.number, "ablation.seeds": seeds,
+              "ablation.rows": ", ".join(table.rows)}
+    tags = {**run_tags(base, repo_dir), "ablation.table": str(table.number)}
+    tracker = Tracker.start(tracking_uri, base.tracking.experiment, f"table{table.number}-{base.profile}", params, tags,
+                            resume_run_id=previous)
+    if tracker.run_id is not None:
+        id_file.write_text(tracker.run_id)
+    return tracker
+
+
+def run_ablation(table: TableSpec, trials: Sequence[TrialSpec], base: Config, *, storage_path: Path, out_dir: Path,
+                 index_dir: str, raw_dir: Path, tracking_uri: str, repo_dir: Path, paper_tables: Mapping[str, Any],
+                 resources: Mapping[str, float], max_concurrent: int | None, max_failures: int,
+                 fresh: bool = False, verbose: int = 1) -> AblationResult:
+    """Run (or restore and finish) the table's Tune experiment, then write and log the report.
+
+    Needs `ray.init` beforehand. The experiment is `<storage_path>/table<N>-<profile>`; trainings go to
+    `<storage_path>/table<N>-<profile>-runs/`. `max_failures` retries a failed trial that many times.
+    """
+    name = f"table{table.number}-{base.profile}"
+    storage_path = Path(storage_path).resolve()
+    exp_dir, runs_dir = storage_path / name, storage_path / f"{name}-runs"
+    if fresh and exp_dir.exists():
+        shutil.rmtree(exp_dir)
+    restored = tune.Tuner.can_restore(str(exp_dir))
+    if restored:
+        _check_same_grid(exp_dir, trials)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    (exp_dir / GRID_FILE).write_text(json.dumps(_grid_record(trials), indent=1))
+    parent = _parent_run(exp_dir, tracking_uri, base, table, len({t.repeat for t in trials}), Path(repo_dir))
+    context = TrialContext(table.number, str(index_dir), str(Path(raw_dir).resolve()), str(runs_dir), tracking_uri,
+                           parent.run_id or "", str(Path(repo_dir).resolve()))
+    trainable = tune.with_resources(tune.with_parameters(ablation_trial, context=context), dict(resources))
+    if restored:
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, restart_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space={"trial": tune.grid_search([{**asdict(t), "run_name": t.run_name} for t in trials])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, trial_name_creator=_trial_name,
+                                        trial_dirname_creator=_trial_dirname),
+            run_config=tune.RunConfig(name=name, storage_path=str(storage_path), verbose=verbose,
+                                      failure_config=tune.FailureConfig(max_failures=max_failures)),
+        )
+    outcomes = _outcomes(tuner.fit(), trials)
+    rows = report_rows(list(table.rows), outcomes, paper_tables, table.number)
+    title = f"{table.title} [profile {base.profile}]"
+    paths = write_report(out_dir, table.number, title, rows, outcomes,
+                         {"profile": base.profile, "experiment": str(exp_dir), "mlflow_parent_run_id": parent.run_id},
+                         chart_title=f"Table {table.number} ({base.profile})")
+    failed = sum(o.status != "finished" for o in outcomes)
+    _finish_parent(parent, rows, paths, failed)
+    return AblationResult(outcomes, rows, summary_text(rows, title), paths, parent.run_id, restored, failed)
+
+
+def _finish_parent(parent: Tracker, rows: Sequence[ReportRow], paths: Mapping[str, Path], failed: int) -> None:
+    """Per-row mean AP as `<row>/ap/mean` metrics, the report files as artifacts, FAILED if a trial failed."""
+    metrics = {}
+    for r in rows:
+        for col, name in COLUMN_METRICS.items():
+            if r.ours.get(col):
+                metrics[f"{slug(r.name)}/{name}"] = sum(r.ours[col]) / len(r.ours[col])
+    parent.log_metrics(metrics, step=0)
+    parent.set_tag("ablation.failed_trials", str(failed))
+    for path in paths.values():
+        parent.log_artifact(path, "ablation")
+    parent.finish("FAILED" if failed else "FINISHED")

@@ -1,0 +1,183 @@
+"""Paper tables as data -> validated trial specs: experiments/ablations.yaml rows x seeds.
+
+A row is a set of `dotted.key: value` overrides applied to the profile's config; each (row, seed)
+becomes a `TrialSpec` holding the resolved config as a plain dict (what crosses to the Tune trial).
+No Ray here: `vremd.train.ablation` runs the specs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+
+from vremd.config import Config, ConfigError, config_from_dict, config_to_dict
+from vremd.train.ray_train import training_keys
+
+__all__ = ["AblationError", "TableSpec", "TrialSpec", "slug", "load_tables", "apply_overrides", "build_grid",
+           "parse_resources", "default_resources", "DRIVER_MEMORY", "grid_text", "check_inputs"]
+
+class AblationError(ValueError):
+    """An ablation table, grid or experiment folder is unusable; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One paper table: its number, title and rows (row name -> `{dotted.key: value}` overrides)."""
+
+    number: int
+    title: str
+    rows: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One Tune trial: a row's overrides at one seed, with the resolved config as a plain dict."""
+
+    row: str
+    repeat: int  # 0 .. seeds-1
+    seed: int  # train.seed of this trial: the profile's seed + repeat
+    overrides: dict[str, Any]
+    config: dict[str, Any]  # config_to_dict(Config): what the trial rebuilds its Config from
+
+    @property
+    def run_name(self) -> str:
+        """`<row slug>-seed<k>-<hash of the training keys>`: the trial's training folder and MLflow run name."""
+        digest = hashlib.sha1(json.dumps(training_keys(self.config), sort_keys=True).encode()).hexdigest()[:8]
+        return f"{slug(self.row)}-seed{self.seed}-{digest}"
+
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a row name: `DCA+BS` -> `DCA-BS`."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", name).strip("-") or "row"
+
+
+def load_tables(path: Path) -> dict[int, TableSpec]:
+    """experiments/ablations.yaml -> {table number: TableSpec}; rows must map dotted keys to values."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise AblationError(f"{path}: no such ablations file") from None
+    except yaml.YAMLError as exc:
+        raise AblationError(f"{path}: not valid YAML: {exc}") from None
+    tables = raw.get("tables") if isinstance(raw, Mapping) else None
+    if not isinstance(tables, Mapping):
+        raise AblationError(f"{path}: tables: expected a mapping of table number -> {{title, rows}}")
+    out = {}
+    for number, entry in tables.items():
+        where = f"{path}: tables.{number}"
+        if not isinstance(number, int) or not isinstance(entry, Mapping) or not isinstance(entry.get("rows"), Mapping):
+            raise AblationError(f"{where}: expected an integer key with a 'rows' mapping")
+        rows = {}
+        for row, overrides in entry["rows"].items():
+            if not isinstance(overrides, Mapping) or not all(isinstance(k, str) for k in overrides):
+                raise AblationError(f"{where}.rows.{row}: expected a mapping of dotted.key: value")
+            rows[str(row)] = dict(overrides)
+        if not rows:
+            raise AblationError(f"{where}.rows: no rows")
+        out[number] = TableSpec(number, str(entry.get("title", f"Table {number}")), rows)
+    return out
+
+
+def apply_overrides(values: Mapping[str, Any], overrides: Mapping[str, Any], where: str = "") -> Config:
+    """A validated `Config` from a plain config dict with `{dotted.key: value}` overrides set on a copy."""
+    tree = copy.deepcopy(dict(values))
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise AblationError(f"{where}{dotted}: cannot set a key below the non-mapping {part!r}")
+        node[leaf] = value
+    try:
+        return config_from_dict(tree)
+    except ConfigError as exc:
+        raise AblationError(f"{where}{exc}") from None
+
+
+def build_grid(base: Config, table: TableSpec, seeds: int, fixed_keys: Iterable[str] = (),
+               where: str = "experiments/ablations.yaml") -> list[TrialSpec]:
+    """Every row of `table` at `seeds` seeds (train.seed = base seed + i), validated; row order kept.
+
+    `fixed_keys` are keys the user already overrode for all rows (`--set`): a row setting one of them
+    would silently lose its meaning, so that is an error.
+    """
+    if seeds < 1:
+        raise AblationError(f"--seeds: expected at least 1, found {seeds}")
+    fixed = set(fixed_keys)
+    base_dict = config_to_dict(base)
+    trials = []
+    for row, overrides in table.rows.items():
+        clash = sorted(fixed & set(overrides))
+        if clash:
+            raise AblationError(f"--set {clash[0]}: conflicts with {where}: tables.{table.number}.rows.{row}, "
+                                "which sets that key; drop it from --set")
+        for i in range(seeds):
+            seeded = {**overrides, "train.seed": base.train.seed + i}
+            cfg = apply_overrides(base_dict, seeded, f"{where}: tables.{table.number}.rows.{row}: ")
+            trials.append(TrialSpec(row, i, cfg.train.seed, dict(overrides), config_to_dict(cfg)))
+    return trials
+
+
+def parse_resources(text: str) -> dict[str, float]:
+    """`"cpu=2,gpu=1"` -> `{"cpu": 2.0, "gpu": 1.0}` (other names are Ray custom resources)."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            amount = float(value)
+        except ValueError:
+            amount = -1.0
+        if not sep or not name.strip() or amount < 0:
+            raise AblationError(f"--resources-per-trial {text!r}: expected NAME=AMOUNT[,NAME=AMOUNT], e.g. cpu=2,gpu=1")
+        out[name.strip().lower() if name.strip().lower() in ("cpu", "gpu") else name.strip()] = amount
+    if not any(out.values()):
+        raise AblationError(f"--resources-per-trial {text!r}: asks for nothing, but Tune needs a positive amount; "
+                            f"for a trial that only drives Ray Train workers use cpu=0,memory={DRIVER_MEMORY}")
+    return out
+
+
+DRIVER_MEMORY = 256 * 2**20  # bytes a driver-only trial asks for: Tune refuses an empty request
+
+
+def default_resources(cfg: Config) -> dict[str, float]:
+    """What a trial asks Tune for: the compute when it trains in-process (num_workers 0); otherwise no
+    CPU, only nominal memory, since its TorchTrainer asks for every worker's CPUs / GPUs itself and a
+    CPU held by the trial could leave those workers unplaceable."""
+    if cfg.train.num_workers == 0:
+        return {"cpu": 1.0, "gpu": 1.0 if cfg.train.use_gpu else 0.0}
+    return {"cpu": 0.0, "memory": float(DRIVER_MEMORY)}
+
+
+def grid_text(trials: Sequence[TrialSpec], resources: Mapping[str, float]) -> str:
+    """The dry-run listing: one line per trial with row, seed, overrides and requested resources."""
+    asks = ", ".join(f"{k}={v / 2**20:g}MiB" if k == "memory" else f"{k}={v:g}" for k, v in resources.items() if v)
+    lines = []
+    for t in trials:
+        train = t.config["train"]
+        workers = (f"; Train workers: {train['num_workers']} x ({'1 GPU' if train['use_gpu'] else 'CPU'})"
+                   if train["num_workers"] else "; trains in the trial's process")
+        sets = ", ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in t.overrides.items()) or "(profile as is)"
+        lines.append(f"{t.row:>16s}  seed {t.seed:<3d} {sets}  [trial: {asks or 'nothing'}{workers}]  -> {t.run_name}")
+    return "\n".join(lines) + "\n"
+
+
+def check_inputs(trials: Sequence[TrialSpec], index_dir: str, raw_dir: Path) -> None:
+    """Raise `AblationError` naming every missing index or GT folder the trials would read."""
+    missing = []
+    for source in dict.fromkeys(t.config["data"]["source"] for t in trials):
+        index = Path(index_dir.format(source=source))
+        missing += [str(index / f) for f in ("train.parquet", "val.parquet") if not (index / f).is_file()]
+        gt = Path(raw_dir) / source / "annotations" / "val"
+        missing += [] if gt.is_dir() else [str(gt)]
+    if missing:
+        raise AblationError(f"missing inputs: {', '.join(missing)}; build them with the download, crops and "
+                            "preprocess stages (dvc repro preprocess, or pipeline/download.py, crops.py, preprocess.py)")

@@ -1,0 +1,210 @@
+"""The paper's tables beside ours: per-row mean ± std over seeds, failed trials shown, never dropped.
+
+Plain data in, files out (markdown, CSV, HTML, PNG, JSON); no Ray, no MLflow. `TrialOutcome` is what
+`vremd.train.ablation` collects from each Tune trial; `write_report` renders one table from them with
+the per-joint helpers of `vremd.eval.tables`.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from vremd.eval.tables import COLUMNS, ablation_bar_png, ap_rows, ap_table_markdown, paper_row
+from vremd.train.tracking import AP_METRIC_NAMES
+
+__all__ = ["TrialOutcome", "ReportRow", "report_rows", "summary_text", "summary_markdown", "summary_csv",
+           "summary_html", "write_report", "COLUMN_METRICS"]
+
+# table column (Head .. Ankle, Mean) -> the MLflow / Tune metric name training reports
+COLUMN_METRICS: dict[str, str] = {("Mean" if col == "Total" else col): name for col, name in AP_METRIC_NAMES.items()}
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """One (row, seed) trial: `finished`, `failed` (with the error) or `not run`; AP in percent."""
+
+    row: str
+    seed: int
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)  # ap/head .. ap/mean, loss, epochs
+    error: str = ""
+    run_name: str = ""
+    mlflow_run_id: str = ""
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One row of a rendered table: our values per column (one per finished seed) and the paper's."""
+
+    name: str
+    ours: dict[str, list[float]]
+    paper: dict[str, float]
+    finished: int
+    failed: int
+    missing: int
+    errors: tuple[str, ...] = ()
+    peer: bool = False  # a paper row we do not run (tables 1-3: other methods)
+
+    @property
+    def state(self) -> str:
+        """`ok`, `partial` (some seeds failed or did not run), `failed`, `paper only` (a peer) or `not run`."""
+        total = self.finished + self.failed + self.missing
+        if self.peer:
+            return "paper only"
+        if self.finished == total and total:
+            return "ok"
+        if self.finished:
+            return "partial"
+        return "failed" if self.failed else "not run"
+
+
+def report_rows(row_names: Sequence[str], outcomes: Sequence[TrialOutcome], paper_tables: Mapping[str, Any],
+                table: int) -> list[ReportRow]:
+    """Our rows in table order, then the paper's peers (rows we do not run), each with the paper's numbers."""
+    key = f"table{table}"
+    paper_names = [r["name"] for r in paper_tables.get(key, {}).get("rows", [])]
+    rows = []
+    peers = [n for n in paper_names if n not in row_names]
+    for name in list(row_names) + peers:
+        mine = [o for o in outcomes if o.row == name]
+        done = [o for o in mine if o.status == "finished"]
+        ours = {col: [float(o.metrics[m]) for o in done if _finite(o.metrics.get(m))]
+                for col, m in COLUMN_METRICS.items()}
+        paper = paper_row(paper_tables, key, name) if name in paper_names else {}
+        rows.append(ReportRow(name, ours, paper, len(done), sum(o.status == "failed" for o in mine),
+                              sum(o.status not in ("finished", "failed") for o in mine),
+                              tuple(f"seed {o.seed}: {o.error}" for o in mine if o.status == "failed"),
+                              peer=name in peers))
+    return rows
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(float(v))
+
+
+def _cells(row: ReportRow) -> dict[str, str]:
+    """Display cells of one row: Paper / Ours / Delta of the Mean, ours per joint, seeds."""
+    stats = {r["column"]: r for r in ap_rows(row.ours, row.paper)}
+
+    def ours(col: str) -> str:
+        r = stats[col]
+        if r["n"] == 0:
+            return {"failed": "failed", "not run": "not run", "paper only": ""}.get(row.state, "–")
+        return f"{r['ours']:.1f} ± {r['std']:.1f}" if r["n"] > 1 else f"{r['ours']:.1f}"
+
+    mean = stats["Mean"]
+    seeds = "" if row.state == "paper only" else f"{row.finished}/{row.finished + row.failed + row.missing}"
+    if row.failed:
+        seeds += f" ({row.failed} failed)"
+    return {"Row": row.name, "Paper": "–" if math.isnan(mean["paper"]) else f"{mean['paper']:.1f}",
+            "Ours": ours("Mean"), "Delta": "–" if math.isnan(mean["delta"]) else f"{mean['delta']:+.1f}",
+            **{col: ours(col) for col in COLUMNS[:-1]}, "Seeds": seeds}
+
+
+SUMMARY_HEADER = ("Row", "Paper", "Ours", "Delta", *COLUMNS[:-1], "Seeds")
+
+
+def summary_text(rows: Sequence[ReportRow], title: str) -> str:
+    """An aligned plain-text table for the terminal (Paper, Ours and Delta are the Mean AP)."""
+    table = [SUMMARY_HEADER] + [tuple(_cells(r)[h] for h in SUMMARY_HEADER) for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(SUMMARY_HEADER))]
+    lines = [title, ""] + ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+                           for line in table]
+    lines.insert(3, "  ".join("-" * w for w in widths))
+    lines += [f"  {r.name}: {e}" for r in rows for e in r.errors]
+    return "\n".join(lines) + "\n"
+
+
+def summary_markdown(rows: Sequence[ReportRow], title: str, notes: Sequence[str] = ()) -> str:
+    """Markdown: the summary table, then per row the per-joint Paper / Ours / Delta table."""
+    out = [f"# {title}", "", "Paper, Ours and Delta: Mean AP (poseval Total); joints: ours, mean ± std over seeds.", ""]
+    out += ["| " + " | ".join(SUMMARY_HEADER) + " |", "|---|" + "---:|" * (len(SUMMARY_HEADER) - 1)]
+    out += ["| " + " | ".join(_cells(r)[h] for h in SUMMARY_HEADER) + " |" for r in rows]
+    out += [""] + [f"- {n}" for n in notes] + ([""] if notes else [])
+    for r in rows:
+        if r.state == "paper only":
+            continue
+        out += [f"## {r.name}", "", ap_table_markdown(r.ours, r.paper or None)]
+        out += [f"- failed {e}" for e in r.errors] + ([""] if r.errors else [])
+    return "\n".join(out)
+
+
+def summary_csv(rows: Sequence[ReportRow]) -> str:
+    """Long CSV: one line per (row, column) with paper, ours, ours_std, seeds, failed, delta, state."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["row", "column", "paper", "ours", "ours_std", "seeds", "failed", "delta", "state"])
+    num = lambda v: "" if math.isnan(v) else repr(float(v))  # noqa: E731
+    for r in rows:
+        for s in ap_rows(r.ours, r.paper):
+            writer.writerow([r.name, s["column"], num(s["paper"]), num(s["ours"]), num(s["std"]) if s["n"] else "",
+                             s["n"], r.failed, num(s["delta"]), r.state])
+    return buf.getvalue()
+
+
+def summary_html(rows: Sequence[ReportRow], title: str) -> str:
+    """A standalone HTML page with the summary table (escaped)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in SUMMARY_HEADER)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cells(r)[h])}</td>" for h in SUMMARY_HEADER) + "</tr>\n"
+                   for r in rows)
+    return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title></head><body>\n"
+            f"<table>\n<caption>{html.escape(title)}</caption>\n<tr>{head}</tr>\n{body}</table>\n</body></html>\n")
+
+
+def write_report(out_dir: Path, table: int, title: str, rows: Sequence[ReportRow],
+                 outcomes: Sequence[TrialOutcome], extra: Mapping[str, Any] | None = None,
+                 notes: Sequence[str] = (), chart_title: str = "") -> dict[str, Path]:
+    """Write table<N>.{md,csv,html}, table<N>.png (Mean, grouped by row), table<N>_joints.png, trials.csv
+    and results.json into `out_dir` (each atomically); return the paths by kind."""
+    out_dir = Path(out_dir)
+    stem = out_dir / f"table{table}"
+    paths = {"md": stem.with_suffix(".md"), "csv": stem.with_suffix(".csv"), "html": stem.with_suffix(".html"),
+             "trials": out_dir / "trials.csv", "json": out_dir / "results.json"}
+    texts = {"md": summary_markdown(rows, title, notes), "csv": summary_csv(rows), "html": summary_html(rows, title),
+             "trials": _trials_csv(outcomes),
+             "json": json.dumps({"table": table, "title": title, **(extra or {}),
+                                 "rows": [{**asdict(r), "state": r.state} for r in rows],
+                                 "trials": [asdict(o) for o in outcomes]}, indent=2, default=str) + "\n"}
+    for kind, text in texts.items():
+        _write_atomic(paths[kind], text)
+    ran = [r for r in rows if r.state != "paper only"]
+    paths["png"] = ablation_bar_png(stem.with_suffix(".png"), {r.name: {"Mean": r.ours["Mean"]} for r in rows},
+                                    {r.name: {"Mean": r.paper["Mean"]} for r in rows if "Mean" in r.paper},
+                                    title=f"{chart_title or f'Table {table}'}: Mean AP, ours vs paper")
+    paths["joints_png"] = ablation_bar_png(out_dir / f"table{table}_joints.png",
+                                           {r.name: {c: r.ours[c] for c in COLUMNS} for r in ran},
+                                           title=f"{chart_title or f'Table {table}'}: per-joint AP (ours)")
+    return paths
+
+
+def _trials_csv(outcomes: Sequence[TrialOutcome]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    metric_names = list(COLUMN_METRICS.values()) + ["loss", "epochs"]
+    writer.writerow(["row", "seed", "status", *metric_names, "run_name", "mlflow_run_id", "error"])
+    for o in outcomes:
+        writer.writerow([o.row, o.seed, o.status, *(o.metrics.get(m, "") for m in metric_names), o.run_name,
+                         o.mlflow_run_id, o.error])
+    return buf.getvalue()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
