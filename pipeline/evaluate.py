@@ -4,7 +4,8 @@
                                 --out reports --metrics metrics/ap.json [--untrained]
 
 Writes reports/predictions/<video>.json (PoseTrack-2018), reports/per_joint.{md,csv,html},
-reports/ap_bar.png and metrics/ap.json ({"Head": .., ..., "Mean": .., "per_joint": {..}}).
+reports/ap_bar.png, reports/sample_masks.png (heatmaps, masks and sampling
+points of one val person) and metrics/ap.json ({"Head": .., ..., "Mean": .., "per_joint": {..}}).
 `--untrained` scores the same architecture with random weights: the floor a trained model must beat.
 """
 
@@ -26,6 +27,7 @@ from vremd.config import ConfigError
 from vremd.data.dataset import PoseTrackCrops
 from vremd.eval.tables import (ap_table_csv, ap_table_html, ap_table_markdown, load_paper_numbers, paper_row,
                                per_joint_bar_png)
+from vremd.predict.reports import sample_report
 from vremd.train.validate import load_model, validate
 
 PAPER_TABLE = {"posetrack17": "table1", "posetrack18": "table2", "posetrack21": "table3"}
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     _write_text(args.out / "per_joint.csv", ap_table_csv(ours, paper))
     _write_text(args.out / "per_joint.html", ap_table_html(ours, paper, title=title))
     per_joint_bar_png(args.out / "ap_bar.png", ours, paper, title=title)
+    if len(dataset):  # heatmaps, human/keypoint masks and DCA sampling points of one val person
+        sample_report(model, dataset.raw_crops(0), args.out / "sample_masks.png", device=str(device))
     clean = lambda v: None if math.isnan(v) else round(float(v), 4)  # noqa: E731
     metrics = {k: clean(v) for k, v in ours.items()}
     metrics["per_joint"] = {k: clean(v) for k, v in result.per_joint.items()}

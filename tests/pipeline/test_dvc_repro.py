@@ -67,7 +67,7 @@ def test_repro_end_to_end_then_nothing_to_do(repo):
     assert len(metrics["per_joint"]) == 15
     for name in ("final.pt",):
         assert (repo / "models" / name).is_file()
-    for name in ("per_joint.md", "per_joint.csv", "per_joint.html", "ap_bar.png"):
+    for name in ("per_joint.md", "per_joint.csv", "per_joint.html", "ap_bar.png", "sample_masks.png"):
         assert (repo / "reports" / name).is_file(), name
     assert list((repo / "reports" / "predictions").glob("*.json"))
     curve = (repo / "metrics" / "train_curve.csv").read_text().splitlines()

@@ -110,6 +110,10 @@ class PoseTrackCrops(Dataset):
             self._open[path] = np.load(path, mmap_mode="r")
         return shard_sample(self._open[path], self.rows[i], self.jpeg_offsets[i])  # (T, H, W, 3) uint8 RGB
 
+    def raw_crops(self, i: int) -> np.ndarray:
+        """Sample `i`'s stored crops, (T, H, W, 3) uint8 RGB, t-1, t, t+1, before augmentation."""
+        return np.asarray(self._crops(i))
+
     def __getitem__(self, i: int) -> dict:
         frames = self._crops(i)
         T, H, W, _ = frames.shape
