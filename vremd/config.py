@@ -237,7 +237,8 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `tree["a"]["b"] = value` for `dotted = "a.b"`, creating missing mappings."""
     *parents, leaf = dotted.split(".")
     node = tree
     for part in parents:
@@ -310,7 +311,7 @@ def load_config(
     tree["profile"] = name
     for text in overrides:
         key, value = parse_override(text)
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     try:
         return config_from_dict(tree)
     except ConfigError as exc:

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
-from vremd.config import Config, ConfigError, config_from_dict, config_to_dict
+from vremd.config import Config, ConfigError, config_from_dict, config_to_dict, set_dotted
 from vremd.train.ray_train import training_keys
 
 __all__ = ["AblationError", "TableSpec", "TrialSpec", "slug", "load_tables", "apply_overrides", "build_grid",
@@ -89,15 +89,9 @@ def load_tables(path: Path) -> dict[int, TableSpec]:
 def apply_overrides(values: Mapping[str, Any], overrides: Mapping[str, Any], where: str = "") -> Config:
     """A validated `Config` from a plain config dict with `{dotted.key: value}` overrides set on a copy."""
     tree = copy.deepcopy(dict(values))
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise AblationError(f"{where}{dotted}: cannot set a key below the non-mapping {part!r}")
-        node[leaf] = value
     try:
+        for dotted, value in overrides.items():
+            set_dotted(tree, dotted, value)
         return config_from_dict(tree)
     except ConfigError as exc:
         raise AblationError(f"{where}{exc}") from None
