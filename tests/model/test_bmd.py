@@ -62,8 +62,9 @@ def test_feature_conditions_the_adc_blocks(inputs, name):
     feats, feature = inputs
     bmd = BMD(D, 2.0, stream(name), stream(name))
     motion, _ = bmd(feats, feature)
-    other, _ = bmd(feats, feature + 1.0)
-    assert not torch.allclose(motion, other)
+    # a per-channel change: a constant added to every channel would vanish in the LayerNorm
+    other, _ = bmd(feats, feature + torch.randn(N, D, generator=torch.Generator().manual_seed(1)))
+    assert not torch.allclose(motion, other, atol=1e-4)
 
 
 def test_entangled_motion_is_one_stream(inputs):
