@@ -174,7 +174,10 @@ def load_vitpose_checkpoint(model: ViTBackbone, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: ViTPose checkpoint not found (model.pretrained)")
-    raw = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, foreign, or a pickle with code in it (refused by weights_only)
+        raise VitPoseCheckpointError(f"{path}: not a readable weights-only checkpoint ({type(exc).__name__})") from None
     sd = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
     if not isinstance(sd, dict):
         raise VitPoseCheckpointError(f"{path}: expected a state dict, found {type(sd).__name__}")

@@ -111,6 +111,8 @@ def load_model(model_path: Path, untrained: bool = False, seed: int = 0) -> tupl
         saved = torch.load(model_path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"{model_path}: model file not found (run the train stage first)") from None
+    except Exception as exc:  # truncated, foreign, or a pickle with code in it (refused by weights_only)
+        raise ValueError(f"{model_path}: not a readable weights-only model file ({type(exc).__name__})") from None
     if not isinstance(saved, dict) or "model" not in saved or "config" not in saved:
         raise ValueError(f"{model_path}: expected a dict with 'model' and 'config' (written by pipeline/train.py)")
     model_cfg = config_from_dict({"model": saved["config"]["model"]}).model

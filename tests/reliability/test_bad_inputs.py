@@ -1,0 +1,242 @@
+"""The bad-input corpus (tests/data/bad/README.md is the table of cases) through the real `crops` stage.
+
+Each case runs `pipeline/crops.py` with `data.on_bad_input=error` and `skip`: errors must name the
+file and field with no traceback; skips must be counted; every kept sample must equal a sample of
+the clean run (never a wrong sample); the companion good video is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import orjson
+import pytest
+import yaml
+
+from pipeline import crops as crops_stage
+from vremd.data.dataset import PoseTrackCrops, build_index
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad"
+GOOD_VIDEO, COMPANION = "000001_mpii_train", "000002_mpii_train"
+IMG_H, IMG_W = 96, 128
+
+
+def read_table() -> list[dict[str, str]]:
+    """Rows of the corpus README table: case, file, frames, what is wrong, error outcome, skip outcome."""
+    rows = []
+    for line in (CORPUS / "README.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 6 or cells[0] in ("case", "---"):
+            continue
+        rows.append(dict(zip(("case", "file", "frames", "problem", "error", "skip"), cells)))
+    return rows
+
+
+CASES = read_table()
+
+
+def frame_pixels(t: int) -> np.ndarray:
+    """(H, W, 3) BGR frame t: smooth gradients that survive JPEG, different per frame."""
+    y, x = np.mgrid[0:IMG_H, 0:IMG_W]
+    return np.stack([2 * x % 256, 2 * y % 256, np.full_like(x, 40 + 60 * t)], -1).astype(np.uint8)
+
+
+def _frame_names(text: str) -> list[str]:
+    """The frame files a (possibly broken) case json refers to; the good file's when unreadable."""
+    try:
+        images = json.loads(text)["images"]
+        names = [im["file_name"] for im in images if isinstance(im, dict) and isinstance(im.get("file_name"), str)]
+    except (ValueError, KeyError, TypeError):
+        names = []
+    return names or _frame_names((CORPUS / "good.json").read_text())
+
+
+def damage_frame(path: Path, how: str) -> None:
+    """Apply a frames defect of the table to one written JPEG."""
+    good = path.read_bytes()
+    if how == "empty":
+        path.write_bytes(b"")
+    elif how == "truncate":
+        path.write_bytes(good[: len(good) // 2])
+    elif how == "garbage":
+        path.write_bytes(b"\xff\xd8" + np.random.default_rng(0).bytes(len(good)) + b"\xff\xd9")
+    elif how == "png":
+        path.write_bytes(cv2.imencode(".png", frame_pixels(2))[1].tobytes())
+    elif how.startswith("header"):
+        side = int(how[len("header"):])
+        data = bytearray(good)
+        sof = data.find(b"\xff\xc0")
+        data[sof + 5:sof + 9] = side.to_bytes(2, "big") + side.to_bytes(2, "big")
+        path.write_bytes(bytes(data))
+    elif how == "delete":
+        path.unlink()
+    else:
+        raise AssertionError(f"unknown frames defect {how!r} in the corpus table")
+
+
+def build_dataset(root: Path, case: dict[str, str]) -> tuple[Path, Path]:
+    """raw/synthetic with the case video (+ defect) and a good companion; return (case json, damaged frame)."""
+    dataset = root / "raw" / "synthetic"
+    text = (CORPUS / case["file"]).read_text(encoding="utf-8")
+    names = _frame_names(text)
+    video = Path(names[0]).parent.name
+    companion = (CORPUS / "good.json").read_text().replace(GOOD_VIDEO, COMPANION)
+    for video_name, json_text, frame_names in ((video, text, names), (COMPANION, companion, _frame_names(companion))):
+        ann = dataset / "annotations" / "train" / f"{video_name}.json"
+        ann.parent.mkdir(parents=True, exist_ok=True)
+        ann.write_text(json_text, encoding="utf-8")
+        for t, name in enumerate(frame_names):
+            (dataset / name).parent.mkdir(parents=True, exist_ok=True)
+            assert cv2.imencode(".jpg", frame_pixels(t))[1].tofile(str(dataset / name)) is None
+    (dataset / "annotations" / "val").mkdir(parents=True, exist_ok=True)
+    damaged = dataset / "annotations" / "train" / f"{video}.json"
+    if case["frames"] == "delete-folder":
+        shutil.rmtree(dataset / Path(names[0]).parent)
+        damaged = dataset / names[0]
+    elif case["frames"] != "-":
+        how, stem = case["frames"].split()
+        damaged = dataset / Path(names[0]).parent / f"{stem}.jpg"
+        damage_frame(damaged, how)
+    return damaged, dataset / "annotations" / "train" / f"{video}.json"
+
+
+def run_crops(root: Path, policy: str, workers: int = 1) -> int:
+    params = {"profile": "t", "profiles": {"t": {"data": {"source": "synthetic", "on_bad_input": policy},
+                                                 "crops": {"height": 32, "width": 24, "workers": workers}}}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return crops_stage.main(["--params", str(root / "params.yaml"), "--raw", str(root / "raw"),
+                             "--out", str(root / "crops"), "--no-progress"])
+
+
+def sample_key(row: dict) -> tuple:
+    """What makes a sample: frame, person, box and joints (not the video name or shard layout)."""
+    return (row["frame_index"], row["person_id"], row["track_id"], tuple(np.round(row["box_xywh"], 6)),
+            tuple(np.round(row["joints_crop_xyv"], 6)))
+
+
+@pytest.fixture(scope="module")
+def clean_samples(tmp_path_factory) -> set[tuple]:
+    root = tmp_path_factory.mktemp("clean")
+    build_dataset(root, next(c for c in CASES if c["case"] == "good"))
+    assert run_crops(root, "error") == 0
+    record = orjson.loads((root / "crops" / "train" / f"{GOOD_VIDEO}.json").read_bytes())
+    assert record["samples"] == 6
+    return {sample_key(r) for r in record["rows"]}
+
+
+def test_corpus_table_lists_every_file_and_enough_cases():
+    files = {c["file"] for c in CASES}
+    on_disk = {p.name for p in CORPUS.glob("*.json")}
+    assert on_disk == files, f"corpus files without a table row: {on_disk - files}; rows without a file: {files - on_disk}"
+    assert len(CASES) >= 20 and len({c["case"] for c in CASES}) == len(CASES)
+    assert all(p.stat().st_size < 8_000 for p in CORPUS.glob("*.json"))
+
+
+def _check_ok_or_skip(root: Path, case: dict, expected: str, video_json: Path, clean: set[tuple]) -> None:
+    record = orjson.loads((root / "crops" / "train" / f"{video_json.stem}.json").read_bytes())
+    companion = orjson.loads((root / "crops" / "train" / f"{COMPANION}.json").read_bytes())
+    assert companion["samples"] == 6 and companion["skipped"] == {}
+    if expected.startswith("ok "):
+        assert record["skipped"] == {}, record["messages"]
+        assert record["samples"] == int(expected.split()[1])
+    else:
+        m = re.fullmatch(r"skip (\d+) (\w+), (\d+) kept", expected)
+        assert m, f"bad outcome cell {expected!r} for {case['case']}"
+        assert record["skipped"] == {m[2]: int(m[1])}, record["messages"]
+        assert record["samples"] == int(m[3])
+        if m[2] != "bad_json":  # a per-sample skip says which file and why
+            assert record["messages"] and all(str(video_json.parent.parent.parent.parent) in msg or ".jpg" in msg
+                                              for msg in record["messages"])
+    kept = {sample_key(r) for r in record["rows"]}
+    assert kept <= clean, f"{case['case']}: samples that differ from the clean run: {kept - clean}"
+    if record["samples"]:  # the kept samples load through the Dataset with sane values
+        build_index(root / "crops", root / "index")
+        dataset = PoseTrackCrops(root / "index" / "train.parquet", None)
+        for i in range(len(dataset)):
+            item = dataset[i]
+            assert item["frames"].shape == (3, 3, 32, 24) and bool(item["frames"].isfinite().all())
+            assert bool(item["heatmaps"].isfinite().all())
+
+
+@pytest.mark.parametrize("policy", ["error", "skip"])
+@pytest.mark.parametrize("case", CASES, ids=[c["case"] for c in CASES])
+def test_bad_input_case(case, policy, tmp_path, capsys, clean_samples):
+    damaged, video_json = build_dataset(tmp_path, case)
+    expected = case[policy]
+    rc = run_crops(tmp_path, policy)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    if expected.startswith("error: "):
+        assert rc == 1, f"{case['case']}: expected an error, got exit {rc}; stdout:\n{out}"
+        assert expected[len("error: "):] in err, err
+        assert damaged.name in err, f"the error does not name {damaged.name}: {err}"
+        assert not (tmp_path / "crops" / "manifest.parquet").exists()  # no half-built output
+        return
+    assert rc == 0, err
+    _check_ok_or_skip(tmp_path, case, expected, video_json, clean_samples)
+
+
+@pytest.mark.parametrize("name", ["nan_keypoint", "large_jpeg_header"])
+def test_errors_cross_the_worker_pool_intact(name, tmp_path, capsys):
+    """With crops.workers=2 the error raised in a pool worker reaches the CLI with the same message."""
+    case = next(c for c in CASES if c["case"] == name)
+    damaged, _ = build_dataset(tmp_path, case)
+    assert run_crops(tmp_path, "error", workers=2) == 1
+    err = capsys.readouterr().err
+    assert case["error"][len("error: "):] in err and damaged.name in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ the evaluator's inputs
+
+
+def _prediction(mutate=None) -> str:
+    pred = json.loads((CORPUS / "good.json").read_text())
+    for ann in pred["annotations"]:
+        ann["scores"] = [0.9] * 17
+    if mutate is not None:
+        mutate(pred)
+    return json.dumps(pred)
+
+
+def _drop_frame(pred: dict) -> None:
+    pred["images"] = pred["images"][:2]
+
+
+def _nan(pred: dict) -> None:
+    pred["annotations"][0]["keypoints"][0] = float("nan")
+
+
+def _short_scores(pred: dict) -> None:
+    pred["annotations"][0]["scores"] = [0.9] * 5
+
+
+@pytest.mark.parametrize("gt_file,pred_text,needle", [
+    ("good.json", _prediction(), None),
+    ("missing_bbox_head.json", _prediction(), "bbox_head: missing for a GT person (needed for PCKh)"),
+    ("good.json", _prediction()[:500], "not valid json"),
+    ("good.json", "", "not valid json"),
+    ("good.json", _prediction(_nan), "not valid json"),
+    ("good.json", _prediction(_short_scores), "annotations[0].scores: expected 17 numbers"),
+    ("good.json", _prediction(_drop_frame), "2 prediction frames but 3 GT frames"),
+    ("good.json", None, "prediction file does not exist"),
+], ids=["good", "gt-without-head-box", "truncated-pred", "empty-pred", "nan-pred", "short-scores", "missing-frame",
+        "missing-pred-file"])
+def test_evaluator_bad_inputs_name_the_file(tmp_path, gt_file, pred_text, needle):
+    from vremd.eval.posetrack_ap import PoseTrackEvalError, evaluate_dirs
+
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    shutil.copy(CORPUS / gt_file, tmp_path / "gt" / f"{GOOD_VIDEO}.json")
+    if pred_text is not None:
+        (tmp_path / "pred" / f"{GOOD_VIDEO}.json").write_text(pred_text)
+    if needle is None:
+        assert evaluate_dirs(tmp_path / "gt", tmp_path / "pred").table["Total"] == 100.0
+        return
+    with pytest.raises(PoseTrackEvalError) as err:
+        evaluate_dirs(tmp_path / "gt", tmp_path / "pred")
+    assert needle in str(err.value) and f"{GOOD_VIDEO}.json" in str(err.value)
