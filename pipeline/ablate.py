@@ -20,6 +20,7 @@ from pipeline.cli_config import add_config_args
 from vremd.config import ConfigError, config_to_dict, load_config, parse_override, smoke_config
 from vremd.eval.tables import load_paper_numbers
 from vremd.train import ablation, ablation_grid
+from vremd.train.ray_train import init_ray
 from vremd.train.tracking import resolve_tracking_uri
 
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=args.ray_address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False)
+        init_ray(args.ray_address or os.environ.get("RAY_ADDRESS"))
     uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or base.tracking.tracking_uri, Path.cwd())
     try:
         result = ablation.run_ablation(

@@ -25,7 +25,7 @@ from pipeline.cli_config import add_config_args, config_from_args
 from vremd.config import ConfigError, config_to_dict
 from vremd.train.checkpoints import CheckpointReadError, CheckpointWriteError, atomic_torch_save
 from vremd.train.loop import RunPaths
-from vremd.train.ray_train import RunMismatchError, train_and_track, training_keys
+from vremd.train.ray_train import RunMismatchError, init_ray, train_and_track, training_keys
 from vremd.train.tracking import resolve_tracking_uri
 
 CURVE_COLUMNS = ("epoch", "loss", "lr", "samples_per_s", "ap_mean", "ap_head", "ap_shoulder", "ap_elbow",
@@ -76,11 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if started_ray:
         import ray
 
-        if address:
-            ray.init(address=address)
-        else:  # "local": always a private new Ray, never one a past `ray start` left an address file for
-            ray.init(address="local", include_dashboard=False,  # ERROR: its no-dashboard state-API warnings
-                     logging_config=ray.LoggingConfig(log_level="ERROR"))  # would drown the epoch lines
+        init_ray(address)
     try:
         outcome = train_and_track(cfg, paths, args.storage, run_name, uri, Path.cwd(), dataset_dir,
                                   Path(args.params), progress=not args.no_progress)

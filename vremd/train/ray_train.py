@@ -31,7 +31,7 @@ from vremd.train.plots import plot_training_curve, pose_overlays
 from vremd.train.tracking import AP_METRIC_NAMES, Tracker, run_tags
 
 __all__ = ["RunMismatchError", "FitResult", "TrainOutcome", "fit", "train_and_track", "latest_checkpoint",
-           "train_worker", "RaySession", "training_keys"]
+           "train_worker", "RaySession", "training_keys", "init_ray"]
 
 
 class RunMismatchError(ValueError):
@@ -69,6 +69,18 @@ class RaySession:
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None, epoch: int) -> None:
         checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
+
+
+def init_ray(address: str | None) -> None:
+    """Join the Ray cluster at `address`, or start a private local Ray when it is None or empty.
+
+    Never `ray.init()` with no address: that joins whatever cluster a past `ray start` recorded on
+    this machine, and hangs if that cluster is gone.
+    """
+    if address:
+        ray.init(address=address)
+    else:  # ERROR level: Ray's no-dashboard state-API warnings would drown the epoch lines
+        ray.init(address="local", include_dashboard=False, logging_config=ray.LoggingConfig(log_level="ERROR"))
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:

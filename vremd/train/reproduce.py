@@ -26,7 +26,7 @@ import torch
 
 from vremd.config import Config, ConfigError, config_from_dict
 from vremd.train.loop import RunPaths
-from vremd.train.ray_train import fit
+from vremd.train.ray_train import fit, init_ray
 from vremd.train.tracking import AP_METRIC_NAMES
 
 __all__ = ["RecordedRun", "params_to_config", "read_run", "dvc_dir_md5", "provenance_problems",
@@ -155,8 +155,7 @@ def rerun_ap(cfg: Config, paths: RunPaths, storage: Path, run_name: str, ray_add
     if cfg.train.num_workers > 0:
         import ray
 
-        # "local": a fresh local Ray; None would join whatever `ray start` last recorded on this machine
-        ray.init(address=ray_address or "local", include_dashboard=False)
+        init_ray(ray_address)
     try:
         result = fit(cfg, paths, Path(storage), run_name, progress=progress)
     finally:
