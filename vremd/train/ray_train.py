@@ -51,17 +51,30 @@ class FitResult:
 class RaySession:
     """The loop's view of a Ray Train worker: rank, device, checkpoint restore and report."""
 
-    def __init__(self) -> None:
+    def __init__(self, run_dir: Path) -> None:
         ctx = ray.train.get_context()
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
         self.device = ray.train.torch.get_device()
+        self.run_dir = Path(run_dir)
 
     def latest_state(self) -> dict[str, Any] | None:
+        """The newest state: Ray's recorded checkpoint, or a newer complete one in the run folder.
+
+        A driver killed after a checkpoint reached the run folder but before Ray recorded it would
+        otherwise restart from an older epoch and overwrite that checkpoint.
+        """
+        states = []
         checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as directory:
-            return load_state(directory)
+        if checkpoint is not None:
+            with checkpoint.as_directory() as directory:
+                states.append(load_state(directory))
+        on_disk = latest_checkpoint(self.run_dir)
+        if on_disk is not None:
+            try:
+                states.append(load_state(on_disk))
+            except CheckpointReadError:  # an interrupted copy: Ray's recorded one is the newest whole state
+                pass
+        return max(states, key=lambda state: int(state["epoch"]), default=None)
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return ray.train.torch.prepare_model(model)  # to the worker's device; DDP when world_size > 1
@@ -91,7 +104,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
-    run_training(cfg, paths, RaySession(), progress=loop_config.get("progress", False))
+    run_training(cfg, paths, RaySession(Path(paths.run_dir)), progress=loop_config.get("progress", False))
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
