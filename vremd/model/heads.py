@@ -5,6 +5,11 @@
 - `UpsampleHead` (H_m, and the baseline head): tokens are laid back on their ``(H/p, W/p)`` grid and
   upsampled by stride-2 deconvolutions (4x4, BatchNorm, ReLU; ViTPose's classic decoder) to stride 4,
   then a 1x1 conv gives J channels. H_m takes [M, F] concatenated along channels.
+
+Both heads start with near-zero output layers (normal, std `OUTPUT_INIT_STD`, zero bias), as ViTPose and
+SimpleBaseline initialise their final conv: targets are Gaussians in [0, 1] with ~96% zero pixels, and
+PyTorch's default init gives initial heatmaps of std ~0.4, ten times the targets' scale, which the
+optimiser first removes by shrinking / killing the head's features (the baseline then never learned).
 """
 
 from __future__ import annotations
@@ -16,9 +21,16 @@ from torch import nn
 
 from vremd.model.blocks import Mlp
 
-__all__ = ["HEATMAP_STRIDE", "KeypointTokenHead", "UpsampleHead"]
+__all__ = ["HEATMAP_STRIDE", "OUTPUT_INIT_STD", "KeypointTokenHead", "UpsampleHead"]
 
 HEATMAP_STRIDE = 4  # heatmaps are (H/4, W/4)
+OUTPUT_INIT_STD = 1e-3  # std of the heads' output-layer weights at initialisation
+
+
+def _init_output_layer(layer: nn.Linear | nn.Conv2d) -> None:
+    """Near-zero initial heatmaps: weights ~ N(0, OUTPUT_INIT_STD), bias 0."""
+    nn.init.normal_(layer.weight, std=OUTPUT_INIT_STD)
+    nn.init.zeros_(layer.bias)
 
 
 class KeypointTokenHead(nn.Module):
@@ -29,6 +41,7 @@ class KeypointTokenHead(nn.Module):
         self.heatmap_hw = heatmap_hw
         self.norm = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), heatmap_hw[0] * heatmap_hw[1])
+        _init_output_layer(self.mlp.fc2)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         logits = self.mlp(self.norm(tokens))  # (B, J, h*w)
@@ -57,6 +70,7 @@ class UpsampleHead(nn.Module):
             channels = hidden
         self.upsample = nn.Sequential(*layers)
         self.final = nn.Conv2d(channels, num_joints, kernel_size=1)
+        _init_output_layer(self.final)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         B, N, C = tokens.shape
