@@ -12,6 +12,7 @@ points of one val person) and metrics/ap.json ({"Head": .., ..., "Mean": .., "pe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -27,8 +28,10 @@ from vremd.config import ConfigError
 from vremd.data.dataset import PoseTrackCrops
 from vremd.eval.tables import (ap_table_csv, ap_table_html, ap_table_markdown, load_paper_numbers, paper_row,
                                per_joint_bar_png)
+from vremd.model.vremd import build_model
 from vremd.predict.reports import sample_report
-from vremd.train.validate import load_model, validate
+from vremd.predict.runner import load_model
+from vremd.train.validate import validate
 
 PAPER_TABLE = {"posetrack17": "table1", "posetrack18": "table2", "posetrack21": "table3"}
 
@@ -59,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(args)  # eval settings (protocol, flip test, dataset) come from params.yaml
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model, _ = load_model(args.model, untrained=args.untrained, seed=cfg.train.seed)
+        model, saved_cfg = load_model(args.model)
+        if args.untrained:  # the same architecture with random weights: the floor to beat
+            torch.manual_seed(cfg.train.seed)
+            model = build_model(dataclasses.replace(saved_cfg.model, pretrained="")).eval()
         model = model.to(device)
         index_path = args.index / "val.parquet"
         dataset = PoseTrackCrops(index_path, None, cfg.model.num_joints, sigma_px=cfg.augment.sigma_px,

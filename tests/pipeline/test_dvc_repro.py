@@ -85,3 +85,16 @@ def test_repro_end_to_end_then_nothing_to_do(repo):
     assert shown.returncode == 0 and "Head" in shown.stdout and "Mean" in shown.stdout, shown.stdout + shown.stderr
     plots = _run(["dvc", "plots", "show", "--json"], repo)
     assert plots.returncode == 0 and "train_curve.csv" in plots.stdout, plots.stderr[-2000:]
+
+
+def test_untrained_floor_scores_random_weights_of_the_same_model(repo):
+    if not (repo / "models" / "final.pt").is_file():
+        assert _run(["dvc", "repro"], repo).returncode == 0
+    trained = json.loads((repo / "metrics" / "ap.json").read_text())
+    out = _run([str(BIN / "python"), "pipeline/evaluate.py", "--untrained", "--no-progress", "--out", "untrained",
+                "--metrics", "untrained/ap.json"], repo)
+    assert out.returncode == 0, out.stderr[-4000:]
+    floor = json.loads((repo / "untrained" / "ap.json").read_text())
+    assert set(floor) == set(trained)
+    assert floor["per_joint"] != trained["per_joint"]  # other weights, other predictions
+    assert (repo / "untrained" / "predictions").is_dir()

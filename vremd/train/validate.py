@@ -4,7 +4,6 @@ predictions and score them with the poseval-exact evaluator.
 
 from __future__ import annotations
 
-import dataclasses
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +15,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from vremd.config import config_from_dict
 from vremd.data.heatmaps import decode, heatmap_to_input_xy
 from vremd.data.joints import FLIP_INDEX
 from vremd.eval.posetrack_ap import evaluate_dirs
 from vremd.eval.predictions import read_gt_videos, write_predictions
-from vremd.model.vremd import build_model
 from vremd.train.tracking import AP_METRIC_NAMES
 
-__all__ = ["Predictions", "predict", "validate", "ap_metrics", "load_model"]
+__all__ = ["Predictions", "predict", "validate", "ap_metrics"]
 
 
 @dataclass(frozen=True)
@@ -99,25 +96,3 @@ def validate(model: nn.Module, dataset: Dataset, index: pd.DataFrame, gt_dir: Pa
 def ap_metrics(result) -> dict[str, float]:
     """The evaluator's table as MLflow metric names (`ap/head` ... `ap/mean`); NaN kept as NaN."""
     return {name: float(result.table.get(col, float("nan"))) for col, name in AP_METRIC_NAMES.items()}
-
-
-def load_model(model_path: Path, untrained: bool = False, seed: int = 0) -> tuple[nn.Module, dict]:
-    """The model saved in a `final.pt` (weights + config dict) and that config dict.
-
-    With `untrained` the same architecture is built from `seed` without loading weights: the
-    baseline a trained model must beat.
-    """
-    try:
-        saved = torch.load(model_path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{model_path}: model file not found (run the train stage first)") from None
-    except Exception as exc:  # truncated, foreign, or a pickle with code in it (refused by weights_only)
-        raise ValueError(f"{model_path}: not a readable weights-only model file ({type(exc).__name__})") from None
-    if not isinstance(saved, dict) or "model" not in saved or "config" not in saved:
-        raise ValueError(f"{model_path}: expected a dict with 'model' and 'config' (written by pipeline/train.py)")
-    model_cfg = config_from_dict({"model": saved["config"]["model"]}).model
-    torch.manual_seed(seed)
-    model = build_model(dataclasses.replace(model_cfg, pretrained=""))  # weights come from the file
-    if not untrained:
-        model.load_state_dict(saved["model"], strict=True)
-    return model, saved["config"]
