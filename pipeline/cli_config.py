@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from vremd.config import Config, load_config
 
@@ -15,6 +16,12 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override one dotted key, e.g. --set model.bmd=false (repeatable)",
     )
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """Add --index (the sample index folder) and --raw (the raw data root holding the val GT json)."""
+    parser.add_argument("--index", type=Path, default=Path("data/index"), help="sample index dir")
+    parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw data root (val GT json)")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pipeline.cli_config import add_config_args, config_from_args
+from pipeline.cli_config import add_config_args, add_data_args, config_from_args
 from vremd.config import ConfigError
 from vremd.data.dataset import PoseTrackCrops
 from vremd.eval.tables import (ap_table_csv, ap_table_html, ap_table_markdown, load_paper_numbers, paper_row,
@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     parser.add_argument("--model", type=Path, default=Path("models/final.pt"), help="trained model file")
-    parser.add_argument("--index", type=Path, default=Path("data/index"), help="sample index dir")
-    parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw data root (val GT json)")
+    add_data_args(parser)
     parser.add_argument("--out", type=Path, default=Path("reports"), help="reports dir")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/ap.json"), help="AP metrics json")
     parser.add_argument("--untrained", action="store_true", help="score random weights of the same model")

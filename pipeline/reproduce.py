@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from pipeline.cli_config import add_data_args
 from vremd.config import ConfigError
 from vremd.train.loop import RunPaths
 from vremd.train.reproduce import compare_ap, dvc_dir_md5, format_comparison, provenance_problems, read_run, rerun_ap
@@ -28,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_id", help="MLflow run id of the training run to reproduce")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    parser.add_argument("--index", type=Path, default=Path("data/index"), help="sample index dir")
-    parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw data root (val GT json)")
+    add_data_args(parser)
     parser.add_argument("--storage", type=Path, default=Path("ray_results/reproduce"), help="where the re-run's checkpoints go")
     parser.add_argument("--tolerance", type=float, default=1e-6, help="largest AP difference counted as equal")
     parser.add_argument("--allow-data-change", action="store_true", help="warn instead of failing when the data hash differs")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.cli_config import add_config_args, config_from_args
+from pipeline.cli_config import add_config_args, add_data_args, config_from_args
 from vremd.config import ConfigError, config_to_dict
 from vremd.train.checkpoints import CheckpointReadError, CheckpointWriteError, atomic_torch_save
 from vremd.train.loop import RunPaths
@@ -47,8 +47,7 @@ def _write_curve(history: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
-    parser.add_argument("--index", type=Path, default=Path("data/index"), help="sample index dir")
-    parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw data root (val GT json)")
+    add_data_args(parser)
     parser.add_argument("--out", type=Path, default=Path("models"), help="where final.pt goes")
     parser.add_argument("--curve", type=Path, default=Path("metrics/train_curve.csv"), help="training curve csv")
     parser.add_argument("--storage", type=Path, default=Path("ray_results"), help="checkpoint storage root")
