@@ -95,6 +95,29 @@ def test_table6_smoke_runs_four_trials_and_reports_beside_the_paper(smoke_data, 
         assert run.data.params["model.bidirectional_separation"] == str(row == "DCA+BS")
         assert run.data.metrics["ap/mean"] == pytest.approx(float(means[row]["ours"]))
 
+    # Table 4's VREMD row is table 6's DCA+BS (the full model): it takes that finished training, no retraining.
+    ablations = tmp_path / "ablations.yaml"
+    ablations.write_text(yaml.safe_dump({"tables": {4: {"title": "Table 4 (shared row)", "rows": {
+        "VREMD": {"model.hkme": True, "model.bmd": True}}}}}))
+    assert ablate.main(["--table", "4", "--ablations", str(ablations), *cli_args(smoke_data, tmp_path)]) == 0
+    assert "VREMD " in capsys.readouterr().out
+    runs = tmp_path / "ray_results"
+    (twin,) = (runs / "table6-smoke-runs").glob("DCA-BS-seed0-*")
+    (own,) = (runs / "table4-smoke-runs").glob("VREMD-seed0-*")
+    assert own.name.split("-", 1)[1] == twin.name.split("-", 2)[2]  # same training id, other row name
+    (ckpt,) = own.glob("checkpoint_*")
+    twin_state = twin / ckpt.name / "state.pt"
+    assert (ckpt / "state.pt").stat().st_ino == twin_state.stat().st_ino  # a hard link, not a retraining
+    saved4 = json.loads((tmp_path / "results" / "table4" / "results.json").read_text())
+    _, _, children4 = nested_runs(tmp_path, saved4["mlflow_parent_run_id"])
+    adopted = children4["VREMD"]
+    assert adopted.info.status == "FINISHED" and adopted.info.run_id != children["DCA+BS"].info.run_id
+    assert adopted.data.tags["ablation.adopted_training"] == str(twin)
+    assert adopted.data.metrics["ap/mean"] == pytest.approx(children["DCA+BS"].data.metrics["ap/mean"])
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    steps = lambda run: [m.step for m in client.get_metric_history(run.info.run_id, "loss")]  # noqa: E731
+    assert steps(adopted) == steps(children["DCA+BS"]) == list(range(1, smoke_config().train.epochs + 1))
+
 
 def write_vitpose_checkpoint(path: Path) -> None:
     """The smoke backbone's weights in the official ViTPose .pth layout (what model.pretrained reads)."""

@@ -28,7 +28,8 @@ import torch
 from ray import tune
 
 from vremd.config import Config, config_from_dict, flatten
-from vremd.train.ablation_grid import AblationError, TableSpec, TrialSpec, slug
+from vremd.train.ablation_grid import AblationError, TableSpec, TrialSpec, slug, training_id
+from vremd.train.ablation_reuse import adopt_finished_twin
 from vremd.train.ablation_report import (COLUMN_METRICS, ReportRow, TrialOutcome, report_rows, summary_text,
                                          write_report)
 from vremd.train.loop import RunPaths
@@ -79,10 +80,16 @@ def ablation_trial(config: dict[str, Any], context: TrialContext) -> None:
     cfg = config_from_dict(spec["config"])  # rebuilt on the trial's first line: strict, typed
     runs_dir, run_name = Path(context.runs_dir), spec["run_name"]
     _note_attempt(runs_dir / run_name)
+    adopted = adopt_finished_twin(cfg, runs_dir, run_name, training_id(spec["config"]))
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
     if cfg.train.num_workers == 0 and cpus >= 1:
         torch.set_num_threads(int(cpus))  # the loop runs here: use exactly what the trial was given
     tracker = _open_nested_run(cfg, spec, context)
+    if adopted is not None:  # the twin's per-epoch metrics, so MLflow's compare view shows this row's curve
+        print(f"{run_name}: the same training finished in {adopted.source}; taking its final checkpoint", flush=True)
+        tracker.set_tag("ablation.adopted_training", str(adopted.source))
+        for entry in adopted.history:
+            tracker.log_metrics({k: v for k, v in entry.items() if k != "epoch"}, step=int(entry["epoch"]))
     dataset_dir = Path(context.raw_dir) / cfg.data.source
     paths = RunPaths(index_dir=context.index_dir.format(source=cfg.data.source),
                      gt_dir=str(dataset_dir / "annotations" / "val"), run_dir="")

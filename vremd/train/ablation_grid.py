@@ -20,7 +20,7 @@ import yaml
 from vremd.config import Config, ConfigError, config_from_dict, config_to_dict, set_dotted
 from vremd.train.ray_train import training_keys
 
-__all__ = ["AblationError", "TableSpec", "TrialSpec", "slug", "load_tables", "apply_overrides", "build_grid",
+__all__ = ["AblationError", "TableSpec", "TrialSpec", "training_id", "slug", "load_tables", "apply_overrides", "build_grid",
            "parse_resources", "default_resources", "DRIVER_MEMORY", "grid_text", "check_inputs"]
 
 class AblationError(ValueError):
@@ -47,11 +47,20 @@ class TrialSpec:
     config: dict[str, Any]  # config_to_dict(Config): what the trial rebuilds its Config from
 
     @property
-    def run_name(self) -> str:
-        """`<row slug>-seed<k>-<hash of the training keys>`: the trial's training folder and MLflow run name."""
-        digest = hashlib.sha1(json.dumps(training_keys(self.config), sort_keys=True).encode()).hexdigest()[:8]
-        return f"{slug(self.row)}-seed{self.seed}-{digest}"
+    def training_id(self) -> str:
+        """Names the training, not the row: see `training_id`."""
+        return training_id(self.config)
 
+    @property
+    def run_name(self) -> str:
+        """`<row slug>-<training id>`: the trial's training folder and MLflow run name."""
+        return f"{slug(self.row)}-{self.training_id}"
+
+
+def training_id(config: dict[str, Any]) -> str:
+    """`seed<k>-<hash of the training keys>` of a config dict: equal for equal trainings, whatever the row or table."""
+    digest = hashlib.sha1(json.dumps(training_keys(config), sort_keys=True).encode()).hexdigest()[:8]
+    return f"seed{config['train']['seed']}-{digest}"
 
 
 def slug(name: str) -> str:
