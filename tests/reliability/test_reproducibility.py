@@ -47,6 +47,9 @@ def test_provenance_checks():
     assert any("git commit differs" in w for w in warnings) and any("torch_version" in w for w in warnings)
     _, warnings = provenance_problems({**tags, "dvc_data_hash": "unknown"}, tags)
     assert any("no data hash" in w for w in warnings)
+    _, warnings = provenance_problems({**tags, "python_version": "3.11.9", "timm_version": "1.0.31"},
+                                      {**tags, "python_version": "3.12.1", "timm_version": "1.0.31"})
+    assert warnings == ["python_version differs: run 3.11.9, now 3.12.1"]
 
 
 def test_ap_comparison_tolerance_and_nan():

@@ -1,13 +1,14 @@
 """MLflow tracking on a real sqlite store read back with MlflowClient; a down server never raises."""
 
 import socket
+from pathlib import Path
 import warnings
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from vremd.config import flatten, smoke_config
-from vremd.train.tracking import Tracker, dvc_data_hash, resolve_tracking_uri, run_tags
+from vremd.train.tracking import VERSION_TAGS, Tracker, dvc_data_hash, resolve_tracking_uri, run_tags
 
 
 def _free_port() -> int:
@@ -84,3 +85,15 @@ def test_dvc_data_hash_reads_dvc_lock(tmp_path):
         "schema: '2.0'\nstages:\n  preprocess:\n    cmd: x\n    outs:\n    - path: data/index\n"
         "      md5: abc123.dir\n      size: 1\n      nfiles: 2\n")
     assert dvc_data_hash(tmp_path) == "abc123.dir"
+
+
+def test_runs_record_python_and_library_versions():
+    import importlib.metadata
+    import platform
+
+    tags = run_tags(smoke_config(), Path("."))
+    assert set(VERSION_TAGS) <= set(tags)
+    assert tags["python_version"] == platform.python_version()
+    for tag, dist in (("torch_version", "torch"), ("timm_version", "timm"), ("numpy_version", "numpy"),
+                      ("dvc_version", "dvc"), ("opencv_version", "opencv-python-headless")):
+        assert tags[tag] == importlib.metadata.version(dist) and tags[tag][0].isdigit()

@@ -27,13 +27,10 @@ import torch
 from vremd.config import Config, ConfigError, config_from_dict
 from vremd.train.loop import RunPaths
 from vremd.train.ray_train import fit, init_ray
-from vremd.train.tracking import AP_METRIC_NAMES
+from vremd.train.tracking import AP_METRIC_NAMES, VERSION_TAGS
 
 __all__ = ["RecordedRun", "params_to_config", "read_run", "dvc_dir_md5", "provenance_problems",
            "rerun_ap", "compare_ap", "format_comparison"]
-
-VERSION_TAGS = ("torch_version", "ray_version", "mlflow_version")
-
 
 @dataclass(frozen=True)
 class RecordedRun:

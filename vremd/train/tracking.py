@@ -8,6 +8,7 @@ store that is down never stops training: the first failure warns once, later cal
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import platform
 import subprocess
@@ -16,16 +17,14 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-import mlflow
-import ray
-import torch
 import yaml
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from vremd.config import Config
 
-__all__ = ["Tracker", "resolve_tracking_uri", "run_tags", "dvc_data_hash", "AP_METRIC_NAMES"]
+__all__ = ["Tracker", "resolve_tracking_uri", "run_tags", "dvc_data_hash", "library_versions", "AP_METRIC_NAMES",
+           "VERSION_TAGS"]
 
 # evaluator table column -> MLflow metric name
 AP_METRIC_NAMES: dict[str, str] = {
@@ -33,6 +32,11 @@ AP_METRIC_NAMES: dict[str, str] = {
     "Hip": "ap/hip", "Knee": "ap/knee", "Ankle": "ap/ankle", "Total": "ap/mean",
 }
 _MAX_PARAM_CHARS = 500
+# tag -> installed distribution, for the libraries whose version a run records beside `python_version`
+_VERSIONED = {"torch_version": "torch", "torchvision_version": "torchvision", "timm_version": "timm",
+              "numpy_version": "numpy", "opencv_version": "opencv-python-headless", "ray_version": "ray",
+              "mlflow_version": "mlflow", "dvc_version": "dvc"}
+VERSION_TAGS = ("python_version", *_VERSIONED)
 
 
 def resolve_tracking_uri(uri: str, base_dir: Path) -> str:
@@ -81,11 +85,21 @@ def run_tags(cfg: Config, repo_dir: Path) -> dict[str, str]:
         "dataset": cfg.data.source,
         "profile": cfg.profile,
         "host": platform.node(),
-        "torch_version": torch.__version__,
-        "ray_version": ray.__version__,
-        "mlflow_version": mlflow.__version__,
+        **library_versions(),
         "dvc_data_hash": dvc_data_hash(repo_dir) or "unknown",
     }
+
+
+def library_versions() -> dict[str, str]:
+    """`{"python_version": "3.11.7", "torch_version": "2.14.1", ...}`: installed distribution versions
+    (read from package metadata, so importing nothing; `not installed` when absent)."""
+    versions = {"python_version": platform.python_version()}
+    for tag, distribution in _VERSIONED.items():
+        try:
+            versions[tag] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            versions[tag] = "not installed"
+    return versions
 
 
 class Tracker:
