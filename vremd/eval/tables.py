@@ -171,7 +171,8 @@ def ablation_bar_png(path: Path, rows: Mapping[str, Mapping[str, Values]],
         series += [(f"paper {m}", m, True) for m in metrics]
     x = np.arange(len(variants))
     width = 0.8 / max(len(series), 1)
-    fig = Figure(figsize=(max(6, 1.4 * len(variants)), 4), dpi=100)
+    bars_total = len(variants) * len(series)  # about 0.3 inch per bar keeps the value labels apart
+    fig = Figure(figsize=(max(6.0, 1.4 * len(variants), 0.3 * bars_total + 2), 4), dpi=100)
     ax = fig.add_subplot()
     for i, (label, metric, is_paper) in enumerate(series):
         if is_paper:
@@ -193,10 +194,10 @@ def _finish(ax, x, labels, title) -> None:
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)  # beside, never on a bar
 
 
 def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
-    _atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    _atomic_write(path, lambda p: fig.savefig(p, format="png", bbox_inches="tight"))  # keeps the outside legend
     return path
