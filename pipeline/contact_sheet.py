@@ -15,7 +15,8 @@ import cv2
 
 from vremd.config import SyntheticConfig
 from vremd.data.draw import contact_sheet
-from vremd.data.posetrack import atomic_write_bytes, list_videos
+from vremd.atomic import atomic_write_bytes
+from vremd.data.posetrack import list_videos
 from vremd.data.synthetic import generate_dataset
 
 

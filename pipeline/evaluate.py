@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ import pandas as pd
 import torch
 
 from pipeline.cli_config import add_config_args, add_data_args, config_from_args
+from vremd.atomic import atomic_write_text
 from vremd.config import ConfigError
 from vremd.data.dataset import PoseTrackCrops
 from vremd.eval.tables import (ap_table_csv, ap_table_html, ap_table_markdown, load_paper_numbers, paper_row,
@@ -34,13 +34,6 @@ from vremd.predict.runner import load_model
 from vremd.train.validate import validate
 
 PAPER_TABLE = {"posetrack17": "table1", "posetrack18": "table2", "posetrack21": "table3"}
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _paper_row(source: str) -> dict[str, float] | None:
@@ -81,16 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     ours = {("Mean" if k == "Total" else k): v for k, v in result.table.items()}
     paper = _paper_row(cfg.data.source)
     title = f"Per-joint AP, {cfg.data.source} val" + (" (untrained)" if args.untrained else "")
-    _write_text(args.out / "per_joint.md", ap_table_markdown(ours, paper))
-    _write_text(args.out / "per_joint.csv", ap_table_csv(ours, paper))
-    _write_text(args.out / "per_joint.html", ap_table_html(ours, paper, title=title))
+    atomic_write_text(args.out / "per_joint.md", ap_table_markdown(ours, paper))
+    atomic_write_text(args.out / "per_joint.csv", ap_table_csv(ours, paper))
+    atomic_write_text(args.out / "per_joint.html", ap_table_html(ours, paper, title=title))
     per_joint_bar_png(args.out / "ap_bar.png", ours, paper, title=title)
     if len(dataset):  # heatmaps, human/keypoint masks and DCA sampling points of one val person
         sample_report(model, dataset.raw_crops(0), args.out / "sample_masks.png", device=str(device))
     clean = lambda v: None if math.isnan(v) else round(float(v), 4)  # noqa: E731
     metrics = {k: clean(v) for k, v in ours.items()}
     metrics["per_joint"] = {k: clean(v) for k, v in result.per_joint.items()}
-    _write_text(args.metrics, json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(args.metrics, json.dumps(metrics, indent=2) + "\n")
     print(ap_table_markdown(ours, paper), end="")
     print(f"{args.metrics}: Mean AP {ours['Mean']:.1f} over {result.n_frames} frames; reports in {args.out}")
     return 0

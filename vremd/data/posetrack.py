@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from vremd.atomic import atomic_write_bytes
 from vremd.data.joints import JOINT_NAMES, NUM_JOINTS
 
 SPLITS: tuple[str, ...] = ("train", "val")
@@ -275,18 +275,6 @@ def video_to_json(video: Video) -> dict:
         "skeleton": [list(edge) for edge in POSETRACK18_SKELETON_1BASED],
     }
     return {"images": images, "annotations": annotations, "categories": [category]}
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write `payload` to a temp file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_video(video: Video | dict, json_path: Path) -> None:

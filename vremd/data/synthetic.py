@@ -21,7 +21,8 @@ from vremd.config import SyntheticConfig
 from vremd.data import figures as fg
 from vremd.data import render
 from vremd.data.figures import FigureMotion
-from vremd.data.posetrack import Frame, Person, Video, atomic_write_bytes, image_id_for, write_video
+from vremd.atomic import atomic_write_bytes
+from vremd.data.posetrack import Frame, Person, Video, image_id_for, write_video
 
 SPLIT_CODES = {"train": 0, "val": 1}
 MIN_JOINTS_IN_IMAGE = 4  # fewer joints inside the image: the person is not annotated in that frame

@@ -11,14 +11,14 @@ import csv
 import html
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import yaml
 from matplotlib.figure import Figure
+
+from vremd.atomic import atomic_write
 
 COLUMNS: tuple[str, ...] = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")
 Values = float | Sequence[float]
@@ -114,19 +114,6 @@ def ap_table_html(ours: Mapping[str, Values], paper: Mapping[str, float] | None 
             "<tr><th>Joint</th><th>Paper</th><th>Ours</th><th>Delta</th></tr>\n" + cells + "</table>\n")
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through `write(tmp_path)` to a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_tables(out_dir: Path, ours: Mapping[str, Values], paper: Mapping[str, float] | None = None,
                  stem: str = "ap_table", title: str = "Per-joint AP") -> dict[str, Path]:
     """Write <stem>.md, .csv, .html and a bar chart .png into `out_dir`; return the paths by kind."""
@@ -136,7 +123,7 @@ def write_tables(out_dir: Path, ours: Mapping[str, Values], paper: Mapping[str, 
     paths = {}
     for kind, text in texts.items():
         paths[kind] = out_dir / f"{stem}.{kind}"
-        _atomic_write(paths[kind], lambda p, t=text: p.write_text(t))
+        atomic_write(paths[kind], lambda p, t=text: p.write_text(t))
     paths["png"] = per_joint_bar_png(out_dir / f"{stem}.png", ours, paper, title=title)
     return paths
 
@@ -199,5 +186,5 @@ def _finish(ax, x, labels, title) -> None:
 
 def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
-    _atomic_write(path, lambda p: fig.savefig(p, format="png", bbox_inches="tight"))  # keeps the outside legend
+    atomic_write(path, lambda p: fig.savefig(p, format="png", bbox_inches="tight"))  # keeps the outside legend
     return path

@@ -12,12 +12,11 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from vremd.atomic import atomic_write_text
 from vremd.eval.tables import COLUMNS, ablation_bar_png, ap_rows, ap_table_markdown, paper_row
 from vremd.train.tracking import AP_METRIC_NAMES
 
@@ -175,7 +174,7 @@ def write_report(out_dir: Path, table: int, title: str, rows: Sequence[ReportRow
                                  "rows": [{**asdict(r), "state": r.state} for r in rows],
                                  "trials": [asdict(o) for o in outcomes]}, indent=2, default=str) + "\n"}
     for kind, text in texts.items():
-        _write_atomic(paths[kind], text)
+        atomic_write_text(paths[kind], text)
     ran = [r for r in rows if r.state != "paper only"]
     paths["png"] = ablation_bar_png(stem.with_suffix(".png"), {r.name: {"Mean": r.ours["Mean"]} for r in rows},
                                     {r.name: {"Mean": r.paper["Mean"]} for r in rows if "Mean" in r.paper},
@@ -197,14 +196,3 @@ def _trials_csv(outcomes: Sequence[TrialOutcome]) -> str:
     return buf.getvalue()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

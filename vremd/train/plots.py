@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -11,6 +10,7 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure  # a bare Figure renders with Agg: no display, no pyplot state
 
+from vremd.atomic import atomic_write
 from vremd.data.draw import draw_pose
 from vremd.data.posetrack import read_video
 
@@ -18,18 +18,6 @@ __all__ = ["plot_training_curve", "pose_overlays"]
 
 PRED_COLOR = (0, 200, 255)  # BGR orange: predictions
 GT_COLOR = (80, 220, 80)  # BGR green: ground truth
-
-
-def _atomic_png(path: Path, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def plot_training_curve(history: Sequence[dict[str, float]], path: Path) -> Path:
@@ -47,7 +35,7 @@ def plot_training_curve(history: Sequence[dict[str, float]], path: Path) -> Path
         ax2.set_ylabel("val mean AP (%)", color="tab:red")
     ax.set_title("VREMD training")
     fig.tight_layout()
-    return _atomic_png(path, lambda p: fig.savefig(p, format="png"))
+    return atomic_write(path, lambda p: fig.savefig(p, format="png"))
 
 
 def pose_overlays(gt_dir: Path, pred_dir: Path, dataset_dir: Path, out_dir: Path, count: int = 4) -> list[Path]:
@@ -74,6 +62,6 @@ def pose_overlays(gt_dir: Path, pred_dir: Path, dataset_dir: Path, out_dir: Path
             for person in pred_frame.persons:
                 image = draw_pose(image, person.keypoints[:, :2], np.ones(len(person.keypoints)), PRED_COLOR, 1)
             out = Path(out_dir) / f"{gt.name}_{gt_frame.frame_index:06d}.png"
-            written.append(_atomic_png(out, lambda p: cv2.imwrite(str(p), image)))
+            written.append(atomic_write(out, lambda p: cv2.imwrite(str(p), image)))
             break
     return written
