@@ -10,12 +10,12 @@ visible count of each joint, and what the crops stage skipped.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import orjson
 
+from vremd.atomic import atomic_write_bytes
 from vremd.data.dataset import build_index
 
 
@@ -30,10 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"preprocess: error: {exc}", file=sys.stderr)
         return 1
-    args.stats.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.stats.with_name(f"{args.stats.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(orjson.dumps(stats, option=orjson.OPT_INDENT_2))
-    os.replace(tmp, args.stats)
+    atomic_write_bytes(args.stats, orjson.dumps(stats, option=orjson.OPT_INDENT_2))
     for split, s in stats.items():
         print(f"{args.out / (split + '.parquet')}: {s['samples']} samples, {s['persons']} persons, "
               f"{s['frames']} frames, {s['videos']} videos, {s['skipped_total']} skipped")

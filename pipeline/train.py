@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from pipeline.cli_config import add_config_args, add_data_args, config_from_args
+from vremd.atomic import atomic_write_text
 from vremd.config import ConfigError, config_to_dict
 from vremd.train.checkpoints import CheckpointReadError, CheckpointWriteError, atomic_torch_save
 from vremd.train.loop import RunPaths
@@ -38,10 +39,7 @@ def _write_curve(history: list[dict], path: Path) -> None:
     for h in history:
         row = {k.replace("/", "_"): v for k, v in h.items()}
         lines.append(",".join("" if row.get(c) is None else f"{row[c]:.6g}" for c in CURVE_COLUMNS))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

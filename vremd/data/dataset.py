@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from vremd.atomic import atomic_write
 from vremd.config import AugmentConfig
 from vremd.data.augment import apply_augmentation, sample_affine
 from vremd.data.boxes import compose_affine, invert_affine
@@ -42,9 +43,7 @@ def build_index(crops_dir: Path, index_dir: Path) -> dict:
         df.insert(0, "sample_id", np.arange(len(df), dtype=np.int64))
         df["shard"] = [os.path.relpath(crops_dir / s, index_dir) for s in df["shard"]]
         path = index_dir / f"{split}.parquet"
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp, df=df: df.to_parquet(tmp, index=False))
         stats[split] = _split_stats(df, crop_stats["splits"][split])
     return stats
 

@@ -9,7 +9,6 @@ Images are RGB uint8. Figures are drawn with matplotlib's object API (no pyplot 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from vremd.atomic import atomic_write
 from vremd.data.joints import SKELETON
 
 PCKH_THRESHOLD = 0.5  # a joint is wrong when farther than 0.5 head sizes from its GT (PCKh@0.5)
@@ -50,11 +50,8 @@ def _save(fig: Figure, out_png: str | Path, dpi: int = 100) -> Path:
     """Render with Agg and write the PNG atomically (temp file, then rename)."""
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.stem}.tmp{os.getpid()}.png")
     FigureCanvasAgg(fig)
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, out_png)
-    return out_png
+    return atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
 
 
 def _skeleton(ax, joints_xy: np.ndarray, colour) -> None:
