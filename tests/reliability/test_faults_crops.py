@@ -53,7 +53,7 @@ def test_killed_crops_stage_resumes_to_identical_outputs(tmp_path):
     rerun = subprocess.run(_crops_argv(tmp_path, params, "killed"), env=stage_env(), capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{n_videos - done} video(s) extracted" in rerun.stdout or f"{n_videos - done + 1} video(s) extracted" in rerun.stdout
-    assert not list(out.glob("*/*.tmp-*")), "temp files of the killed run were left behind"
+    assert not list(out.glob("*/*.tmp*")), "temp files of the killed run were left behind"
     assert _digest(out) == _digest(tmp_path / "clean")
     pd.testing.assert_frame_equal(pd.read_parquet(out / "manifest.parquet"), pd.read_parquet(tmp_path / "clean" / "manifest.parquet"))
     stats = [orjson.loads((d / "stats.json").read_bytes())["splits"] for d in (out, tmp_path / "clean")]

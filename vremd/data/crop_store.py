@@ -25,6 +25,7 @@ import orjson
 import pandas as pd
 from tqdm import tqdm
 
+from vremd.atomic import atomic_write_bytes, atomic_write_stream
 from vremd.config import BadInputPolicy, CropsConfig
 from vremd.data import posetrack
 from vremd.data.crops import extract_video
@@ -48,13 +49,6 @@ class VideoTask:
     policy: BadInputPolicy
     detections: dict[int, list[Detection]] | None
     key: str
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
 
 
 def video_key(task: VideoTask) -> str:
@@ -99,8 +93,8 @@ def run_task(task: VideoTask) -> dict:
     for row in rows:
         row["shard"] = record["shard"]
     record.update(samples=len(rows), rows=rows)
-    _atomic_write(split_dir / f"{name}.npy", lambda f: np.save(f, crops))
-    _atomic_write(split_dir / f"{name}.json", lambda f: f.write(orjson.dumps(record)))
+    atomic_write_stream(split_dir / f"{name}.npy", lambda f: np.save(f, crops))
+    atomic_write_bytes(split_dir / f"{name}.json", orjson.dumps(record))
     return record
 
 
@@ -149,7 +143,8 @@ def _remove_stale(out_dir: Path, current: set[tuple[str, str]]) -> list[str]:
     for split in SPLITS:
         for path in sorted((out_dir / split).glob("*")) if (out_dir / split).is_dir() else []:
             video = path.name.split(".")[0]
-            if ".tmp-" in path.name or (split, video) not in current:
+            temp = path.name.endswith(".tmp") or ".tmp-" in path.name  # a killed writer's (now or before)
+            if temp or (split, video) not in current:
                 path.unlink()
                 if path.suffix == ".json":
                     removed.append(f"{split}/{video}")
@@ -189,8 +184,8 @@ def build_crops(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadI
     stats = _stats(ordered, processed=[f"{t.split}/{t.json_path.stem}" for t in todo], removed=removed)
     rows = [row for record in ordered for row in record["rows"]]
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    _atomic_write(out_dir / MANIFEST, lambda f: manifest.to_parquet(f, index=False))
-    _atomic_write(out_dir / STATS, lambda f: f.write(orjson.dumps(stats, option=orjson.OPT_INDENT_2)))
+    atomic_write_stream(out_dir / MANIFEST, lambda f: manifest.to_parquet(f, index=False))
+    atomic_write_bytes(out_dir / STATS, orjson.dumps(stats, option=orjson.OPT_INDENT_2))
     return stats
 
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure  # a bare Figure renders with Agg: no display, no pyplot state
 
-from vremd.atomic import atomic_write
+from vremd.atomic import atomic_write, atomic_write_bytes
 from vremd.data.draw import draw_pose
 from vremd.data.posetrack import read_video
 
@@ -62,6 +62,9 @@ def pose_overlays(gt_dir: Path, pred_dir: Path, dataset_dir: Path, out_dir: Path
             for person in pred_frame.persons:
                 image = draw_pose(image, person.keypoints[:, :2], np.ones(len(person.keypoints)), PRED_COLOR, 1)
             out = Path(out_dir) / f"{gt.name}_{gt_frame.frame_index:06d}.png"
-            written.append(atomic_write(out, lambda p: cv2.imwrite(str(p), image)))
+            ok, png = cv2.imencode(".png", image)
+            if not ok:
+                raise ValueError(f"{out}: OpenCV could not encode the overlay as PNG")
+            written.append(atomic_write_bytes(out, png.tobytes()))
             break
     return written

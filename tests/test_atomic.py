@@ -1,0 +1,38 @@
+"""vremd.atomic: complete file or the old one, never a half-written file or a leftover temp file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vremd.atomic import atomic_write, atomic_write_bytes, atomic_write_stream, atomic_write_text
+
+
+def test_writes_and_replaces(tmp_path):
+    target = tmp_path / "sub" / "a.json"
+    assert atomic_write_text(target, '{"a": 1}') == target and target.read_text() == '{"a": 1}'
+    atomic_write_bytes(target, b'{"a": 2}')
+    assert target.read_bytes() == b'{"a": 2}'
+    atomic_write_stream(tmp_path / "x.npy", lambda f: np.save(f, np.arange(3)))
+    assert np.load(tmp_path / "x.npy").tolist() == [0, 1, 2]  # no second .npy appended
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.json", "sub", "x.npy"]
+
+
+def test_a_failing_writer_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "a.json"
+    target.write_text("old")
+    seen: list[Path] = []
+
+    def half_then_fail(tmp: Path) -> None:
+        seen.append(tmp)
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, half_then_fail)
+    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+    # the temp name is hidden and ends in .tmp: a reader's *.json glob never sees a killed writer's file
+    assert seen[0].parent == tmp_path and seen[0].name.startswith(".a.json.") and seen[0].suffix == ".tmp"
+    assert not list(tmp_path.glob("[!.]*.tmp")) and seen[0] not in tmp_path.glob("*.json")
