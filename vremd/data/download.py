@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from vremd.atomic import atomic_write_text
 from vremd.config import SyntheticConfig
 from vremd.data.archives import extract_archive, group_split_parts, link_or_copy
 from vremd.data.posetrack import PoseTrackFormatError, list_videos, read_video, validate_layout
@@ -101,10 +102,7 @@ def cached_sha256(path: Path, cache_dir: Path, progress: bool = True) -> str:
     except (OSError, ValueError):
         pass
     digest = sha256_file(path, progress)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_name(record.name + ".tmp")
-    tmp.write_text(json.dumps({**key, "sha256": digest}))
-    os.replace(tmp, record)
+    atomic_write_text(record, json.dumps({**key, "sha256": digest}))
     return digest
 
 

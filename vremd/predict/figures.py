@@ -48,8 +48,6 @@ def wrong_joints(pred_xy: np.ndarray, gt: GroundTruth) -> np.ndarray:
 
 def _save(fig: Figure, out_png: str | Path, dpi: int = 100) -> Path:
     """Render with Agg and write the PNG atomically (temp file, then rename)."""
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
     return atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
 

@@ -89,7 +89,7 @@ def ablation_trial(config: dict[str, Any], context: TrialContext) -> None:
         print(f"{run_name}: the same training finished in {adopted.source}; taking its final checkpoint", flush=True)
         tracker.set_tag("ablation.adopted_training", str(adopted.source))
         for entry in adopted.history:
-            tracker.log_metrics({k: v for k, v in entry.items() if k != "epoch"}, step=int(entry["epoch"]))
+            tracker.log_epoch(entry)
     dataset_dir = Path(context.raw_dir) / cfg.data.source
     paths = RunPaths(index_dir=context.index_dir.format(source=cfg.data.source),
                      gt_dir=str(dataset_dir / "annotations" / "val"), run_dir="")

@@ -20,8 +20,8 @@ import yaml
 from vremd.config import Config, ConfigError, config_from_dict, config_to_dict, set_dotted
 from vremd.train.ray_train import training_keys
 
-__all__ = ["AblationError", "TableSpec", "TrialSpec", "training_id", "slug", "load_tables", "apply_overrides", "build_grid",
-           "parse_resources", "default_resources", "DRIVER_MEMORY", "grid_text", "check_inputs"]
+__all__ = ["AblationError", "TableSpec", "TrialSpec", "training_id", "slug", "load_tables", "apply_overrides",
+           "build_grid", "parse_resources", "default_resources", "DRIVER_MEMORY", "grid_text", "check_inputs"]
 
 class AblationError(ValueError):
     """An ablation table, grid or experiment folder is unusable; the message names the file and key."""

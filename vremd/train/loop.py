@@ -208,7 +208,7 @@ def run_training(cfg: Config, paths: RunPaths, session: Session, progress: bool 
                 })
                 checkpoint_dir = Path(tmp)
                 if tracker is not None:
-                    tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
+                    tracker.log_epoch(metrics)  # step = epoch + 1
                 print(_epoch_line(metrics, t.epochs), flush=True)
             else:
                 history.append(metrics)

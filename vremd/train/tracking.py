@@ -166,6 +166,10 @@ class Tracker:
         except Exception as exc:
             self._fail("logging metrics", exc)
 
+    def log_epoch(self, entry: Mapping[str, float]) -> None:
+        """Log one training-history entry (`{"epoch": n, "loss": ..., "ap/mean": ...}`) at step n."""
+        self.log_metrics({k: v for k, v in entry.items() if k != "epoch"}, step=int(entry["epoch"]))
+
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Upload one file, or a whole directory's contents, under `artifact_path`."""
         if not self.active:
