@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -35,4 +36,4 @@ def test_a_failing_writer_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
     # the temp name is hidden and ends in .tmp: a reader's *.json glob never sees a killed writer's file
     assert seen[0].parent == tmp_path and seen[0].name.startswith(".a.json.") and seen[0].suffix == ".tmp"
-    assert not list(tmp_path.glob("[!.]*.tmp")) and seen[0] not in tmp_path.glob("*.json")
+    assert not fnmatch.fnmatch(seen[0].name, "*.json")  # what list_videos / the evaluators glob for
