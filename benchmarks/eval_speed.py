@@ -122,7 +122,7 @@ def write_dataset(out_dir: Path, seed: int, n_videos: int, n_frames: int, n_pers
 
 
 def reference_evaluate(pairs, protocol: str = "posetrack18"):
-    """Per-joint AP by explicit loops over frames, persons and joints (POSEVAL_SPEC.md §2-§5)."""
+    """Per-joint AP by explicit loops over frames, persons and joints (docs/poseval_spec.md §2-§5)."""
     J = NUM_EVAL_JOINTS
     emitted = [[] for _ in range(J)]  # per joint: (score, label) in pooled order
     n_gt = np.zeros(J, dtype=np.int64)

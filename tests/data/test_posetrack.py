@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from poseval_fixtures import fixture_files, poseval_real
 from vremd.data.joints import JOINT_NAMES
 from vremd.data.posetrack import (
     POSETRACK18_SKELETON_1BASED, POSEVAL_FILE_NAME, Frame, Person, PoseTrackFormatError, Video,
     image_id_for, list_videos, read_video, validate_layout, write_video,
 )
 
-REAL_GT = Path("/work/shared/poseval_real/gt")
-REAL_FILES = sorted(REAL_GT.glob("*.json"))
+REAL_GT = poseval_real("gt")
+REAL_FILES = fixture_files(REAL_GT)
 
 
 def assert_same_video(a: Video, b: Video) -> None:

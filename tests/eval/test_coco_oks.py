@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from poseval_fixtures import poseval_real
 from vremd.eval.coco_oks import POSETRACK_SIGMAS, evaluate_coco, evaluate_coco_dirs
 from vremd.eval.poseval_io import PoseTrackEvalError
 
-REAL = Path("/work/shared/poseval_real")
+REAL = poseval_real()
 CATS = [{"id": 1, "name": "person", "keypoints": []}]
 THRESHOLDS = np.linspace(0.5, 0.95, 10)
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from poseval_fixtures import poseval_real
 from vremd.eval.__main__ import main
 
-REAL = Path("/work/shared/poseval_real")
+REAL = poseval_real()
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -1,19 +1,19 @@
-"""poseval-exact per-joint AP: one hand-computed case per rule of /work/shared/POSEVAL_SPEC.md."""
+"""poseval-exact per-joint AP: one hand-computed case per rule of docs/poseval_spec.md."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from poseval_fixtures import poseval_real
 from benchmarks.eval_speed import make_video, reference_evaluate
 from vremd.data.joints import JOINT_NAMES
 from vremd.eval.poseval_io import POSEVAL_JOINTS, PoseTrackEvalError, read_frames
 from vremd.eval.posetrack_ap import evaluate_dirs, evaluate_frames, evaluate_json, joint_ap
 
-REAL = Path("/work/shared/poseval_real")
+REAL = poseval_real()
 HEAD = [0.0, 0.0, 30.0, 40.0]  # bbox_head: diagonal 50, head size 0.6 * 50 = 30 px, PCKh radius 15 px
 HS = 0.6 * math.hypot(30.0, 40.0)
 CATS = [{"supercategory": "person", "id": 1, "name": "person", "keypoints": list(JOINT_NAMES)}]

@@ -1,6 +1,6 @@
 """PoseTrack per-joint AP exactly as the official poseval computes it, vectorised with numpy.
 
-The rules are /work/shared/POSEVAL_SPEC.md: frames with GT only, ignore regions strictly inside
+The rules are docs/poseval_spec.md: frames with GT only, ignore regions strictly inside
 (boundary kept), PCKh@0.5 inclusive with head size 0.6 x diag(bbox_head), poseval's two-step argmax
 assignment (lowest index on ties), VOC all-point AP pooled per joint over the dataset. The
 `posetrack21` protocol is the PoseTrack21 re-implementation (spec §0). The slow per-person reference

@@ -1,6 +1,6 @@
 """Read PoseTrack json (2018 layout or PoseTrack17 `annolist`) into per-frame arrays the way poseval does.
 
-See /work/shared/POSEVAL_SPEC.md §1 (what is read) and §0 (the PoseTrack21 variant). Arrays use the
+See docs/poseval_spec.md §1 (what is read) and §0 (the PoseTrack21 variant). Arrays use the
 15 poseval joints in poseval id order (`POSEVAL_JOINTS`); coordinates are image pixels (x, y).
 """
 
