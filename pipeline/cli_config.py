@@ -1,11 +1,12 @@
-"""Shared argparse options of the stage CLIs: --params, --profile, --set KEY=VALUE."""
+"""Shared argparse options of the stage CLIs (--params, --profile, --set KEY=VALUE, --index, --raw) and the
+input checks every stage runs before it starts work."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from vremd.config import Config, load_config
+from vremd.config import Config, ConfigError, ModelConfig, flatten, load_config, parse_override
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -27,3 +28,45 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> Config:
     """Load the `Config` the parsed options name."""
     return load_config(args.params, profile=args.profile, overrides=args.overrides)
+
+
+def index_file(index_dir: Path, split: str) -> Path:
+    """`<index_dir>/<split>.parquet`, or FileNotFoundError saying which stage writes it."""
+    path = Path(index_dir) / f"{split}.parquet"
+    if not path.is_file():
+        state = "has no" if Path(index_dir).is_dir() else "does not exist, so it has no"
+        raise FileNotFoundError(f"--index {index_dir}: the folder {state} {split}.parquet "
+                                "(the preprocess stage writes it: python pipeline/preprocess.py --out DIR)")
+    return path
+
+
+def check_crop_size(index_path: Path, model: ModelConfig, model_name: str) -> None:
+    """Refuse an index whose stored crops are not the model's input size; the message names both sizes."""
+    from vremd.data.dataset import PoseTrackCrops  # torch: only the stages that load crops pay for it
+
+    dataset = PoseTrackCrops(index_path, None, model.num_joints)
+    if not len(dataset):
+        return
+    crop_hw = tuple(dataset.raw_crops(0).shape[1:3])  # (T, H, W, 3) -> (H, W)
+    if crop_hw != (model.img_height, model.img_width):
+        raise ConfigError(f"{model_name} takes {model.img_height}x{model.img_width} crops (model.img_height x "
+                          f"model.img_width) but {index_path} holds {crop_hw[0]}x{crop_hw[1]} crops (made with other "
+                          "crops.height/crops.width)")
+
+
+def check_gt_dir(gt_dir: Path) -> Path:
+    """The val GT annotation folder, or FileNotFoundError naming --raw."""
+    if not Path(gt_dir).is_dir():
+        raise FileNotFoundError(f"--raw: no val annotation folder {gt_dir} (the download stage writes it)")
+    return Path(gt_dir)
+
+
+def refuse_checkpoint_overrides(overrides: list[str], checkpoint_cfg: Config, checkpoint: Path,
+                                sections: tuple[str, ...] = ("model", "crops", "augment")) -> None:
+    """Refuse a `--set` of a key the checkpoint's own config decides (`sections`) to a different value."""
+    saved = flatten(checkpoint_cfg)
+    for text in overrides:
+        key, value = parse_override(text)
+        if key.split(".")[0] in sections and key in saved and saved[key] != value:
+            raise ConfigError(f"--set {text}: {checkpoint} was trained with {key} = {saved[key]!r}, and its own config "
+                              f"decides {', '.join(s + '.*' for s in sections)}; drop the --set or use another checkpoint")

@@ -7,6 +7,8 @@ Writes reports/predictions/<video>.json (PoseTrack-2018), reports/per_joint.{md,
 reports/ap_bar.png, reports/sample_masks.png (heatmaps, masks and sampling
 points of one val person) and metrics/ap.json ({"Head": .., ..., "Mean": .., "per_joint": {..}}).
 `--untrained` scores the same architecture with random weights: the floor a trained model must beat.
+The checkpoint's own config builds the model and decodes its heatmaps (model.*, crops.*, augment.*); a
+`--set` that would change one of those is refused, as are crops of another size than the model's input.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pipeline.cli_config import add_config_args, add_data_args, config_from_args
+from pipeline.cli_config import (add_config_args, add_data_args, check_crop_size, check_gt_dir, config_from_args,
+                                 index_file, refuse_checkpoint_overrides)
 from vremd.atomic import atomic_write_text
 from vremd.config import ConfigError
 from vremd.data.dataset import PoseTrackCrops
@@ -52,22 +55,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
     try:
-        cfg = config_from_args(args)  # eval settings (protocol, flip test, dataset) come from params.yaml
+        cfg = config_from_args(args)  # eval settings (protocol, flip test, dataset, batch) come from params.yaml
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model, saved_cfg = load_model(args.model)
+        model, saved_cfg = load_model(args.model)  # the checkpoint's own config builds and decodes its model
+        refuse_checkpoint_overrides(args.overrides, saved_cfg, args.model)
+        index_path = index_file(args.index, "val")
+        gt_dir = check_gt_dir(args.raw / cfg.data.source / "annotations" / "val")
+        check_crop_size(index_path, saved_cfg.model, str(args.model))
         if args.untrained:  # the same architecture with random weights: the floor to beat
             torch.manual_seed(cfg.train.seed)
             model = build_model(dataclasses.replace(saved_cfg.model, pretrained="")).eval()
         model = model.to(device)
-        index_path = args.index / "val.parquet"
-        dataset = PoseTrackCrops(index_path, None, cfg.model.num_joints, sigma_px=cfg.augment.sigma_px,
-                                 heatmap_stride=cfg.augment.heatmap_stride)
+        stride = saved_cfg.augment.heatmap_stride
+        dataset = PoseTrackCrops(index_path, None, saved_cfg.model.num_joints, sigma_px=saved_cfg.augment.sigma_px,
+                                 heatmap_stride=stride)
         pred_dir = args.out / "predictions"
         shutil.rmtree(pred_dir, ignore_errors=True)  # no stale videos from an earlier dataset
-        result = validate(model, dataset, pd.read_parquet(index_path), args.raw / cfg.data.source / "annotations" / "val",
-                          pred_dir, batch_size=cfg.train.batch_size, device=device,
-                          stride=cfg.augment.heatmap_stride, flip_test=cfg.train.flip_test,
-                          protocol=cfg.eval.protocol, progress=not args.no_progress)
+        result = validate(model, dataset, pd.read_parquet(index_path), gt_dir, pred_dir,
+                          batch_size=cfg.train.batch_size, device=device, stride=stride,
+                          flip_test=cfg.train.flip_test, protocol=cfg.eval.protocol, progress=not args.no_progress)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 1

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.cli_config import add_config_args, add_data_args, config_from_args
+from pipeline.cli_config import add_config_args, add_data_args, check_crop_size, check_gt_dir, config_from_args, index_file
 from vremd.atomic import atomic_write_text
 from vremd.config import ConfigError, config_to_dict
+from vremd.model.config_check import check_model_config
 from vremd.train.checkpoints import CheckpointReadError, CheckpointWriteError, atomic_torch_save
 from vremd.train.loop import RunPaths
-from vremd.train.ray_train import RunMismatchError, init_ray, train_and_track, training_keys
+from vremd.train.ray_train import RunMismatchError, TrainingWorkerError, init_ray, train_and_track, training_keys
 from vremd.train.tracking import resolve_tracking_uri
 
 CURVE_COLUMNS = ("epoch", "loss", "lr", "samples_per_s", "ap_mean", "ap_head", "ap_shoulder", "ap_elbow",
@@ -53,9 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray-address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS or local)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
-    try:
+    try:  # every input is checked before Ray starts or an MLflow run is created
         cfg = config_from_args(args)
-    except ConfigError as exc:
+        source = f"{args.params} (profile {cfg.profile})"
+        check_model_config(cfg, source=source)
+        for split in ("train", "val"):
+            check_crop_size(index_file(args.index, split), cfg.model, f"the model of {source}")
+        check_gt_dir(args.raw / cfg.data.source / "annotations" / "val")
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 1
     digest = hashlib.sha1(json.dumps(training_keys(config_to_dict(cfg)), sort_keys=True).encode()).hexdigest()[:8]
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                            "history": state["history"], "mlflow_run_id": outcome.mlflow_run_id},
                           args.out / "final.pt")
         _write_curve(outcome.fit.history, args.curve)
-    except (RunMismatchError, CheckpointReadError, CheckpointWriteError, ValueError) as exc:
+    except (RunMismatchError, CheckpointReadError, CheckpointWriteError, TrainingWorkerError, ValueError) as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 1
     finally:

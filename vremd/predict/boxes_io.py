@@ -12,6 +12,7 @@ Only `category_id` 1 (person, or no category) is used; boxes below `min_score` a
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,12 @@ def _box(value: Any, where: str) -> np.ndarray:
     return box
 
 
+def _score(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BoxFileError(f"{where}: score: expected a finite number, found {value!r}")
+    return float(value)
+
+
 def _collect(per_frame: dict[int, list], num_frames: int, path: Path) -> tuple[FrameBoxes, ...]:
     bad = sorted(i for i in per_frame if not 0 <= i < num_frames)
     if bad:
@@ -109,7 +116,8 @@ def _load_coco(path: Path, data: Any, frame_names: tuple[str, ...], min_score: f
         where = f"{path}: [{i}]" if frame_of_id is None else f"{path}: annotations[{i}]"
         if not isinstance(det, dict) or "image_id" not in det or "bbox" not in det:
             raise BoxFileError(f"{where}: expected a detection with 'image_id' and 'bbox'")
-        if det.get("category_id", 1) != 1 or float(det.get("score", 1.0)) < min_score:
+        score = _score(det.get("score", 1.0), where)
+        if det.get("category_id", 1) != 1 or score < min_score:
             continue
         if frame_of_id is None:
             frame = det["image_id"]
@@ -119,7 +127,7 @@ def _load_coco(path: Path, data: Any, frame_names: tuple[str, ...], min_score: f
             raise BoxFileError(f"{where}: image_id {det['image_id']!r} is not in 'images'")
         else:
             frame = frame_of_id[det["image_id"]]
-        per_frame.setdefault(frame, []).append((_box(det["bbox"], where), float(det.get("score", 1.0)), -1))
+        per_frame.setdefault(frame, []).append((_box(det["bbox"], where), score, -1))
     return BoxSet(_collect(per_frame, len(frame_names), path))
 
 

@@ -16,7 +16,7 @@ from vremd.model.backbone import VitPoseCheckpointError
 from .boxes_io import BoxFileError
 from .reports import FigureInputError, compare_checkpoints, sample_report_from_video
 from .run import PredictRequest, run_prediction
-from .runner import CheckpointError
+from .runner import CheckpointError, saved_config
 from .video import VideoReadError
 
 BAD_INPUT = (BoxFileError, CheckpointError, VideoReadError, PoseTrackFormatError, VitPoseCheckpointError,
@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-name", default=None, help="poseval video name, e.g. 000001_mpii_test")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--params", default="params.yaml", help="config for a checkpoint without one")
+    p.add_argument("--params", default=None,
+                   help="config for a checkpoint without one (default: params.yaml); a checkpoint from training "
+                        "carries its own config, and these three options are then refused")
     p.add_argument("--profile", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -81,11 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         vitpose=args.vitpose, boxes_format=args.boxes_format, track=args.track, min_score=args.min_score,
         batch_size=args.batch_size, device=args.device, video_name=args.video_name, progress=not args.quiet,
     )
-    fallback = None
+    explicit = args.params is not None or args.profile is not None or bool(args.overrides)
     try:
-        if args.profile or args.overrides or Path(args.params).is_file():
-            fallback = load_config(args.params, args.profile, args.overrides)
-        summary = run_prediction(req, fallback)
+        if explicit and saved_config(args.checkpoint) is not None:
+            raise ConfigError(f"--params/--profile/--set: {args.checkpoint} carries its own config, which predict "
+                              "uses; these options only configure a checkpoint without one")
+        summary = run_prediction(req, lambda: load_config(args.params or "params.yaml", args.profile, args.overrides))
         figures = []
         if args.sample_figure is not None:
             figures.append(sample_report_from_video(args.checkpoint, args.video, args.boxes, args.sample_figure,

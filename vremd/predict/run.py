@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,8 +49,11 @@ class PredictSummary:
     warnings: list[str] = field(default_factory=list)
 
 
-def run_prediction(req: PredictRequest, fallback_cfg: Config | None = None) -> PredictSummary:
-    """Predict poses for every box of `req.boxes` on `req.video` and write the json (and overlay)."""
+def run_prediction(req: PredictRequest, fallback_cfg: Config | Callable[[], Config] | None = None) -> PredictSummary:
+    """Predict poses for every box of `req.boxes` on `req.video` and write the json (and overlay).
+
+    The checkpoint's own config builds and decodes the model; `fallback_cfg` serves one without a config.
+    """
     info = probe(req.video)
     boxes = load_boxes(req.boxes, info.frame_names, req.boxes_format, req.min_score)
     boxes = assign_tracks(boxes, track=req.track)

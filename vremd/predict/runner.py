@@ -26,6 +26,7 @@ from vremd.data.crops import crop_frames, neighbour_indices
 from vremd.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from vremd.data.heatmaps import decode, heatmap_to_input_xy
 from vremd.model.backbone import load_vitpose_checkpoint
+from vremd.model.config_check import check_model_config
 from vremd.model.vremd import VREMD, build_model
 
 from .boxes_io import BoxSet
@@ -65,20 +66,12 @@ def state_dict_problems(model: torch.nn.Module, sd: dict[str, torch.Tensor], opt
     return out
 
 
-def load_model(
-    checkpoint: str | Path, vitpose: str | Path | None = None, fallback_cfg: Config | None = None,
-) -> tuple[VREMD, Config]:
-    """Rebuild the trained model from a checkpoint and load it strictly; returns (model in eval mode, config).
-
-    `checkpoint` is training's `{"model": state_dict, "config": config_to_dict(cfg)}` (models/final.pt); a
-    bare state dict or one without "config" uses `fallback_cfg`. With `vitpose`, the checkpoint may hold
-    only the trained heads (backbone keys absent) and the backbone is loaded from that ViTPose .pth.
-    """
-    path = Path(checkpoint)
+def _read_checkpoint(path: Path, mmap: bool = False) -> tuple[dict[str, torch.Tensor], Config | None]:
+    """(state dict, the config it carries or None) of a training checkpoint or a bare state dict."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises several unrelated types for a non-checkpoint file
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__})") from None
     if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
@@ -87,18 +80,41 @@ def load_model(
         sd, cfg_dict = raw, None
     else:
         raise CheckpointError(f"{path}: expected {{'model': state_dict, 'config': ...}} as written by training")
-    if cfg_dict is not None:
-        try:
-            cfg = config_from_dict(cfg_dict)
-        except ConfigError as exc:
-            raise CheckpointError(f"{path}: config: {exc}") from None
-    elif fallback_cfg is not None:
-        cfg = fallback_cfg
-    else:
+    try:
+        return sd, (config_from_dict(cfg_dict) if cfg_dict is not None else None)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: config: {exc}") from None
+
+
+def saved_config(checkpoint: str | Path) -> Config | None:
+    """The config a checkpoint carries, None for one without (its tensors are memory-mapped, not read)."""
+    return _read_checkpoint(Path(checkpoint), mmap=True)[1]
+
+
+def load_model(
+    checkpoint: str | Path, vitpose: str | Path | None = None,
+    fallback_cfg: Config | Callable[[], Config] | None = None,
+) -> tuple[VREMD, Config]:
+    """Rebuild the trained model from a checkpoint and load it strictly; returns (model in eval mode, config).
+
+    `checkpoint` is training's `{"model": state_dict, "config": config_to_dict(cfg)}` (models/final.pt): its
+    own config builds and decodes the model. A bare state dict or one without "config" uses `fallback_cfg`
+    (a callable is called only then, so an unrelated params.yaml is never read for a checkpoint with a
+    config). A config the model cannot honour (vremd.model.config_check) is refused naming the file. With
+    `vitpose`, the checkpoint may hold only the trained heads (backbone keys absent) and the backbone is
+    loaded from that ViTPose .pth.
+    """
+    path = Path(checkpoint)
+    sd, cfg = _read_checkpoint(path)
+    source = f"{path}: config"
+    if cfg is None and fallback_cfg is not None:
+        cfg, source = (fallback_cfg() if callable(fallback_cfg) else fallback_cfg), f"{path}: the fallback config"
+    elif cfg is None:
         raise CheckpointError(f"{path}: config: missing, and no --params/--profile config to build the model from")
-    if (cfg.crops.height, cfg.crops.width) != (cfg.model.img_height, cfg.model.img_width):
-        raise CheckpointError(f"{path}: config: crops {cfg.crops.height}x{cfg.crops.width} differ from the model "
-                              f"input {cfg.model.img_height}x{cfg.model.img_width}")
+    try:
+        check_model_config(cfg, source=source)
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
     # the weights come from the checkpoint (or `vitpose`), never from the config's pretrained path
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=""))
     model = build_model(cfg.model)

@@ -20,9 +20,10 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from vremd.atomic import atomic_write_text
 from vremd.config import Config, config_from_dict, config_to_dict, flatten
 from vremd.train.checkpoints import STATE_FILE, CheckpointReadError, load_state
 from vremd.eval.tables import write_tables
@@ -30,12 +31,18 @@ from vremd.train.loop import PREDICTIONS_DIR, LocalSession, RunPaths, run_traini
 from vremd.train.plots import plot_training_curve, pose_overlays
 from vremd.train.tracking import AP_METRIC_NAMES, Tracker, run_tags
 
-__all__ = ["RunMismatchError", "FitResult", "TrainOutcome", "fit", "train_and_track", "latest_checkpoint",
-           "train_worker", "RaySession", "training_keys", "init_ray"]
+__all__ = ["RunMismatchError", "TrainingWorkerError", "FitResult", "TrainOutcome", "fit", "train_and_track",
+           "latest_checkpoint", "train_worker", "RaySession", "training_keys", "init_ray", "cpus_per_worker"]
+
+WORKER_ERROR_FILE = "worker_error.txt"  # in the run folder: the traceback of the last failed worker
 
 
 class RunMismatchError(ValueError):
     """A run folder holds checkpoints of a different configuration; the message lists the keys."""
+
+
+class TrainingWorkerError(RuntimeError):
+    """A Ray Train worker raised; the message is the worker's own last line, its traceback is in a file."""
 
 
 @dataclass(frozen=True)
@@ -85,12 +92,12 @@ class RaySession:
 
 
 def init_ray(address: str | None) -> None:
-    """Join the Ray cluster at `address`, or start a private local Ray when it is None or empty.
+    """Join the Ray cluster at `address`, or start a private local Ray when it is None, empty or "local".
 
     Never `ray.init()` with no address: that joins whatever cluster a past `ray start` recorded on
     this machine, and hangs if that cluster is gone.
     """
-    if address:
+    if address and address != "local":
         ray.init(address=address)
     else:  # ERROR level: Ray's no-dashboard state-API warnings would drown the epoch lines
         ray.init(address="local", include_dashboard=False, logging_config=ray.LoggingConfig(log_level="ERROR"))
@@ -145,11 +152,36 @@ def check_resumable(cfg: Config, run_dir: Path) -> dict[str, Any] | None:
     return state
 
 
+def cpus_per_worker(node_cpus: list[float], num_workers: int) -> float:
+    """The most whole CPUs each of `num_workers` workers can have so that all of them fit on the nodes.
+
+    A worker runs on one node, so a share of the cluster total can be unschedulable: two 8-CPU nodes and
+    one worker give 8, not 16; three workers give 4 (two fit on each node), not 5 (one per node).
+    """
+    workers = max(1, num_workers)
+    for share in range(int(max(node_cpus, default=1.0)), 0, -1):
+        if sum(int(cpus // share) for cpus in node_cpus) >= workers:
+            return float(share)
+    return 1.0  # fewer CPUs than workers: Ray waits for capacity, as it would for any request
+
+
 def _cpus_per_worker(cfg: Config) -> float:
     if cfg.train.use_gpu:
         return 1.0
-    total = ray.cluster_resources().get("CPU", 1.0)
-    return max(1.0, float(int(total // max(1, cfg.train.num_workers))))
+    nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    return cpus_per_worker(nodes, cfg.train.num_workers)
+
+
+def _worker_error(error: ray.train.TrainingFailedError, run_dir: Path) -> TrainingWorkerError:
+    """One line from a failed Ray Train run: the first failing rank's exception; Ray's report goes to a file."""
+    failures = getattr(error, "worker_failures", None) or {}  # rank -> the worker's exception
+    log = atomic_write_text(run_dir / WORKER_ERROR_FILE, f"{error}\n")  # holds the worker's traceback
+    if not failures:
+        return TrainingWorkerError(f"Ray Train: {str(error).strip().splitlines()[-1]} (details in {log})")
+    rank = min(failures)
+    message = str(failures[rank]).strip().splitlines()
+    return TrainingWorkerError(f"worker rank {rank}: {type(failures[rank]).__name__}: "
+                               f"{message[0] if message else ''} (traceback in {log})")
 
 
 def fit(cfg: Config, paths: RunPaths, storage_path: Path, run_name: str, progress: bool = False) -> FitResult:
@@ -176,9 +208,13 @@ def fit(cfg: Config, paths: RunPaths, storage_path: Path, run_name: str, progres
                     name=run_name, storage_path=str(Path(storage_path).resolve()),
                     checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoint_keep),
                     failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+                    logging_config=LoggingConfig(log_level="CRITICAL"),  # a worker error: one line, not 5 tracebacks
                 ),
             )
-            trainer.fit()
+            try:
+                trainer.fit()
+            except ray.train.TrainingFailedError as exc:
+                raise _worker_error(exc, run_dir) from None
     final = latest_checkpoint(run_dir)
     if final is None:
         raise CheckpointReadError(f"{run_dir}: training finished without writing a checkpoint")
