@@ -108,3 +108,29 @@ def test_augmentation_is_deterministic_per_epoch(index_dir):
     assert not torch.equal(ds2[1]["frames"], a["frames"])
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
     assert batch["frames"].shape == (2, 3, 3, 32, 24) and batch["crop_to_image"].shape == (2, 2, 3)
+
+
+def test_loader_workers_run_opencv_single_threaded(index_dir):
+    """Each DataLoader worker process caps OpenCV at one thread; the parent's setting is left alone."""
+    import cv2
+
+    class ThreadProbe(torch.utils.data.Dataset):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            self.inner[i]  # the dataset's own item, augmentation warps included
+            return cv2.getNumThreads()
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(4)  # what the worker inherits: more than one, even on a one-core machine
+    try:
+        dataset = PoseTrackCrops(index_dir[0] / "train.parquet", AugmentConfig(), seed=0)
+        in_workers = torch.utils.data.DataLoader(ThreadProbe(dataset), batch_size=None, num_workers=2)
+        assert [int(n) for n in in_workers] == [1, 1]
+        assert ThreadProbe(dataset)[0] == 4  # in-process loading keeps the caller's OpenCV threads
+    finally:
+        cv2.setNumThreads(before)

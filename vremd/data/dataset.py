@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import orjson
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from vremd.atomic import atomic_write
 from vremd.config import AugmentConfig
@@ -62,6 +63,13 @@ def _split_stats(df: pd.DataFrame, crop_stats: dict) -> dict:
         "skipped_total": int(sum(crop_stats["skipped"].values())),
         "clamped_neighbours": int(crop_stats["clamped_neighbours"]),
     }
+
+
+def _cap_opencv_threads_in_loader_worker() -> None:
+    """One OpenCV thread in a DataLoader worker process, as torch does for its own threads there: each of the
+    `train.loader_workers` processes would otherwise start a pool of one thread per core for every warp."""
+    if get_worker_info() is not None and cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
 
 
 class PoseTrackCrops(Dataset):
@@ -114,6 +122,7 @@ class PoseTrackCrops(Dataset):
         return np.asarray(self._crops(i))
 
     def __getitem__(self, i: int) -> dict:
+        _cap_opencv_threads_in_loader_worker()
         frames = self._crops(i)
         T, H, W, _ = frames.shape
         joints_xy, visible = self.joints[i, :, :2].copy(), (self.joints[i, :, 2] > 0).astype(np.float64)
