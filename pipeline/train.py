@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         source = f"{args.params} (profile {cfg.profile})"
         check_model_config(cfg, source=source)
-        for split in ("train", "val"):
-            check_crop_size(index_file(args.index, split), cfg.model, f"the model of {source}")
+        for index_path in [index_file(args.index, split) for split in ("train", "val")]:
+            check_crop_size(index_path, cfg.model, f"the model of {source}")
         check_gt_dir(args.raw / cfg.data.source / "annotations" / "val")
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"train: error: {exc}", file=sys.stderr)

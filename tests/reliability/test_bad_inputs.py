@@ -1,25 +1,34 @@
-"""The bad-input corpus (tests/data/bad/README.md is the table of cases) through the real `crops` stage.
+"""The bad-input corpus (tests/data/bad/README.md is the table of cases) through the real `crops` stage,
+the evaluator, and the other stage command lines.
 
-Each case runs `pipeline/crops.py` with `data.on_bad_input=error` and `skip`: errors must name the
+Each crops case runs `pipeline/crops.py` with `data.on_bad_input=error` and `skip`: errors must name the
 file and field with no traceback; skips must be counted; every kept sample must equal a sample of
-the clean run (never a wrong sample); the companion good video is always complete.
+the clean run (never a wrong sample); the companion good video is always complete. The stage cases
+(train, evaluate, predict) must each end in one error line naming the file, option or key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import cv2
 import numpy as np
 import orjson
+import pandas as pd
 import pytest
+import torch
 import yaml
 
 from pipeline import crops as crops_stage
+from reliability_fixtures import REPO, copy_mlflow_db, prepare_data, stage_env, train_argv, write_params
+from vremd.config import config_to_dict, smoke_config
 from vremd.data.dataset import PoseTrackCrops, build_index
+from vremd.model.vremd import build_model
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad"
 GOOD_VIDEO, COMPANION = "000001_mpii_train", "000002_mpii_train"
@@ -240,3 +249,160 @@ def test_evaluator_bad_inputs_name_the_file(tmp_path, gt_file, pred_text, needle
     with pytest.raises(PoseTrackEvalError) as err:
         evaluate_dirs(tmp_path / "gt", tmp_path / "pred")
     assert needle in str(err.value) and f"{GOOD_VIDEO}.json" in str(err.value)
+
+
+# ------------------------------------------------------------------ stage command lines (README: "Stage command lines")
+
+STAGES = CORPUS / "stages"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    """Smoke data (raw/, crops/, index/, params.yaml) and models/final.pt, a random smoke model in training's format."""
+    root = tmp_path_factory.mktemp("stages")
+    prepare_data(root, write_params(root))
+    save_checkpoint(root / "models" / "final.pt", smoke_config())
+    return root
+
+
+def save_checkpoint(path: Path, cfg) -> Path:
+    torch.manual_seed(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": build_model(cfg.model).state_dict(), "config": config_to_dict(cfg)}, path)
+    return path
+
+
+def run_train(root: Path, capsys, *extra: str, index: Path | None = None) -> tuple[int, str]:
+    from pipeline import train
+
+    rc = train.main(["--params", str(root / "params.yaml"), "--index", str(index or root / "index"), "--raw",
+                     str(root / "raw"), "--out", str(root / "out"), "--storage", str(root / "runs"), "--no-progress",
+                     *extra])
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    return rc, out.err
+
+
+def run_evaluate(root: Path, capsys, *extra: str, index: Path | None = None, model: Path | None = None,
+                 params: Path | None = None) -> tuple[int, str]:
+    from pipeline import evaluate
+
+    rc = evaluate.main(["--params", str(params or root / "params.yaml"), "--model", str(model or root / "models" / "final.pt"),
+                        "--index", str(index or root / "index"), "--raw", str(root / "raw"), "--out",
+                        str(root / "reports"), "--metrics", str(root / "ap.json"), "--no-progress", *extra])
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    return rc, out.err
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch) -> Path:
+    """MLflow goes to tmp_path/mlflow.db: the file exists only once a run was created."""
+    db = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    return db
+
+
+def test_malformed_set_value_is_an_error(smoke, capsys, tracking):
+    for run in (run_train, run_evaluate):
+        rc, err = run(smoke, capsys, "--set", "model.dim=[1")
+        assert rc == 1 and "override 'model.dim=[1': the value is not valid YAML" in err, err
+    assert not tracking.exists()
+
+
+def test_missing_index_stops_train_before_any_mlflow_run(smoke, tmp_path, capsys, tracking):
+    rc, err = run_train(smoke, capsys, index=tmp_path / "nope")
+    assert rc == 1 and f"--index {tmp_path / 'nope'}: the folder does not exist, so it has no train.parquet" in err
+    assert not tracking.exists() and not (smoke / "runs").exists()
+
+
+def test_index_without_val_parquet_is_an_error(smoke, tmp_path, capsys, tracking):
+    (tmp_path / "index").mkdir()
+    shutil.copy(smoke / "index" / "train.parquet", tmp_path / "index")
+    for run in (run_train, run_evaluate):
+        rc, err = run(smoke, capsys, index=tmp_path / "index")
+        assert rc == 1 and f"--index {tmp_path / 'index'}: the folder has no val.parquet" in err, err
+    assert not tracking.exists()
+
+
+def test_heatmap_stride_the_model_cannot_honour_is_refused(smoke, capsys, tracking):
+    rc, err = run_train(smoke, capsys, "--set", "augment.heatmap_stride=8")
+    assert rc == 1 and "the model cannot honour augment.heatmap_stride" in err, err
+    assert not tracking.exists()
+    rc, err = run_evaluate(smoke, capsys, "--set", "augment.heatmap_stride=8")
+    assert rc == 1 and "--set augment.heatmap_stride=8: " in err and "augment.heatmap_stride = 4" in err, err
+    assert not (smoke / "ap.json").exists()
+
+
+def test_evaluate_names_the_checkpoint_and_both_crop_sizes(smoke, tmp_path, capsys):
+    cfg = smoke_config()
+    big = dataclasses.replace(cfg, crops=dataclasses.replace(cfg.crops, height=128, width=96),
+                              model=dataclasses.replace(cfg.model, img_height=128, img_width=96))
+    ckpt = save_checkpoint(tmp_path / "big.pt", big)
+    rc, err = run_evaluate(smoke, capsys, model=ckpt)
+    assert rc == 1 and f"{ckpt} takes 128x96 crops" in err and "holds 64x48 crops" in err, err
+
+
+def test_evaluate_decodes_with_the_checkpoints_config_not_params(smoke, tmp_path, capsys):
+    """A params.yaml describing another model (the demo profile) changes nothing: the checkpoint decides."""
+    rc, _ = run_evaluate(smoke, capsys)
+    assert rc == 0
+    own = json.loads((smoke / "ap.json").read_text())
+    demo = yaml.safe_load((REPO / "params.yaml").read_text())
+    demo["profiles"]["demo"]["train"]["flip_test"] = False
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(demo))
+    rc, err = run_evaluate(smoke, capsys, params=tmp_path / "params.yaml")
+    assert rc == 0, err
+    assert json.loads((smoke / "ap.json").read_text()) == own
+
+
+def test_string_detection_score_is_an_error(smoke, tmp_path, capsys):
+    from vremd.data.detections import DetectionFormatError, read_detections
+    from vremd.predict.cli import main as predict
+
+    dets = STAGES / "string_score_detections.json"
+    with pytest.raises(DetectionFormatError, match=r"string_score_detections.json: entry 0: score: expected a finite"):
+        read_detections(dets)  # the crops stage's data.val_boxes
+    frames = next((smoke / "raw" / "synthetic" / "images" / "val").iterdir())
+    rc = predict([str(frames), "--boxes", str(dets), "--checkpoint", str(smoke / "models" / "final.pt"),
+                  "--out", str(tmp_path / "p.json"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "string_score_detections.json: [0]: score: expected a finite number, found '0.9'" in err, err
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_predict_uses_the_checkpoints_config_beside_an_unrelated_params_yaml(smoke, tmp_path, capsys, monkeypatch):
+    from vremd.predict.cli import main as predict
+
+    shutil.copy(STAGES / "unrelated_params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    video_json = next((smoke / "raw" / "synthetic" / "annotations" / "val").glob("*.json"))
+    frames = smoke / "raw" / "synthetic" / "images" / "val" / video_json.stem
+    argv = [str(frames), "--boxes", str(video_json), "--checkpoint", str(smoke / "models" / "final.pt"), "--quiet"]
+    assert predict(argv + ["--out", "p.json"]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "p.json").read_text())["annotations"]
+    rc = predict(argv + ["--out", "q.json", "--set", "crops.enlarge=1.5"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "final.pt carries its own config, which predict uses" in err, err
+    assert not (tmp_path / "q.json").exists()
+
+
+@pytest.mark.slow
+def test_worker_error_under_ray_is_one_line(smoke, tmp_path):
+    """A crop shard truncated after the inputs were checked fails inside the Ray Train worker."""
+    for sub in ("raw", "crops", "index"):
+        shutil.copytree(smoke / sub, tmp_path / sub, symlinks=True)
+    index = pd.read_parquet(tmp_path / "index" / "train.parquet")
+    shard = (tmp_path / "index" / index["shard"].iloc[-1]).resolve()
+    assert shard != (tmp_path / "index" / index["shard"].iloc[0]).resolve()  # sample 0 is read by the input checks
+    shard.write_bytes(shard.read_bytes()[:200])
+    params = write_params(tmp_path, train__num_workers=1)
+    copy_mlflow_db(tmp_path)
+    proc = subprocess.run(train_argv(tmp_path, params), cwd=tmp_path, env=stage_env(), capture_output=True, text=True,
+                          timeout=600)
+    output = proc.stdout + proc.stderr
+    errors = [line for line in output.splitlines() if line.startswith("train: error:")]
+    assert proc.returncode == 1 and len(errors) == 1, output
+    assert errors[0].startswith("train: error: worker rank 0: ") and "worker_error.txt" in errors[0]
+    assert "Error Snippet" not in output and "Error in training function" not in output, output
+    assert "Traceback" in next(tmp_path.glob("ray_results/*/worker_error.txt")).read_text()
