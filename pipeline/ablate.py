@@ -19,6 +19,7 @@ from pathlib import Path
 from pipeline.cli_config import add_config_args
 from vremd.config import ConfigError, config_to_dict, load_config, parse_override, smoke_config
 from vremd.eval.tables import load_paper_numbers
+from vremd.model.config_check import check_model_config
 from vremd.train import ablation, ablation_grid
 from vremd.train.ray_train import init_ray
 from vremd.train.tracking import resolve_tracking_uri
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.table not in tables:
             raise ablation_grid.AblationError(f"{args.ablations}: tables: no table {args.table}, found {sorted(tables)}")
         base = _base_config(args)
+        check_model_config(base, source=f"{args.params} (profile {base.profile})")
         fixed = [parse_override(text)[0] for text in args.overrides]
         trials = ablation_grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations))
         resources = (ablation_grid.parse_resources(args.resources_per_trial) if args.resources_per_trial
