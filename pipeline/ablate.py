@@ -16,8 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.cli_config import add_config_args
-from vremd.config import ConfigError, config_to_dict, load_config, parse_override, smoke_config
+from pipeline.cli_config import REPO_DIR, add_config_args
+from vremd.config import PATH_KEYS, ConfigError, config_to_dict, load_config, parse_override, resolve_path_value, smoke_config
 from vremd.eval.tables import load_paper_numbers
 from vremd.train import ablation, ablation_grid
 from vremd.train.ray_train import init_ray
@@ -27,7 +27,8 @@ from vremd.train.tracking import resolve_tracking_uri
 def _base_config(args: argparse.Namespace):
     """The profile's config with --set applied; `smoke` is the test config built in code."""
     if args.profile == "smoke":
-        overrides = dict(parse_override(text) for text in args.overrides)
+        overrides = {k: resolve_path_value(k, v, Path.cwd()) if k in PATH_KEYS else v
+                     for k, v in map(parse_override, args.overrides)}
         return ablation_grid.apply_overrides(config_to_dict(smoke_config()), overrides, "--set ")
     return load_config(args.params, profile=args.profile, overrides=args.overrides)
 
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw data root (val GT json)")
     parser.add_argument("--storage", type=Path, default=Path("ray_results"), help="Tune experiments and trainings")
     parser.add_argument("--out", type=Path, default=Path("experiments/results"), help="tables go to <out>/table<N>/")
-    parser.add_argument("--ablations", type=Path, default=Path("experiments/ablations.yaml"))
-    parser.add_argument("--paper", type=Path, default=Path("experiments/paper_numbers.yaml"))
+    parser.add_argument("--ablations", type=Path, default=REPO_DIR / "experiments" / "ablations.yaml")
+    parser.add_argument("--paper", type=Path, default=REPO_DIR / "experiments" / "paper_numbers.yaml")
     args = parser.parse_args(argv)
     try:
         tables = ablation_grid.load_tables(args.ablations)
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         index = str(Path(args.index).resolve())
         if not args.dry_run:
             ablation_grid.check_inputs(trials, index, args.raw)
+            trials = ablation_grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations),
+                                              identity_of=ablation_grid.identities(index, args.raw))
             paper = load_paper_numbers(args.paper)
     except (ConfigError, ablation_grid.AblationError, OSError, ValueError) as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from vremd.config import Config, load_config
 
+REPO_DIR = Path(__file__).resolve().parents[1]  # experiments/*.yaml are found here, whatever the cwd
+
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     """Add the options every stage CLI takes to choose and override its configuration."""
