@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from vremd.config import Config, load_config
@@ -29,3 +30,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> Config:
     """Load the `Config` the parsed options name."""
     return load_config(args.params, profile=args.profile, overrides=args.overrides)
+
+
+def warn_if_untracked(path: str, folder: str, key: str, stage: str) -> None:
+    """One stderr line when the file `path` lies outside `<repo>/<folder>`, the folder dvc.yaml tracks for it."""
+    if path and not Path(path).resolve().is_relative_to((REPO_DIR / folder).resolve()):
+        print(f"{stage}: warning: {key} {path} lies outside {folder}/, so dvc repro cannot see its content change",
+              file=sys.stderr)

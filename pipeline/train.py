@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.cli_config import add_config_args, add_data_args, config_from_args
+from pipeline.cli_config import add_config_args, add_data_args, config_from_args, warn_if_untracked
 from vremd.atomic import atomic_write_text
 from vremd.config import ConfigError, config_to_dict
 from vremd.train.identity import run_identity, training_digest
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     random.seed(cfg.train.seed)  # the entry point seeds the process; workers derive their own
     np.random.seed(cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
+    warn_if_untracked(cfg.model.pretrained, "weights", "model.pretrained", "train")
     dataset_dir = (args.raw / cfg.data.source).resolve()
     paths = RunPaths(index_dir=str(args.index.resolve()), gt_dir=str(dataset_dir / "annotations" / "val"), run_dir="")
     try:

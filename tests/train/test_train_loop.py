@@ -13,7 +13,8 @@ from vremd.data.crop_store import build_crops
 from vremd.data.dataset import build_index
 from vremd.data.download import prepare_synthetic
 from vremd.train.checkpoints import load_state
-from vremd.train.loop import EpochSampler, RunPaths
+from vremd.data.dataset import PoseTrackCrops
+from vremd.train.loop import EpochSampler, RunPaths, train_loader
 from vremd.train.ray_train import RunMismatchError, fit, latest_checkpoint
 
 
@@ -106,3 +107,25 @@ def test_changed_config_refuses_to_resume(smoke, tmp_path):
         fit(with_train(cfg, val_every=0, lr=0.5), paths, tmp_path, "run")
     assert latest_checkpoint(tmp_path / "run") is not None
     assert load_state(latest_checkpoint(tmp_path / "run"))["epoch"] == 1
+
+
+def _epoch_frames(loader, sampler, epoch: int) -> dict[int, torch.Tensor]:
+    sampler.set_epoch(epoch)
+    return {int(i): f for batch in loader for i, f in zip(batch["sample_id"], batch["frames"])}
+
+
+def test_loader_workers_draw_a_new_augmentation_each_epoch(smoke):
+    """Before: persistent loader workers never saw the dataset's set_epoch: 18 of 18 samples repeated epoch 0."""
+    cfg, paths = smoke
+    t = dataclasses.replace(cfg.train, loader_workers=2, batch_size=4)
+    runs = []
+    for _ in range(2):  # two fresh loaders at the same seed: the same two epochs
+        train_set = PoseTrackCrops(Path(paths.index_dir) / "train.parquet", cfg.augment, cfg.model.num_joints, t.seed)
+        loader, sampler = train_loader(train_set, t, rank=0, world_size=1)
+        assert loader.num_workers == 2 and loader.persistent_workers
+        runs.append([_epoch_frames(loader, sampler, epoch) for epoch in (0, 1)])
+        del loader
+    (e0, e1), (again0, again1) = runs
+    assert e0.keys() == e1.keys() and len(e0) == len(train_set) > 4
+    assert all(not torch.equal(e0[k], e1[k]) for k in e0)  # every sample augmented anew in epoch 1
+    assert all(torch.equal(e0[k], again0[k]) and torch.equal(e1[k], again1[k]) for k in e0)  # seeded: reproducible
