@@ -139,37 +139,48 @@ def test_ablation_twin_is_adopted_only_with_the_same_identity(two_datasets, tmp_
     assert adopted is not None and adopted.source.name == twin.run_name
 
 
-def _train(code_root: Path, root: Path, params: Path, index: RunPaths) -> tuple[str, Path]:
-    """Run `pipeline/train.py` of `code_root` (its own vremd on PYTHONPATH); return stdout and the run folder."""
-    argv = [sys.executable, str(code_root / "pipeline" / "train.py"), "--params", str(params),
-            "--index", index.index_dir, "--raw", str(Path(index.gt_dir).parents[2]), "--out", str(root / "models"),
-            "--curve", str(root / "curve.csv"), "--storage", str(root / "ray_results"), "--no-progress"]
-    out = subprocess.run(argv, cwd=root, env=stage_env(PYTHONPATH=str(code_root)), capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    return out.stdout, Path(re.search(r"checkpoints in (\S+)", out.stdout).group(1))
+def _argv(root: Path, params: Path, index: RunPaths) -> list[str]:
+    return ["--params", str(params), "--index", index.index_dir, "--raw", str(Path(index.gt_dir).parents[2]),
+            "--out", str(root / "models"), "--curve", str(root / "curve.csv"), "--storage", str(root / "ray_results"),
+            "--no-progress"]
+
+
+def _run_dir(stdout: str) -> Path:
+    return Path(re.search(r"checkpoints in (\S+)", stdout).group(1))
 
 
 @pytest.mark.slow
 def test_train_cli_trains_again_for_new_data_or_changed_code_and_reuses_identical_inputs(two_datasets, code_copy,
-                                                                                         tmp_path):
+                                                                                         tmp_path, capsys):
+    from pipeline import train
+
     _, a, b = two_datasets
     params = write_params(tmp_path, train__val_every=0, tracking__run_name="cli")
     copy_mlflow_db(tmp_path)
-    out, first = _train(code_copy, tmp_path, params, a)
+    assert train.main(_argv(tmp_path, params, a)) == 0
+    out = capsys.readouterr().out
+    first = _run_dir(out)
     assert "epoch 1/1" in out
     weights = torch.load(tmp_path / "models" / "final.pt", weights_only=True)["model"]
 
-    out, again = _train(code_copy, tmp_path, params, a)  # identical inputs: the finished run is returned
-    assert again == first and "epoch 1/1" not in out
+    assert train.main(_argv(tmp_path, params, a)) == 0  # identical inputs: the finished run is returned
+    out = capsys.readouterr().out
+    assert _run_dir(out) == first and "epoch 1/1" not in out
 
-    out, other = _train(code_copy, tmp_path, params, b)  # new data: trains again, in its own run
+    assert train.main(_argv(tmp_path, params, b)) == 0  # new data: trains again, in its own run
+    out = capsys.readouterr().out
+    other = _run_dir(out)
     assert other != first and "epoch 1/1" in out
     new = torch.load(tmp_path / "models" / "final.pt", weights_only=True)["model"]
     assert any(not torch.equal(new[k], weights[k]) for k in weights)  # before: bit-identical to the first run's
 
+    # a changed source file: pipeline/train.py of an edited copy of this checkout, its own vremd imported
     heads = code_copy / "vremd" / "model" / "heads.py"
     heads.write_text(heads.read_text() + "\n# a changed source file\n")
-    out, changed = _train(code_copy, tmp_path, params, a)  # changed code: trains again
-    assert changed not in (first, other) and "epoch 1/1" in out
+    proc = subprocess.run([sys.executable, str(code_copy / "pipeline" / "train.py"), *_argv(tmp_path, params, a)],
+                          cwd=tmp_path, env=stage_env(PYTHONPATH=str(code_copy)), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    changed = _run_dir(proc.stdout)
+    assert changed not in (first, other) and "epoch 1/1" in proc.stdout
     assert sorted(p.name for p in (tmp_path / "ray_results").iterdir()) == sorted([first.name, other.name, changed.name])
