@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 from pipeline.cli_config import REPO_DIR, add_config_args
-from vremd.config import PATH_KEYS, ConfigError, config_to_dict, load_config, parse_override, resolve_path_value, smoke_config
+from vremd.config import (PATH_KEYS, ConfigError, config_to_dict, load_config, parse_override, resolve_path_value,
+                          smoke_config)
 from vremd.eval.tables import load_paper_numbers
 from vremd.train import ablation, ablation_grid
 from vremd.train.ray_train import init_ray

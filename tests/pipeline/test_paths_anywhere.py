@@ -98,3 +98,13 @@ def test_evaluate_from_another_folder_keeps_the_paper_column(tmp_path, monkeypat
     assert table.startswith("| Joint | Paper | Ours | Delta |")
     paper_mean = next(line for line in table.splitlines() if line.startswith("| Mean"))
     assert float(paper_mean.split("|")[2]) > 0  # the paper's mean AP, not the "–" of a missing paper row
+
+
+def test_an_input_file_outside_its_dvc_tracked_folder_is_named(tmp_path, capsys):
+    from pipeline.cli_config import REPO_DIR, warn_if_untracked
+
+    warn_if_untracked(str(REPO_DIR / "weights" / "vit.pth"), "weights", "model.pretrained", "train")
+    assert capsys.readouterr().err == ""
+    warn_if_untracked(str(tmp_path / "vit.pth"), "weights", "model.pretrained", "train")
+    assert capsys.readouterr().err == (f"train: warning: model.pretrained {tmp_path / 'vit.pth'} lies outside "
+                                       "weights/, so dvc repro cannot see its content change\n")
