@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 
 from pipeline.cli_config import REPO_DIR, add_config_args
-from vremd.config import (PATH_KEYS, ConfigError, config_to_dict, load_config, parse_override, resolve_path_value,
-                          smoke_config)
+from vremd.config import ConfigError, config_to_dict, load_config, parse_override, smoke_config
 from vremd.eval.tables import load_paper_numbers
 from vremd.train import ablation, ablation_grid
 from vremd.train.ray_train import init_ray
@@ -28,8 +27,7 @@ from vremd.train.tracking import resolve_tracking_uri
 def _base_config(args: argparse.Namespace):
     """The profile's config with --set applied; `smoke` is the test config built in code."""
     if args.profile == "smoke":
-        overrides = {k: resolve_path_value(k, v, Path.cwd()) if k in PATH_KEYS else v
-                     for k, v in map(parse_override, args.overrides)}
+        overrides = dict(parse_override(text) for text in args.overrides)
         return ablation_grid.apply_overrides(config_to_dict(smoke_config()), overrides, "--set ")
     return load_config(args.params, profile=args.profile, overrides=args.overrides)
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 
-from vremd.config import Config, ConfigError, config_from_dict, config_to_dict, set_dotted
+from vremd.config import PATH_KEYS, Config, ConfigError, config_from_dict, config_to_dict, resolve_path_value, set_dotted
 from vremd.train.identity import RunIdentity, code_hash, data_hash, file_sha256, training_digest
 
 __all__ = ["AblationError", "TableSpec", "TrialSpec", "training_id", "slug", "load_tables", "apply_overrides",
@@ -99,8 +99,8 @@ def apply_overrides(values: Mapping[str, Any], overrides: Mapping[str, Any], whe
     """A validated `Config` from a plain config dict with `{dotted.key: value}` overrides set on a copy."""
     tree = copy.deepcopy(dict(values))
     try:
-        for dotted, value in overrides.items():
-            set_dotted(tree, dotted, value)
+        for dotted, value in overrides.items():  # a relative path: from the driver's cwd, before trials chdir
+            set_dotted(tree, dotted, resolve_path_value(dotted, value, Path.cwd()) if dotted in PATH_KEYS else value)
         return config_from_dict(tree)
     except ConfigError as exc:
         raise AblationError(f"{where}{exc}") from None
@@ -194,7 +194,10 @@ def grid_text(trials: Sequence[TrialSpec], resources: Mapping[str, float]) -> st
 
 
 def check_inputs(trials: Sequence[TrialSpec], index_dir: str, raw_dir: Path) -> None:
-    """Raise `AblationError` naming every missing index or GT folder the trials would read."""
+    """Raise `AblationError` naming every missing index, GT folder or pretrained weights file the trials would read."""
+    weights = [w for w in dict.fromkeys(t.config["model"]["pretrained"] for t in trials) if w and not Path(w).is_file()]
+    if weights:  # refused before any trial trains: its identity (and name) would change when the file arrives
+        raise AblationError(f"model.pretrained: no such weights file: {', '.join(weights)}; nothing was run")
     missing = []
     for source in dict.fromkeys(t.config["data"]["source"] for t in trials):
         index = Path(index_dir.format(source=source))
