@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.cli_config import add_config_args
+from pipeline.cli_config import REPO_DIR, add_config_args
 from vremd.config import ConfigError, config_to_dict, load_config, parse_override, smoke_config
 from vremd.eval.tables import load_paper_numbers
 from vremd.model.config_check import check_model_config
@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw data root (val GT json)")
     parser.add_argument("--storage", type=Path, default=Path("ray_results"), help="Tune experiments and trainings")
     parser.add_argument("--out", type=Path, default=Path("experiments/results"), help="tables go to <out>/table<N>/")
-    parser.add_argument("--ablations", type=Path, default=Path("experiments/ablations.yaml"))
-    parser.add_argument("--paper", type=Path, default=Path("experiments/paper_numbers.yaml"))
+    parser.add_argument("--ablations", type=Path, default=REPO_DIR / "experiments" / "ablations.yaml")
+    parser.add_argument("--paper", type=Path, default=REPO_DIR / "experiments" / "paper_numbers.yaml")
     args = parser.parse_args(argv)
     try:
         tables = ablation_grid.load_tables(args.ablations)
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         index = str(Path(args.index).resolve())
         if not args.dry_run:
             ablation_grid.check_inputs(trials, index, args.raw)
+            trials = ablation_grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations),
+                                              identity_of=ablation_grid.identities(index, args.raw))
             paper = load_paper_numbers(args.paper)
     except (ConfigError, ablation_grid.AblationError, OSError, ValueError) as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)

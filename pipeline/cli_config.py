@@ -4,9 +4,12 @@ input checks every stage runs before it starts work."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from vremd.config import Config, ConfigError, ModelConfig, flatten, load_config, parse_override
+
+REPO_DIR = Path(__file__).resolve().parents[1]  # experiments/*.yaml are found here, whatever the cwd
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -70,3 +73,10 @@ def refuse_checkpoint_overrides(overrides: list[str], checkpoint_cfg: Config, ch
         if key.split(".")[0] in sections and key in saved and saved[key] != value:
             raise ConfigError(f"--set {text}: {checkpoint} was trained with {key} = {saved[key]!r}, and its own config "
                               f"decides {', '.join(s + '.*' for s in sections)}; drop the --set or use another checkpoint")
+
+
+def warn_if_untracked(path: str, folder: str, key: str, stage: str) -> None:
+    """One stderr line when the file `path` lies outside `<repo>/<folder>`, the folder dvc.yaml tracks for it."""
+    if path and not Path(path).resolve().is_relative_to((REPO_DIR / folder).resolve()):
+        print(f"{stage}: warning: {key} {path} lies outside {folder}/, so dvc repro cannot see its content change",
+              file=sys.stderr)

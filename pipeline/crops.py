@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.cli_config import add_config_args, config_from_args
+from pipeline.cli_config import add_config_args, config_from_args, warn_if_untracked
 from vremd.config import ConfigError
 from vremd.data.crop_store import build_crops
 from vremd.data.crops import CropInputError
@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
+        if cfg.data.val_boxes != "gt":
+            warn_if_untracked(cfg.data.val_boxes, "detections", "data.val_boxes", "crops")
         stats = build_crops(args.raw / cfg.data.source,
                             args.out, cfg.crops, cfg.data.on_bad_input, cfg.data.val_boxes,
                             workers=cfg.crops.workers, progress=not args.no_progress)

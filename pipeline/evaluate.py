@@ -24,8 +24,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pipeline.cli_config import (add_config_args, add_data_args, check_crop_size, check_gt_dir, config_from_args,
-                                 index_file, refuse_checkpoint_overrides)
+from pipeline.cli_config import (REPO_DIR, add_config_args, add_data_args, check_crop_size, check_gt_dir,
+                                 config_from_args, index_file, refuse_checkpoint_overrides)
 from vremd.atomic import atomic_write_text
 from vremd.config import ConfigError
 from vremd.data.dataset import PoseTrackCrops
@@ -37,11 +37,12 @@ from vremd.predict.runner import load_model
 from vremd.train.validate import validate
 
 PAPER_TABLE = {"posetrack17": "table1", "posetrack18": "table2", "posetrack21": "table3"}
+PAPER_NUMBERS = REPO_DIR / "experiments" / "paper_numbers.yaml"  # part of the repo: missing is an error
 
 
 def _paper_row(source: str) -> dict[str, float] | None:
-    path = Path("experiments/paper_numbers.yaml")
-    return paper_row(load_paper_numbers(path), PAPER_TABLE[source]) if source in PAPER_TABLE and path.is_file() else None
+    """The paper's row for `source` from the repo's experiments/paper_numbers.yaml (any cwd), or None."""
+    return paper_row(load_paper_numbers(PAPER_NUMBERS), PAPER_TABLE[source]) if source in PAPER_TABLE else None
 
 
 def main(argv: list[str] | None = None) -> int:

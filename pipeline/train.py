@@ -5,14 +5,14 @@
 
 Joins an existing Ray cluster with --ray-address or RAY_ADDRESS, else starts Ray locally. MLflow
 goes to `tracking.tracking_uri` unless MLFLOW_TRACKING_URI is set. The run name defaults to
-`<tracking.run_name>-<config hash>`: re-running the same configuration resumes its checkpoints.
+`<tracking.run_name>-<hash>` over the result-changing config keys, the data (index, crops, val GT),
+the code and the pretrained weights: re-running with the same inputs resumes (or returns) that run,
+anything else trains again. A --run-name whose checkpoints had other inputs is refused.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import random
 import sys
@@ -21,13 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.cli_config import add_config_args, add_data_args, check_crop_size, check_gt_dir, config_from_args, index_file
+from pipeline.cli_config import (add_config_args, add_data_args, check_crop_size, check_gt_dir, config_from_args,
+                                 index_file, warn_if_untracked)
 from vremd.atomic import atomic_write_text
 from vremd.config import ConfigError, config_to_dict
 from vremd.model.config_check import check_model_config
 from vremd.train.checkpoints import CheckpointReadError, CheckpointWriteError, atomic_torch_save
+from vremd.train.identity import run_identity, training_digest
 from vremd.train.loop import RunPaths
-from vremd.train.ray_train import RunMismatchError, TrainingWorkerError, init_ray, train_and_track, training_keys
+from vremd.train.ray_train import RunMismatchError, TrainingWorkerError, init_ray, train_and_track
 from vremd.train.tracking import resolve_tracking_uri
 
 CURVE_COLUMNS = ("epoch", "loss", "lr", "samples_per_s", "ap_mean", "ap_head", "ap_shoulder", "ap_elbow",
@@ -64,16 +66,21 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 1
-    digest = hashlib.sha1(json.dumps(training_keys(config_to_dict(cfg)), sort_keys=True).encode()).hexdigest()[:8]
-    run_name = args.run_name or f"{cfg.tracking.run_name}-{digest}"
     uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.tracking_uri, Path.cwd())
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # a down server fails fast, once
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     random.seed(cfg.train.seed)  # the entry point seeds the process; workers derive their own
     np.random.seed(cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
+    warn_if_untracked(cfg.model.pretrained, "weights", "model.pretrained", "train")
     dataset_dir = (args.raw / cfg.data.source).resolve()
     paths = RunPaths(index_dir=str(args.index.resolve()), gt_dir=str(dataset_dir / "annotations" / "val"), run_dir="")
+    try:
+        identity = run_identity(cfg, Path(paths.index_dir), Path(paths.gt_dir))
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 1
+    run_name = args.run_name or f"{cfg.tracking.run_name}-{training_digest(config_to_dict(cfg), identity)}"
     address = args.ray_address or os.environ.get("RAY_ADDRESS")
     started_ray = cfg.train.num_workers > 0
     if started_ray:
@@ -82,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         init_ray(address)
     try:
         outcome = train_and_track(cfg, paths, args.storage, run_name, uri, Path.cwd(), dataset_dir,
-                                  Path(args.params), progress=not args.no_progress)
+                                  Path(args.params), progress=not args.no_progress, identity=identity)
         state = outcome.fit.state
         atomic_torch_save({"model": state["model"], "config": state["config"], "epoch": state["epoch"],
                            "history": state["history"], "mlflow_run_id": outcome.mlflow_run_id},

@@ -84,3 +84,24 @@ def test_configs_are_frozen():
     cfg = Config()
     with pytest.raises(AttributeError):
         cfg.model.bmd = False  # type: ignore[misc]
+
+
+def test_paths_are_resolved_once_against_the_params_folder_or_the_cwd(tmp_path, monkeypatch):
+    """Relative paths broke where Ray workers and Tune trials change the working directory."""
+    repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    repo.mkdir()
+    elsewhere.mkdir()
+    (repo / "params.yaml").write_text(
+        "profile: p\nprofiles:\n  p:\n    model: {pretrained: weights/vit.pth}\n"
+        "    data: {urls: [https://host/a.zip, archives/b.zip], val_boxes: gt}\n")
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(repo / "params.yaml")
+    assert cfg.model.pretrained == str(repo / "weights" / "vit.pth")  # the file's folder, not the cwd
+    assert cfg.data.urls == ("https://host/a.zip", str(repo / "archives" / "b.zip"))
+    assert cfg.data.raw_dir == str(repo / "data" / "raw")  # a default is a path too
+    assert cfg.data.val_boxes == "gt" and cfg.tracking.tracking_uri == f"sqlite:///{repo / 'mlflow.db'}"
+    over = load_config(repo / "params.yaml", overrides=["model.pretrained=mine.pth", "data.val_boxes=d/dets.json"])
+    assert over.model.pretrained == str(elsewhere / "mine.pth")  # typed on the command line: the cwd
+    assert over.data.val_boxes == str(elsewhere / "d" / "dets.json")
+    assert load_config(repo / "params.yaml", overrides=["model.pretrained=''"]).model.pretrained == ""
+    assert load_config(PARAMS, profile="demo").model.pretrained == ""  # no weights stays no weights

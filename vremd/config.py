@@ -6,8 +6,10 @@ Unknown keys and wrong types fail with the dotted key, what was expected and a c
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -290,6 +292,42 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Keys that hold a file or folder (or a URI that may be one). `load_config` makes them absolute once, on the
+# driver: relative values in a params file are relative to that file's folder (the repo root for params.yaml),
+# `--set` values to the working directory. Workers and trials then read the same files whatever their cwd.
+PATH_KEYS = ("data.raw_dir", "data.urls", "data.val_boxes", "model.pretrained", "tracking.tracking_uri")
+_NOT_A_PATH = {"data.val_boxes": "gt", "model.pretrained": ""}
+
+
+def _absolute(value: str, base: Path) -> str:
+    return os.path.normpath(Path(base) / Path(value).expanduser())
+
+
+def resolve_path_value(key: str, value: Any, base: Path) -> Any:
+    """`value` of the path key `key` made absolute against `base`; URLs, "gt", "" and non-strings are kept."""
+    if isinstance(value, (list, tuple)):
+        return [resolve_path_value(key, v, base) for v in value]
+    if not isinstance(value, str) or value == _NOT_A_PATH.get(key):
+        return value
+    if key == "tracking.tracking_uri":
+        if value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
+            return "sqlite:///" + _absolute(value[len("sqlite:///"):], base)
+        return value if "://" in value or value.startswith("databricks") else _absolute(value, base)
+    return value if "://" in value else _absolute(value, base)
+
+
+def resolve_paths(tree: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """A copy of a plain config tree with every `PATH_KEYS` entry (given, or its default) absolute against `base`."""
+    out = copy.deepcopy(dict(tree))
+    for dotted in PATH_KEYS:
+        section, leaf = dotted.split(".")
+        node = out.setdefault(section, {})
+        if isinstance(node, dict):  # anything else is reported by the typed build
+            default = getattr(typing.get_type_hints(Config)[section](), leaf)
+            node[leaf] = resolve_path_value(dotted, node.get(leaf, default), base)
+    return out
+
+
 def load_config(
     params_path: str | Path = "params.yaml",
     profile: str | None = None,
@@ -297,7 +335,8 @@ def load_config(
 ) -> Config:
     """params.yaml -> the chosen profile's section, with `KEY=VALUE` overrides applied on top.
 
-    params.yaml holds `profile: <name>` and `profiles: {<name>: {data: ..., model: ...}}`.
+    params.yaml holds `profile: <name>` and `profiles: {<name>: {data: ..., model: ...}}`. Paths
+    (`PATH_KEYS`) come back absolute: relative to the params file's folder, or for `--set` to the cwd.
     """
     path = Path(params_path)
     try:
@@ -312,11 +351,13 @@ def load_config(
     profiles = raw["profiles"]
     if name not in profiles:
         raise ConfigError(f"{path}: profile: unknown profile {name!r}, expected one of {sorted(profiles)}")
-    tree = _merge({}, profiles[name] or {})
+    if not isinstance(profiles[name] or {}, Mapping):
+        raise ConfigError(f"{path}: profiles.{name}: expected a mapping of config sections")
+    tree = resolve_paths(profiles[name] or {}, path.resolve().parent)
     tree["profile"] = name
     for text in overrides:
         key, value = parse_override(text)
-        set_dotted(tree, key, value)
+        set_dotted(tree, key, resolve_path_value(key, value, Path.cwd()) if key in PATH_KEYS else value)
     try:
         return config_from_dict(tree)
     except ConfigError as exc:

@@ -181,3 +181,15 @@ def test_split_tar_with_missing_part_or_bad_member_is_refused(tmp_path):
         extract_archive(bad, tmp_path / "out")
     _assert_nothing_left(tmp_path, tmp_path / "out")
     assert not (tmp_path / "evil.txt").exists()
+
+
+def test_zip_larger_than_the_cap_is_refused_before_writing(tmp_path):
+    """A zip bomb: 64 MiB of zeros deflate to about 64 KiB; the declared total is checked against the cap."""
+    bomb = _zip(tmp_path / "bomb.zip", {"posetrack_data/zeros.bin": bytes(64 * 2**20)})
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(ArchiveError, match=r"bomb\.zip: members add up to 67108864 bytes uncompressed, more than "
+                                           r"the 33554432-byte cap"):
+        extract_archive(bomb, tmp_path / "out", max_bytes=32 * 2**20)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.zip"]  # nothing extracted, no temp folder left
+    assert (extract_archive(bomb, tmp_path / "out", max_bytes=64 * 2**20) / "posetrack_data" / "zeros.bin").stat().st_size \
+        == 64 * 2**20

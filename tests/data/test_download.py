@@ -206,6 +206,7 @@ def test_posetrack18_archives_over_http_end_to_end(tmp_path, server, capsys):
             "sha256": [sha256(annotations), sha256(images)]}
     rc, out, err = run_stage(tmp_path, data, capsys)
     assert rc == 0, err
+    assert "not verified" not in err  # both archives had a sha256
     dataset = tmp_path / "raw" / "posetrack18"
     validate_layout(dataset)
     assert "train 1 videos, 3 frames, 3 labeled frames, 3 persons" in out
@@ -344,3 +345,13 @@ def test_two_urls_with_the_same_file_name_are_refused(tmp_path, capsys):
     urls = ["http://127.0.0.1:9/train/labels.zip", "http://127.0.0.1:9/val/labels.zip"]
     rc, _, err = run_stage(tmp_path, {"source": "posetrack18", "urls": urls}, capsys)
     assert rc == 1 and "would both be cached as labels.zip" in err
+
+
+def test_archive_without_sha256_says_so_in_one_line(tmp_path, capsys):
+    write_posetrack18(tmp_path / "src")
+    archive = pack(tmp_path / "src", tmp_path / "posetrack18.zip")
+    rc, _, err = run_stage(tmp_path, {"source": "posetrack18", "urls": [str(archive)]}, capsys)
+    assert rc == 0, err
+    lines = [line for line in err.splitlines() if "not verified" in line]
+    assert lines == [f"download: posetrack18.zip: no sha256 given in data.sha256, not verified "
+                     f"(its sha256 is {sha256(archive)})"]

@@ -21,6 +21,7 @@ import pipeline.preprocess as preprocess_stage
 from vremd.config import config_to_dict, smoke_config
 from vremd.model.vremd import build_model
 from vremd.train.ablation import ATTEMPTS_FILE
+from vremd.train.ablation_grid import build_grid, identities, load_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 AP_NAMES = {"ap/head", "ap/shoulder", "ap/elbow", "ap/wrist", "ap/hip", "ap/knee", "ap/ankle", "ap/mean", "loss"}
@@ -135,24 +136,35 @@ def write_vitpose_checkpoint(path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_rerun_restores_and_runs_only_the_failed_trial(smoke_data, local_ray, tmp_path, capsys):
-    weights = tmp_path / "weights" / "vitpose-smoke.pth"  # not there yet: that row's trial fails
+def test_rerun_restores_and_runs_only_the_failed_trial(smoke_data, local_ray, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the row names its weights relative to here; trials run in other folders
+    weights = tmp_path / "weights" / "vitpose-smoke.pth"
     ablations = tmp_path / "ablations.yaml"
     ablations.write_text(yaml.safe_dump({"tables": {6: {"title": "Table 6 (restore test)", "rows": {
         "DCA": {"model.motion_attention": "dca", "model.bidirectional_separation": False},
         "DCA+BS": {"model.motion_attention": "dca", "model.bidirectional_separation": True,
-                   "model.pretrained": str(weights)}}}}}))
+                   "model.pretrained": "weights/vitpose-smoke.pth"}}}}}))
     args = ["--table", "6", "--ablations", str(ablations), "--max-failures", "0", *cli_args(smoke_data, tmp_path)]
+    assert ablate.main(args) == 1  # missing weights: refused before any trial trains
+    assert f"model.pretrained: no such weights file: {weights}; nothing was run" in capsys.readouterr().err
+    assert not (tmp_path / "ray_results").exists()
 
+    weights.parent.mkdir()
+    write_vitpose_checkpoint(weights)
+    grid = build_grid(smoke_config(), load_tables(ablations)[6], 1,  # the run names ablate.py will use
+                      identity_of=identities(str(smoke_data / "index"), smoke_data / "raw"))
+    blocked = tmp_path / "ray_results" / "table6-smoke-runs" / grid[1].run_name / "checkpoint_epoch_0001"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("not a checkpoint")  # a transient fault inside the DCA+BS trial's training
     assert ablate.main(args) == 1  # one trial failed: the table says so and the exit code too
     captured = capsys.readouterr()
     assert "did not finish; run the same command again" in captured.err
     line = next(line for line in captured.out.splitlines() if line.startswith("DCA+BS "))
     assert "failed" in line and "0/1 (1 failed)" in line
-    assert "ViTPose checkpoint not found" in captured.out
+    assert "checkpoint file missing" in captured.out
     trials = {t["row"]: t for t in csv.DictReader((tmp_path / "results" / "table6" / "trials.csv").open())}
     assert trials["DCA"]["status"] == "finished" and trials["DCA+BS"]["status"] == "failed"
-    assert "ViTPose checkpoint not found" in trials["DCA+BS"]["error"]
+    assert "checkpoint file missing" in trials["DCA+BS"]["error"] and trials["DCA+BS"]["run_name"] == grid[1].run_name
     runs = tmp_path / "ray_results" / "table6-smoke-runs"
     finished_ckpt = next((runs / trials["DCA"]["run_name"]).glob("checkpoint_*/*"))
     stamp = finished_ckpt.stat().st_mtime_ns
@@ -160,8 +172,7 @@ def test_rerun_restores_and_runs_only_the_failed_trial(smoke_data, local_ray, tm
     _, parent, children = nested_runs(tmp_path, parent_id)
     assert parent.info.status == "FAILED" and children["DCA+BS"].info.status == "FAILED"
 
-    weights.parent.mkdir()
-    write_vitpose_checkpoint(weights)  # the fix: the weights arrive
+    blocked.unlink()  # the fault is gone
     assert ablate.main(args) == 0
     out = capsys.readouterr().out
     assert "(restored)" in out and "DCA+BS " in out

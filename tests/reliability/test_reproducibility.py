@@ -65,6 +65,9 @@ def _project(root: Path) -> Path:
     """A DVC + git project in `root`: this checkout's stages and code, a smoke-sized params.yaml."""
     for name in ("vremd", "pipeline", "experiments"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("weights", "detections"):  # stage input folders dvc.yaml depends on
+        (root / name).mkdir()
+        shutil.copy(REPO / name / "README.md", root / name / "README.md")
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     write_params(root, train__epochs=2, train__val_every=0, train__num_workers=0,
                  tracking__tracking_uri="sqlite:///mlflow.db", tracking__run_name="repro")

@@ -161,3 +161,11 @@ def test_tables_1_to_3_place_ours_among_the_peers():
     md = summary_markdown(rows, "Table 1")
     assert "| DCPose | 82.8 |" in md and "| VREMD | 87.6 | 70.0 | -17.6 |" in md
     assert "| Head | 89.9 | 70.0 | -19.9 |" in md  # per-joint table of our row against the paper's
+
+
+def test_row_paths_resolve_on_the_driver_and_missing_weights_are_refused_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (trial,) = build_grid(smoke_config(), TableSpec(6, "t", {"w": {"model.pretrained": "weights/x.pth"}}), seeds=1)
+    assert trial.config["model"]["pretrained"] == str(tmp_path / "weights" / "x.pth")  # trials run elsewhere
+    with pytest.raises(AblationError, match=r"model\.pretrained: no such weights file: .*weights/x\.pth; nothing was run"):
+        check_inputs([trial], str(tmp_path / "index"), tmp_path / "raw")

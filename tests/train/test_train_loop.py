@@ -13,7 +13,8 @@ from vremd.data.crop_store import build_crops
 from vremd.data.dataset import build_index
 from vremd.data.download import prepare_synthetic
 from vremd.train.checkpoints import load_state
-from vremd.train.loop import EpochSampler, RunPaths
+from vremd.data.dataset import PoseTrackCrops
+from vremd.train.loop import EpochSampler, RunPaths, train_loader
 from vremd.train.ray_train import RunMismatchError, fit, latest_checkpoint
 
 
@@ -42,13 +43,15 @@ def test_sampler_splits_each_epoch_evenly_and_deterministically():
     for s in shards:
         s.set_epoch(4)
     a, b = (list(s) for s in shards)
+    assert {epoch for epoch, _ in a + b} == {4}  # the epoch travels with each key to the loader workers
+    a, b = [i for _, i in a], [i for _, i in b]
     assert len(a) == len(b) == len(shards[0]) == 4  # 7 capped samples padded to 8
     assert len(set(a + b)) == 7 and set(a + b) <= set(range(10))
     again = EpochSampler(10, 7, seed=3, rank=0, world_size=2)
     again.set_epoch(4)
-    assert list(again) == a
+    assert [i for _, i in again] == a
     again.set_epoch(5)
-    assert list(again) != a
+    assert [i for _, i in again] != a
 
 
 def test_resume_continues_at_the_next_epoch_with_identical_state(smoke, tmp_path):
@@ -104,3 +107,25 @@ def test_changed_config_refuses_to_resume(smoke, tmp_path):
         fit(with_train(cfg, val_every=0, lr=0.5), paths, tmp_path, "run")
     assert latest_checkpoint(tmp_path / "run") is not None
     assert load_state(latest_checkpoint(tmp_path / "run"))["epoch"] == 1
+
+
+def _epoch_frames(loader, sampler, epoch: int) -> dict[int, torch.Tensor]:
+    sampler.set_epoch(epoch)
+    return {int(i): f for batch in loader for i, f in zip(batch["sample_id"], batch["frames"])}
+
+
+def test_loader_workers_draw_a_new_augmentation_each_epoch(smoke):
+    """Before: persistent loader workers never saw the dataset's set_epoch: 18 of 18 samples repeated epoch 0."""
+    cfg, paths = smoke
+    t = dataclasses.replace(cfg.train, loader_workers=2, batch_size=4)
+    runs = []
+    for _ in range(2):  # two fresh loaders at the same seed: the same two epochs
+        train_set = PoseTrackCrops(Path(paths.index_dir) / "train.parquet", cfg.augment, cfg.model.num_joints, t.seed)
+        loader, sampler = train_loader(train_set, t, rank=0, world_size=1)
+        assert loader.num_workers == 2 and loader.persistent_workers
+        runs.append([_epoch_frames(loader, sampler, epoch) for epoch in (0, 1)])
+        del loader
+    (e0, e1), (again0, again1) = runs
+    assert e0.keys() == e1.keys() and len(e0) == len(train_set) > 4
+    assert all(not torch.equal(e0[k], e1[k]) for k in e0)  # every sample augmented anew in epoch 1
+    assert all(torch.equal(e0[k], again0[k]) and torch.equal(e1[k], again1[k]) for k in e0)  # seeded: reproducible

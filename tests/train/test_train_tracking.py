@@ -8,7 +8,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from vremd.config import flatten, smoke_config
-from vremd.train.tracking import VERSION_TAGS, Tracker, dvc_data_hash, resolve_tracking_uri, run_tags
+from vremd.train.identity import RunIdentity, dvc_dir_md5
+from vremd.train.tracking import VERSION_TAGS, Tracker, resolve_tracking_uri, run_tags
 
 
 def _free_port() -> int:
@@ -79,12 +80,20 @@ def test_down_server_warns_once_and_never_raises(monkeypatch):
     assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1
 
 
-def test_dvc_data_hash_reads_dvc_lock(tmp_path):
-    assert dvc_data_hash(tmp_path) == ""
-    (tmp_path / "dvc.lock").write_text(
+def test_recorded_data_hash_is_the_index_trained_on_not_dvc_lock(tmp_path):
+    index = tmp_path / "other-index"
+    index.mkdir()
+    (index / "train.parquet").write_bytes(b"rows of another data set")
+    (tmp_path / "dvc.lock").write_text(  # what DVC last recorded for data/index: not what this run read
         "schema: '2.0'\nstages:\n  preprocess:\n    cmd: x\n    outs:\n    - path: data/index\n"
         "      md5: abc123.dir\n      size: 1\n      nfiles: 2\n")
-    assert dvc_data_hash(tmp_path) == "abc123.dir"
+    identity = RunIdentity(data="d" * 64, code="c" * 64)
+    tags = run_tags(smoke_config(), tmp_path, index, identity)
+    assert tags["dvc_data_hash"] == dvc_dir_md5(index) != "abc123.dir"
+    assert (tags["data_hash"], tags["code_hash"], tags["weights_hash"]) == ("d" * 64, "c" * 64, "none")
+    (index / "train.parquet").write_bytes(b"rows of a third data set")
+    assert run_tags(smoke_config(), tmp_path, index, identity)["dvc_data_hash"] != tags["dvc_data_hash"]
+    assert run_tags(smoke_config(), tmp_path)["dvc_data_hash"] == "unknown"  # no index: never dvc.lock's guess
 
 
 def test_runs_record_python_and_library_versions():

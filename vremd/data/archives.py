@@ -3,7 +3,9 @@
 
 Every member is checked before anything is written: absolute paths, `..` components
 (zip-slip / tar traversal), links pointing outside the tree and device files are refused with
-an error naming the archive and the member. Extraction goes into a temporary folder beside the
+an error naming the archive and the member. A zip whose members add up to more than `max_bytes`
+(default `MAX_EXTRACTED_BYTES`) or than the free disk space is refused before anything is written
+(a zip bomb). Extraction goes into a temporary folder beside the
 target, which is renamed into place only when the whole archive extracted, so an interrupted or
 failed extraction never leaves a half-filled target.
 """
@@ -25,6 +27,9 @@ from pathlib import Path
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 # a piece of a tar cut with `split` (PoseTrack18 ships its images as posetrack18_images.tar.aa, .ab, ...)
 _SPLIT_PART = re.compile(r"^(.+\.(?:tar|tar\.gz|tgz|tar\.bz2|tar\.xz))\.[a-z]{2,3}$")
+
+
+MAX_EXTRACTED_BYTES = 512 * 2**30  # all PoseTrack releases together are far smaller
 
 
 class ArchiveError(ValueError):
@@ -107,9 +112,19 @@ def _extract_tar(archive: Path, dest: Path) -> None:
         tar.extractall(dest, filter="data")
 
 
-def _extract_zip(archive: Path, dest: Path) -> None:
+def _check_extracted_size(archive: Path, total: int, dest: Path, max_bytes: int) -> None:
+    free = shutil.disk_usage(dest).free
+    if total > max_bytes:
+        raise ArchiveError(f"{archive}: members add up to {total} bytes uncompressed, more than the "
+                           f"{max_bytes}-byte cap on extraction (a zip bomb?); refusing to extract")
+    if total > free:
+        raise ArchiveError(f"{archive}: members add up to {total} bytes uncompressed, more than the "
+                           f"{free} bytes free in {dest}; refusing to extract")
+
+
+def _extract_zip(archive: Path, dest: Path, max_bytes: int) -> None:
     with zipfile.ZipFile(archive) as zf:
-        _check_zip(archive, zf)
+        _check_extracted_size(archive, _check_zip(archive, zf), dest, max_bytes)
         bad = zf.testzip()  # CRC of every member: catches corrupt data before extraction
         if bad is not None:
             raise ArchiveError(f"{archive}: member {bad!r} is corrupt (CRC mismatch)")
@@ -119,7 +134,7 @@ def _extract_zip(archive: Path, dest: Path) -> None:
                 out.mkdir(parents=True, exist_ok=True)
                 continue
             out.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(out, "wb") as dst:
+            with zf.open(info) as src, open(out, "wb") as dst:  # zipfile reads at most the declared size
                 shutil.copyfileobj(src, dst, 1 << 20)
 
 
@@ -190,7 +205,7 @@ def group_split_parts(paths: list[Path]) -> list[list[Path]]:
     return groups
 
 
-def extract_archive(archive: Path | list[Path], target: Path) -> Path:
+def extract_archive(archive: Path | list[Path], target: Path, max_bytes: int = MAX_EXTRACTED_BYTES) -> Path:
     """Extract `archive` safely into the new folder `target` (which must not exist); returns `target`.
 
     `archive` may be a list of the parts of one split tar (`x.tar.aa`, `x.tar.ab`, ...), read
@@ -215,7 +230,7 @@ def extract_archive(archive: Path | list[Path], target: Path) -> Path:
         if split:
             _extract_tar_parts(parts, tmp)
         elif kind == "zip":
-            _extract_zip(archive, tmp)
+            _extract_zip(archive, tmp, max_bytes)
         else:
             _extract_tar(archive, tmp)
         os.replace(tmp, target)

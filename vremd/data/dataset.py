@@ -89,7 +89,7 @@ class PoseTrackCrops(Dataset):
         index_path = Path(index_path)
         self.index = pd.read_parquet(index_path)
         self.augment = augment
-        self.seed, self.epoch = seed, 0
+        self.seed = seed
         target = augment or AugmentConfig()
         self.sigma_px = sigma_px if sigma_px is not None else target.sigma_px
         self.stride = heatmap_stride if heatmap_stride is not None else target.heatmap_stride
@@ -107,10 +107,6 @@ class PoseTrackCrops(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose augmentations `__getitem__` draws (from seed, epoch, index)."""
-        self.epoch = int(epoch)
-
     def _crops(self, i: int) -> np.ndarray:
         path = self.shards[i]
         if path not in self._open:  # opened lazily, so each DataLoader worker maps its own
@@ -121,14 +117,20 @@ class PoseTrackCrops(Dataset):
         """Sample `i`'s stored crops, (T, H, W, 3) uint8 RGB, t-1, t, t+1, before augmentation."""
         return np.asarray(self._crops(i))
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """Sample `key`: an index (epoch 0's augmentation), or `(epoch, index)` as `EpochSampler` yields.
+
+        The epoch travels in the key, not as dataset state, so DataLoader worker processes (which hold
+        copies of the dataset) draw each epoch's augmentation too.
+        """
         _cap_opencv_threads_in_loader_worker()
+        epoch, i = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (0, int(key))
         frames = self._crops(i)
         T, H, W, _ = frames.shape
         joints_xy, visible = self.joints[i, :, :2].copy(), (self.joints[i, :, 2] > 0).astype(np.float64)
         crop_to_image = self.crop_to_image[i]
         if self.augment is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, i])
+            rng = np.random.default_rng([self.seed, epoch, i])
             affine, flip = sample_affine(rng, self.augment, joints_xy, visible, (W, H))
             frames, joints_xy, visible = apply_augmentation(frames, joints_xy, visible, affine, flip)
             crop_to_image = compose_affine(crop_to_image, invert_affine(affine))

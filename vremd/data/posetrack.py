@@ -203,6 +203,8 @@ def read_video(json_path: Path, split: str | None = None) -> Video:
             raise _fail(json_path, f"{field}.id", f"duplicate image id {image_id}")
         persons_of[image_id] = []
         file_name = _get(image, "file_name", str, json_path, field)
+        if Path(file_name).is_absolute() or ".." in Path(file_name).parts:  # frames stay inside the dataset folder
+            raise _fail(json_path, f"{field}.file_name", f"escapes the dataset folder ({file_name})")
         is_labeled = _get(image, "is_labeled", bool, json_path, field)
         image_keys.append((image_id, file_name, is_labeled, _ignore_regions(image, json_path, field)))
         sizes.add((image.get("height"), image.get("width")))

@@ -6,9 +6,10 @@ Every trial runs the function trainable `ablation_trial`: it rebuilds the `Confi
 its Tune config (Train V2 style), opens a nested MLflow run under the table's parent run, calls
 `ray_train.train_and_track` (`train.num_workers` 0 trains inside the trial's process, otherwise a
 `TorchTrainer` is launched from the trial) and reports the final per-joint AP with `tune.report`.
-A trial's training lives in `<runs_dir>/<row>-seed<k>-<config hash>`, so a retried or restored trial
-continues from its last epoch checkpoint. Re-running the same table restores the Tune experiment:
-finished trials are kept, unfinished and errored ones run again; a grid that changed is refused.
+A trial's training lives in `<runs_dir>/<row>-seed<k>-<hash of config keys, data, code and weights>`, so
+a retried or restored trial continues from its last epoch checkpoint. Re-running the same table restores
+the Tune experiment: finished trials are kept, unfinished and errored ones run again; a grid that changed
+(rows, seeds, configuration, data or code) is refused, so a kept result is never one of other inputs.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ray import tune
 from vremd.config import Config, config_from_dict, flatten
 from vremd.train.ablation_grid import AblationError, TableSpec, TrialSpec, slug, training_id
 from vremd.train.ablation_reuse import adopt_finished_twin
+from vremd.train.identity import RunIdentity
 from vremd.train.ablation_report import (COLUMN_METRICS, ReportRow, TrialOutcome, report_rows, summary_text,
                                          write_report)
 from vremd.train.loop import RunPaths
@@ -80,11 +82,12 @@ def ablation_trial(config: dict[str, Any], context: TrialContext) -> None:
     cfg = config_from_dict(spec["config"])  # rebuilt on the trial's first line: strict, typed
     runs_dir, run_name = Path(context.runs_dir), spec["run_name"]
     _note_attempt(runs_dir / run_name)
-    adopted = adopt_finished_twin(cfg, runs_dir, run_name, training_id(spec["config"]))
+    identity = RunIdentity(**spec["identity"])  # hashed once on the driver: the data, code and weights
+    adopted = adopt_finished_twin(cfg, identity, runs_dir, run_name, training_id(spec["config"], spec["identity"]))
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
     if cfg.train.num_workers == 0 and cpus >= 1:
         torch.set_num_threads(int(cpus))  # the loop runs here: use exactly what the trial was given
-    tracker = _open_nested_run(cfg, spec, context)
+    tracker = _open_nested_run(cfg, identity, spec, context)
     if adopted is not None:  # the twin's per-epoch metrics, so MLflow's compare view shows this row's curve
         print(f"{run_name}: the same training finished in {adopted.source}; taking its final checkpoint", flush=True)
         tracker.set_tag("ablation.adopted_training", str(adopted.source))
@@ -95,7 +98,7 @@ def ablation_trial(config: dict[str, Any], context: TrialContext) -> None:
                      gt_dir=str(dataset_dir / "annotations" / "val"), run_dir="")
     try:
         outcome = train_and_track(cfg, paths, runs_dir, run_name, context.tracking_uri, Path(context.repo_dir),
-                                  dataset_dir)
+                                  dataset_dir, identity=identity)
     except BaseException:
         tracker.finish("FAILED")
         raise
@@ -114,11 +117,12 @@ def _note_attempt(run_dir: Path) -> None:
         f.write(line + "\n")
 
 
-def _open_nested_run(cfg: Config, spec: Mapping[str, Any], context: TrialContext) -> Tracker:
+def _open_nested_run(cfg: Config, identity: RunIdentity, spec: Mapping[str, Any], context: TrialContext) -> Tracker:
     """Create (or reopen) the trial's MLflow run under the parent; `train_and_track` continues it by id."""
     id_file = Path(context.runs_dir) / spec["run_name"] / "mlflow_run_id"
     previous = id_file.read_text().strip() if id_file.is_file() else None
-    tags = {**run_tags(cfg, Path(context.repo_dir)), "ablation.table": str(context.table),
+    index_dir = Path(context.index_dir.format(source=cfg.data.source))
+    tags = {**run_tags(cfg, Path(context.repo_dir), index_dir, identity), "ablation.table": str(context.table),
             "ablation.row": spec["row"], "ablation.seed": str(spec["seed"])}
     if context.parent_run_id:
         tags["mlflow.parentRunId"] = context.parent_run_id

@@ -1,27 +1,27 @@
 """Paper tables as data -> validated trial specs: experiments/ablations.yaml rows x seeds.
 
 A row is a set of `dotted.key: value` overrides applied to the profile's config; each (row, seed)
-becomes a `TrialSpec` holding the resolved config as a plain dict (what crosses to the Tune trial).
+becomes a `TrialSpec` holding the resolved config as a plain dict (what crosses to the Tune trial) and
+the `RunIdentity` (data, code, weights hashes) its training reads, computed once on the driver.
 No Ray here: `vremd.train.ablation` runs the specs.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 
-from vremd.config import Config, ConfigError, config_from_dict, config_to_dict, set_dotted
-from vremd.train.ray_train import training_keys
+from vremd.config import PATH_KEYS, Config, ConfigError, config_from_dict, config_to_dict, resolve_path_value, set_dotted
+from vremd.train.identity import RunIdentity, code_hash, data_hash, file_sha256, training_digest
 
 __all__ = ["AblationError", "TableSpec", "TrialSpec", "training_id", "slug", "load_tables", "apply_overrides",
-           "build_grid", "parse_resources", "default_resources", "DRIVER_MEMORY", "grid_text", "check_inputs"]
+           "build_grid", "identities", "parse_resources", "default_resources", "DRIVER_MEMORY", "grid_text", "check_inputs"]
 
 class AblationError(ValueError):
     """An ablation table, grid or experiment folder is unusable; the message names the file and key."""
@@ -45,11 +45,12 @@ class TrialSpec:
     seed: int  # train.seed of this trial: the profile's seed + repeat
     overrides: dict[str, Any]
     config: dict[str, Any]  # config_to_dict(Config): what the trial rebuilds its Config from
+    identity: dict[str, str] = field(default_factory=dict)  # RunIdentity.as_dict(); empty in a dry run
 
     @property
     def training_id(self) -> str:
         """Names the training, not the row: see `training_id`."""
-        return training_id(self.config)
+        return training_id(self.config, self.identity)
 
     @property
     def run_name(self) -> str:
@@ -57,10 +58,9 @@ class TrialSpec:
         return f"{slug(self.row)}-{self.training_id}"
 
 
-def training_id(config: dict[str, Any]) -> str:
-    """`seed<k>-<hash of the training keys>` of a config dict: equal for equal trainings, whatever the row or table."""
-    digest = hashlib.sha1(json.dumps(training_keys(config), sort_keys=True).encode()).hexdigest()[:8]
-    return f"seed{config['train']['seed']}-{digest}"
+def training_id(config: dict[str, Any], identity: Mapping[str, str]) -> str:
+    """`seed<k>-<hash of the training keys and identity>`: equal for equal trainings, whatever the row or table."""
+    return f"seed{config['train']['seed']}-{training_digest(config, identity)}"
 
 
 def slug(name: str) -> str:
@@ -99,19 +99,21 @@ def apply_overrides(values: Mapping[str, Any], overrides: Mapping[str, Any], whe
     """A validated `Config` from a plain config dict with `{dotted.key: value}` overrides set on a copy."""
     tree = copy.deepcopy(dict(values))
     try:
-        for dotted, value in overrides.items():
-            set_dotted(tree, dotted, value)
+        for dotted, value in overrides.items():  # a relative path: from the driver's cwd, before trials chdir
+            set_dotted(tree, dotted, resolve_path_value(dotted, value, Path.cwd()) if dotted in PATH_KEYS else value)
         return config_from_dict(tree)
     except ConfigError as exc:
         raise AblationError(f"{where}{exc}") from None
 
 
 def build_grid(base: Config, table: TableSpec, seeds: int, fixed_keys: Iterable[str] = (),
-               where: str = "experiments/ablations.yaml") -> list[TrialSpec]:
+               where: str = "experiments/ablations.yaml",
+               identity_of: Callable[[Config], RunIdentity] | None = None) -> list[TrialSpec]:
     """Every row of `table` at `seeds` seeds (train.seed = base seed + i), validated; row order kept.
 
     `fixed_keys` are keys the user already overrode for all rows (`--set`): a row setting one of them
-    would silently lose its meaning, so that is an error.
+    would silently lose its meaning, so that is an error. `identity_of(cfg)` gives each trial's
+    `RunIdentity` (None: a dry run, the names then cover the config only).
     """
     if seeds < 1:
         raise AblationError(f"--seeds: expected at least 1, found {seeds}")
@@ -126,8 +128,26 @@ def build_grid(base: Config, table: TableSpec, seeds: int, fixed_keys: Iterable[
         for i in range(seeds):
             seeded = {**overrides, "train.seed": base.train.seed + i}
             cfg = apply_overrides(base_dict, seeded, f"{where}: tables.{table.number}.rows.{row}: ")
-            trials.append(TrialSpec(row, i, cfg.train.seed, dict(overrides), config_to_dict(cfg)))
+            identity = identity_of(cfg).as_dict() if identity_of is not None else {}
+            trials.append(TrialSpec(row, i, cfg.train.seed, dict(overrides), config_to_dict(cfg), identity))
     return trials
+
+
+def identities(index_dir: str, raw_dir: Path) -> Callable[[Config], RunIdentity]:
+    """`identity_of` for `build_grid`: each trial's `RunIdentity` on `index_dir` (`{source}` filled in) and
+    `<raw_dir>/<source>/annotations/val`, each data set, the code and each weights file hashed once."""
+    code, data, weights = code_hash(), {}, {}
+
+    def identity_of(cfg: Config) -> RunIdentity:
+        source = cfg.data.source
+        if source not in data:
+            data[source] = data_hash(Path(index_dir.format(source=source)), Path(raw_dir) / source / "annotations" / "val")
+        path = cfg.model.pretrained
+        if path and path not in weights:
+            weights[path] = file_sha256(Path(path))
+        return RunIdentity(data=data[source], code=code, weights=weights.get(path, ""))
+
+    return identity_of
 
 
 def parse_resources(text: str) -> dict[str, float]:
@@ -174,7 +194,10 @@ def grid_text(trials: Sequence[TrialSpec], resources: Mapping[str, float]) -> st
 
 
 def check_inputs(trials: Sequence[TrialSpec], index_dir: str, raw_dir: Path) -> None:
-    """Raise `AblationError` naming every missing index or GT folder the trials would read."""
+    """Raise `AblationError` naming every missing index, GT folder or pretrained weights file the trials would read."""
+    weights = [w for w in dict.fromkeys(t.config["model"]["pretrained"] for t in trials) if w and not Path(w).is_file()]
+    if weights:  # refused before any trial trains: its identity (and name) would change when the file arrives
+        raise AblationError(f"model.pretrained: no such weights file: {', '.join(weights)}; nothing was run")
     missing = []
     for source in dict.fromkeys(t.config["data"]["source"] for t in trials):
         index = Path(index_dir.format(source=source))

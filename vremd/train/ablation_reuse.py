@@ -2,12 +2,13 @@
 
 Table 4's `VREMD`, table 5's `both masks` and table 6's `DCA+BS` are the same configuration, so
 their trainings at the same seed are the same run. A trial's training folder is named
-`<row>-<training id>` (`TrialSpec.training_id`: seed plus a hash of every key that changes training),
+`<row>-<training id>` (`TrialSpec.training_id`: seed plus a hash of every key that changes training
+and of the `RunIdentity`: data, code and pretrained weights),
 and before training, `adopt_finished_twin` looks for a finished folder with that id under any
 `*-runs/` folder of the same Tune storage. If one exists, and this trial has no checkpoint of its own,
 its final checkpoint is hard-linked (copied where links fail) into this trial's folder; `fit` then
-finds the run complete and trains nothing. The configuration stored in that checkpoint is compared
-key by key (`check_resumable`), so a hash collision or an edited folder is never adopted.
+finds the run complete and trains nothing. The configuration and identity stored in that checkpoint are
+compared key by key (`check_resumable`), so a hash collision or an edited folder is never adopted.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from vremd.config import Config
 from vremd.train.checkpoints import CheckpointReadError
+from vremd.train.identity import RunIdentity
 from vremd.train.ray_train import RunMismatchError, check_resumable, latest_checkpoint
 
 __all__ = ["AdoptedTraining", "adopt_finished_twin"]
@@ -40,16 +42,17 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _finished_state(cfg: Config, run_dir: Path) -> dict[str, Any] | None:
-    """The state of `run_dir`'s newest checkpoint if it is `cfg` trained for all epochs, else None."""
+def _finished_state(cfg: Config, identity: RunIdentity, run_dir: Path) -> dict[str, Any] | None:
+    """The state of `run_dir`'s newest checkpoint if it is `cfg` on `identity` trained for all epochs, else None."""
     try:
-        state = check_resumable(cfg, run_dir)
+        state = check_resumable(cfg, run_dir, identity)
     except (RunMismatchError, CheckpointReadError, OSError):
         return None
     return state if state is not None and int(state["epoch"]) == cfg.train.epochs else None
 
 
-def adopt_finished_twin(cfg: Config, runs_dir: Path, run_name: str, training_id: str) -> AdoptedTraining | None:
+def adopt_finished_twin(cfg: Config, identity: RunIdentity, runs_dir: Path, run_name: str,
+                        training_id: str) -> AdoptedTraining | None:
     """Link a finished twin's final checkpoint into `<runs_dir>/<run_name>`; None when there is none.
 
     A trial that already has a checkpoint of its own keeps it (it resumes or is finished). The link
@@ -62,7 +65,7 @@ def adopt_finished_twin(cfg: Config, runs_dir: Path, run_name: str, training_id:
     for twin in sorted(runs_dir.parent.glob(f"*-runs/*-{training_id}")):
         if twin.resolve() == own.resolve() or not twin.is_dir():
             continue
-        state = _finished_state(cfg, twin)
+        state = _finished_state(cfg, identity, twin)
         if state is None:
             continue
         final = latest_checkpoint(twin)

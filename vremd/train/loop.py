@@ -5,7 +5,9 @@ worker is, where the latest checkpoint is and how to report an epoch.
 runner (`num_workers=0`) uses `LocalSession`, which persists checkpoints itself. Randomness: the model
 is initialised from `cfg.train.seed` (identical on every rank, DDP would broadcast it anyway), the
 torch generator is reseeded from (seed, rank, epoch) at each epoch start and the dataset's
-augmentation from (seed, epoch, index), so a resumed run continues exactly where it stopped.
+augmentation from (seed, epoch, index), so a resumed run continues exactly where it stopped. The epoch
+reaches the dataset inside each sampled key `(epoch, index)`, not as dataset state: persistent
+DataLoader worker processes hold their own copy of the dataset and would never see a `set_epoch`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from vremd.config import Config, config_to_dict
+from vremd.config import Config, TrainConfig, config_to_dict
 from vremd.data.dataset import PoseTrackCrops
 from vremd.model.losses import heatmap_mse
 from vremd.model.vremd import build_model
@@ -34,7 +36,7 @@ from vremd.train.checkpoints import LocalCheckpointStore, load_state, rng_state,
 from vremd.train.tracking import Tracker
 from vremd.train.validate import ap_metrics, validate
 
-__all__ = ["RunPaths", "Session", "LocalSession", "EpochSampler", "run_training", "derive_seed"]
+__all__ = ["RunPaths", "Session", "LocalSession", "EpochSampler", "train_loader", "run_training", "derive_seed"]
 
 PREDICTIONS_DIR = "predictions"  # inside a checkpoint: the val predictions of that epoch
 
@@ -86,10 +88,11 @@ def derive_seed(seed: int, *parts: int) -> int:
     return int(np.random.SeedSequence([seed, *parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-class EpochSampler(Sampler[int]):
+class EpochSampler(Sampler[tuple[int, int]]):
     """This rank's share of a per-epoch permutation of `n` samples, optionally capped at `max_samples`.
 
-    The permutation depends only on (seed, epoch); ranks take strided slices padded to equal length,
+    Yields `(epoch, index)` keys: the dataset draws the augmentation of `index` for that epoch. The
+    permutation depends only on (seed, epoch); ranks take strided slices padded to equal length,
     so every DDP rank runs the same number of batches.
     """
 
@@ -102,14 +105,24 @@ class EpochSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         g = torch.Generator().manual_seed(derive_seed(self.seed, 1_000_003, self.epoch))
         order = torch.randperm(self.n, generator=g)[: self.total].tolist()
         order += order[: self.per_rank * self.world_size - len(order)]  # pad so ranks split evenly
-        return iter(order[self.rank :: self.world_size])
+        return iter([(self.epoch, i) for i in order[self.rank :: self.world_size]])
 
     def __len__(self) -> int:
         return self.per_rank
+
+
+def train_loader(train_set: PoseTrackCrops, t: TrainConfig, rank: int, world_size: int,
+                 pin_memory: bool = False) -> tuple[DataLoader, EpochSampler]:
+    """The training DataLoader of one rank and its sampler (call `sampler.set_epoch` before each epoch)."""
+    sampler = EpochSampler(len(train_set), t.max_train_samples, t.seed, rank, world_size)
+    per_worker_batch = max(1, t.batch_size // world_size)  # batch_size is the global batch
+    loader = DataLoader(train_set, batch_size=per_worker_batch, sampler=sampler, num_workers=t.loader_workers,
+                        persistent_workers=t.loader_workers > 0, pin_memory=pin_memory)
+    return loader, sampler
 
 
 def _autocast(device: torch.device):
@@ -152,10 +165,12 @@ def _should_validate(cfg: Config, epoch: int) -> bool:
     return last or (cfg.train.val_every > 0 and (epoch + 1) % cfg.train.val_every == 0)
 
 
-def run_training(cfg: Config, paths: RunPaths, session: Session, progress: bool = False) -> list[dict[str, float]]:
+def run_training(cfg: Config, paths: RunPaths, session: Session, identity: dict[str, str],
+                 progress: bool = False) -> list[dict[str, float]]:
     """Train for `cfg.train.epochs` (resuming from the session's latest checkpoint); return the metric history.
 
-    Only rank 0 validates, writes checkpoints and logs to MLflow; every rank reports each epoch.
+    Only rank 0 validates, writes checkpoints (with `identity`, the run's data/code/weights hashes) and
+    logs to MLflow; every rank reports each epoch.
     """
     rank0, device, t = session.rank == 0, session.device, cfg.train
     if device.type == "cpu":
@@ -177,15 +192,11 @@ def run_training(cfg: Config, paths: RunPaths, session: Session, progress: bool 
     bare = model.module if hasattr(model, "module") else model  # unwrapped (DDP) for eval and saving
 
     train_set = PoseTrackCrops(Path(paths.index_dir) / "train.parquet", cfg.augment, cfg.model.num_joints, t.seed)
-    sampler = EpochSampler(len(train_set), t.max_train_samples, t.seed, session.rank, session.world_size)
-    per_worker_batch = max(1, t.batch_size // session.world_size)  # batch_size is the global batch
-    loader = DataLoader(train_set, batch_size=per_worker_batch, sampler=sampler, num_workers=t.loader_workers,
-                        persistent_workers=t.loader_workers > 0, pin_memory=device.type == "cuda")
+    loader, sampler = train_loader(train_set, t, session.rank, session.world_size, pin_memory=device.type == "cuda")
     tracker = Tracker(paths.tracking_uri, paths.mlflow_run_id or None) if rank0 and paths.tracking_uri else None
 
     for epoch in range(start_epoch, t.epochs):
         torch.manual_seed(derive_seed(t.seed, session.rank, epoch))
-        train_set.set_epoch(epoch)
         sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
@@ -204,7 +215,7 @@ def run_training(cfg: Config, paths: RunPaths, session: Session, progress: bool 
                 save_state(tmp, {
                     "model": bare.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "rng": rng_state(),
-                    "config": config_to_dict(cfg), "history": history,
+                    "config": config_to_dict(cfg), "identity": dict(identity), "history": history,
                 })
                 checkpoint_dir = Path(tmp)
                 if tracker is not None:

@@ -5,6 +5,8 @@ line. Checkpoints go to `<storage_path>/<run_name>/checkpoint_epoch_NNNN`; re-ru
 run name resumes from the newest one (Train V2 restores a run whose name and storage path match),
 and a worker that dies mid-epoch is restarted from it up to `train.max_failures` times.
 `train.num_workers = 0` runs the same loop in this process, with the same checkpoint layout.
+Every checkpoint records the run's `RunIdentity` (data, code, weights hashes, computed once on the driver):
+a run folder trained on other data or code is never resumed or returned (`check_resumable`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ray.train.torch import TorchTrainer
 
 from vremd.atomic import atomic_write_text
 from vremd.config import Config, config_from_dict, config_to_dict, flatten
+from vremd.train.identity import RunIdentity, identity_differences, run_identity, training_keys
 from vremd.train.checkpoints import STATE_FILE, CheckpointReadError, load_state
 from vremd.eval.tables import write_tables
 from vremd.train.loop import PREDICTIONS_DIR, LocalSession, RunPaths, run_training
@@ -111,7 +114,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
-    run_training(cfg, paths, RaySession(Path(paths.run_dir)), progress=loop_config.get("progress", False))
+    run_training(cfg, paths, RaySession(Path(paths.run_dir)), loop_config["identity"],
+                 progress=loop_config.get("progress", False))
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -120,16 +124,9 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def training_keys(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    """The flattened keys that change training results (not tracking names or speed-only knobs)."""
-    speed_only = {"train.num_workers", "train.loader_workers", "train.use_gpu", "train.max_failures",
-                  "train.checkpoint_keep", "crops.workers"}
-    return {k: v for k, v in flatten(cfg_dict).items()
-            if k.split(".")[0] in ("data", "crops", "augment", "model", "train") and k not in speed_only}
-
-
-def check_resumable(cfg: Config, run_dir: Path) -> dict[str, Any] | None:
-    """The latest state in `run_dir` if any; raise `RunMismatchError` if it was trained with another config.
+def check_resumable(cfg: Config, run_dir: Path, identity: RunIdentity) -> dict[str, Any] | None:
+    """The latest state in `run_dir` if any; raise `RunMismatchError` if it was trained with another config,
+    other data, other code or other pretrained weights (`identity`).
 
     Only `train.epochs` (and when to validate) may differ: a run can be extended, never shortened.
     """
@@ -139,9 +136,11 @@ def check_resumable(cfg: Config, run_dir: Path) -> dict[str, Any] | None:
     state = load_state(latest)
     extendable = {"train.epochs", "train.val_every", "train.flip_test"}
     ours, theirs = training_keys(config_to_dict(cfg)), training_keys(state["config"])
-    diff = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k) and k not in extendable)
+    diff = [f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(ours.keys() | theirs.keys())
+            if ours.get(k) != theirs.get(k) and k not in extendable]
+    diff += identity_differences(state.get("identity"), identity)
     if diff:
-        shown = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in diff[:8])
+        shown = ", ".join(diff[:8])
         raise RunMismatchError(
             f"{run_dir}: holds checkpoints of a different configuration ({shown}); "
             "choose another run name or delete that folder to start afresh"
@@ -184,24 +183,27 @@ def _worker_error(error: ray.train.TrainingFailedError, run_dir: Path) -> Traini
                                f"{message[0] if message else ''} (traceback in {log})")
 
 
-def fit(cfg: Config, paths: RunPaths, storage_path: Path, run_name: str, progress: bool = False) -> FitResult:
+def fit(cfg: Config, paths: RunPaths, storage_path: Path, run_name: str, progress: bool = False,
+        identity: RunIdentity | None = None) -> FitResult:
     """Train (or resume) the run `<storage_path>/<run_name>`; return its final checkpoint and history.
 
-    `paths.run_dir` is ignored and replaced by that folder. Needs `ray.init` beforehand unless
-    `cfg.train.num_workers == 0`.
+    `paths.run_dir` is ignored and replaced by that folder. `identity` defaults to the one of `paths`'
+    index and GT with the code imported here. Needs `ray.init` beforehand unless `cfg.train.num_workers == 0`.
     """
     run_dir = Path(storage_path).resolve() / run_name
     paths = dataclasses.replace(paths, run_dir=str(run_dir))
-    state = check_resumable(cfg, run_dir)
+    identity = identity or run_identity(cfg, Path(paths.index_dir), Path(paths.gt_dir))
+    state = check_resumable(cfg, run_dir, identity)
     if state is None or int(state["epoch"]) < cfg.train.epochs:
         if cfg.train.num_workers == 0:
             device = torch.device("cuda" if cfg.train.use_gpu and torch.cuda.is_available() else "cpu")
-            run_training(cfg, paths, LocalSession(run_dir, cfg.train.checkpoint_keep, device), progress)
+            run_training(cfg, paths, LocalSession(run_dir, cfg.train.checkpoint_keep, device), identity.as_dict(),
+                         progress)
         else:
             trainer = TorchTrainer(
                 train_worker,
                 train_loop_config={"config": config_to_dict(cfg), "paths": dataclasses.asdict(paths),
-                                   "progress": progress},
+                                   "identity": identity.as_dict(), "progress": progress},
                 scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                              resources_per_worker={"CPU": _cpus_per_worker(cfg)}),
                 run_config=RunConfig(
@@ -233,23 +235,25 @@ class TrainOutcome:
 
 def train_and_track(cfg: Config, paths: RunPaths, storage_path: Path, run_name: str, tracking_uri: str,
                     repo_dir: Path, dataset_dir: Path, params_path: Path | None = None,
-                    progress: bool = False) -> TrainOutcome:
+                    progress: bool = False, identity: RunIdentity | None = None) -> TrainOutcome:
     """Open (or reopen, on resume) the MLflow run, fit, then log the run's tables, figures and predictions.
 
     The MLflow run id is kept in `<run_dir>/mlflow_run_id`, so resuming a run name continues its MLflow run.
+    Its tags record the data, code and weights hashes of `identity` (default: computed from `paths`).
     """
+    identity = identity or run_identity(cfg, Path(paths.index_dir), Path(paths.gt_dir))
     run_dir = Path(storage_path).resolve() / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     id_file = run_dir / "mlflow_run_id"
     previous = id_file.read_text().strip() if id_file.is_file() else None
     tracker = Tracker.start(tracking_uri, cfg.tracking.experiment, run_name, flatten(cfg),
-                            run_tags(cfg, repo_dir), resume_run_id=previous)
+                            run_tags(cfg, repo_dir, Path(paths.index_dir), identity), resume_run_id=previous)
     if tracker.run_id is not None:
         id_file.write_text(tracker.run_id)
     paths = dataclasses.replace(paths, tracking_uri=tracking_uri if tracker.active else "",
                                 mlflow_run_id=tracker.run_id or "")
     try:
-        result = fit(cfg, paths, storage_path, run_name, progress)
+        result = fit(cfg, paths, storage_path, run_name, progress, identity)
     except BaseException:
         tracker.finish("FAILED")
         raise

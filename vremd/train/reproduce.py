@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import hashlib
-import json
 import math
 import random
 import shutil
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 
 from vremd.config import Config, ConfigError, config_from_dict
+from vremd.train.identity import dvc_dir_md5
 from vremd.train.loop import RunPaths
 from vremd.train.ray_train import fit, init_ray
 from vremd.train.tracking import AP_METRIC_NAMES, VERSION_TAGS
@@ -99,22 +98,6 @@ def read_run(client, run_id: str) -> RecordedRun:
     ap = {col: float(metrics[name]) for col, name in AP_METRIC_NAMES.items() if name in metrics}
     return RecordedRun(run_id=run_id, run_name=run.info.run_name or run_id, config=params_to_config(run.data.params),
                        tags=dict(run.data.tags), ap=ap)
-
-
-def dvc_dir_md5(path: Path) -> str:
-    """DVC 3's hash of a directory: md5 of the sorted `[{"md5": file md5, "relpath": ...}]` json, plus ".dir"."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: data directory not found")
-    entries = []
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest = hashlib.md5()
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        entries.append({"md5": digest.hexdigest(), "relpath": file.relative_to(path).as_posix()})
-    entries.sort(key=lambda e: e["relpath"])
-    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
 
 
 def provenance_problems(recorded: Mapping[str, str], current: Mapping[str, str]) -> tuple[list[str], list[str]]:

@@ -1,7 +1,8 @@
 """MLflow tracking through an explicit `MlflowClient` and run id (no fluent, process-wide active run).
 
 One run per training. Params are the flattened config (`model.bmd`), tags say where the run came
-from (git commit, dirty tree, dataset, profile, host, library versions, DVC data hash). A tracking
+from (git commit, dirty tree, dataset, profile, host, library versions, the DVC-style hash of the index
+folder trained on, and the run identity's data, code and weights hashes). A tracking
 store that is down never stops training: the first failure warns once, later calls are skipped, and
 `Tracker.failure` says why so the CLI can report that only local files were written.
 """
@@ -17,13 +18,13 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from vremd.config import Config
+from vremd.train.identity import RunIdentity, dvc_dir_md5
 
-__all__ = ["Tracker", "resolve_tracking_uri", "run_tags", "dvc_data_hash", "library_versions", "AP_METRIC_NAMES",
+__all__ = ["Tracker", "resolve_tracking_uri", "run_tags", "library_versions", "AP_METRIC_NAMES",
            "VERSION_TAGS"]
 
 # evaluator table column -> MLflow metric name
@@ -63,22 +64,15 @@ def _git(repo_dir: Path, *args: str) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
-def dvc_data_hash(repo_dir: Path, path: str = "data/index") -> str:
-    """md5 of `path` as recorded in `dvc.lock` (the data the run trained on), or "" if unknown."""
-    lock = Path(repo_dir) / "dvc.lock"
-    try:
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    except (OSError, yaml.YAMLError):
-        return ""
-    for stage in stages.values():
-        for out in stage.get("outs", []) or []:
-            if out.get("path") == path:
-                return str(out.get("md5", ""))
-    return ""
+def run_tags(cfg: Config, repo_dir: Path, index_dir: Path | None = None,
+             identity: RunIdentity | None = None) -> dict[str, str]:
+    """Provenance tags of a run: git commit and dirty flag, dataset, profile, host, versions, data hashes.
 
-
-def run_tags(cfg: Config, repo_dir: Path) -> dict[str, str]:
-    """Provenance tags of a run: git commit and dirty flag, dataset, profile, host, versions, data hash."""
+    `dvc_data_hash` is computed from `index_dir`, the index actually trained on (DVC's own format, so it
+    equals `dvc.lock`'s entry when that index is DVC's `data/index`); "unknown" without one.
+    """
+    hashes = {f"{k}_hash": v or "none" for k, v in identity.as_dict().items()} if identity is not None else {}
+    data = dvc_dir_md5(index_dir) if index_dir is not None and Path(index_dir).is_dir() else "unknown"
     return {
         "git_commit": _git(repo_dir, "rev-parse", "HEAD") or "unknown",
         "git_dirty": str(bool(_git(repo_dir, "status", "--porcelain", "--untracked-files=no"))).lower(),
@@ -86,7 +80,8 @@ def run_tags(cfg: Config, repo_dir: Path) -> dict[str, str]:
         "profile": cfg.profile,
         "host": platform.node(),
         **library_versions(),
-        "dvc_data_hash": dvc_data_hash(repo_dir) or "unknown",
+        "dvc_data_hash": data,
+        **hashes,
     }
 
 

@@ -82,6 +82,8 @@ def cases() -> dict[str, object]:
     case("ignore_regions_mismatch", lambda d: d["images"][0].update(ignore_regions_x=[[1, 2, 3]],
                                                                      ignore_regions_y=[]))
     case("image_not_object", lambda d: d["images"].__setitem__(1, "000001.jpg"))
+    case("file_name_escapes", lambda d: d["images"][2].update(
+        file_name=f"images/train/{VIDEO}/../../../../escaped/000002.jpg"))  # a real JPEG lies there
     out["root_is_list"] = [good()]
     out["zero_byte_json"] = ""
     out["truncated_json"] = json.dumps(good())[:700]

@@ -1,0 +1,110 @@
+"""Relative paths work wherever the code runs: inside Ray Train workers, and from another working directory.
+
+Before: `model.pretrained: weights/...` raised FileNotFoundError once `train.num_workers >= 1` (Ray
+workers run in another cwd), and `evaluate.py` run from another folder silently dropped the Paper column.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pipeline import evaluate, train
+from vremd.config import config_to_dict, smoke_config
+from vremd.data.crop_store import build_crops
+from vremd.data.dataset import build_index
+from vremd.data.download import prepare_synthetic
+from vremd.model.vremd import build_model
+
+
+def write_params(root: Path, source: str = "synthetic", **model) -> Path:
+    """`root/params.yaml` with one profile: the smoke config, `data.source` and model keys replaced."""
+    tree = config_to_dict(smoke_config())
+    tree.pop("profile")
+    tree["data"]["source"] = source
+    tree["model"].update(model)
+    tree["tracking"]["tracking_uri"] = "sqlite:///mlflow.db"  # relative: beside params.yaml
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump({"profile": "smoke", "profiles": {"smoke": tree}}, sort_keys=False))
+    return path
+
+
+def build_data(root: Path, source: str) -> None:
+    cfg = smoke_config()
+    dataset_dir = root / "raw" / source
+    prepare_synthetic(cfg.data.synthetic, dataset_dir, progress=False)
+    build_crops(dataset_dir, root / "crops", cfg.crops, "error", progress=False)
+    build_index(root / "crops", root / "index")
+
+
+def vitpose_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The smoke backbone's random weights in the official ViTPose .pth layout; returns them in timm keys."""
+    torch.manual_seed(123)
+    vit = build_model(smoke_config().model).backbone.vit.state_dict()
+    renames = {"patch_embed.proj.": "backbone.patch_embed.proj.", "norm.": "backbone.last_norm.",
+               "blocks.": "backbone.blocks."}
+    sd = {}
+    for key, value in vit.items():
+        if key == "pos_embed":  # (1, N, D) -> (1, 1 + N, D) with a zero class slot
+            sd["backbone.pos_embed"] = torch.cat([torch.zeros_like(value[:, :1]), value], dim=1)
+            continue
+        old = next(o for o in renames if key.startswith(o))
+        sd[renames[old] + key[len(old):]] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(sd, path)
+    return vit
+
+
+@pytest.mark.slow
+def test_relative_pretrained_path_reaches_ray_train_workers(tmp_path, monkeypatch):
+    root, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    build_data(root, "synthetic")
+    vit = vitpose_weights(root / "weights" / "vit.pth")
+    params = write_params(root, pretrained="weights/vit.pth", freeze_backbone=True)  # relative to params.yaml
+    monkeypatch.chdir(elsewhere)  # neither the driver's nor the workers' cwd holds weights/
+    code = train.main(["--params", str(params), "--index", str(root / "index"), "--raw", str(root / "raw"),
+                       "--out", str(root / "models"), "--curve", str(root / "curve.csv"),
+                       "--storage", str(root / "ray_results"), "--set", "train.num_workers=1",
+                       "--set", "train.epochs=1", "--no-progress"])
+    assert code == 0
+    final = torch.load(root / "models" / "final.pt", weights_only=True)
+    assert final["config"]["model"]["pretrained"] == str(root / "weights" / "vit.pth")
+    assert final["config"]["train"]["num_workers"] == 1
+    for key, value in vit.items():  # frozen backbone: the worker loaded exactly these weights
+        assert torch.equal(final["model"][f"backbone.vit.{key}"], value), key
+    assert (root / "mlflow.db").is_file() and not (elsewhere / "mlflow.db").exists()
+
+
+def test_evaluate_from_another_folder_keeps_the_paper_column(tmp_path, monkeypatch):
+    root, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    build_data(root, "posetrack18")  # PoseTrack18-format files: the paper's table 2 is the reference
+    params = write_params(root, source="posetrack18")
+    torch.manual_seed(0)
+    cfg = smoke_config()
+    torch.save({"model": build_model(cfg.model).state_dict(), "config": config_to_dict(cfg)}, root / "final.pt")
+    monkeypatch.chdir(elsewhere)
+    code = evaluate.main(["--params", str(params), "--model", str(root / "final.pt"), "--index", str(root / "index"),
+                          "--raw", str(root / "raw"), "--out", str(root / "reports"),
+                          "--metrics", str(root / "ap.json"), "--no-progress"])
+    assert code == 0
+    table = (root / "reports" / "per_joint.md").read_text()
+    assert table.startswith("| Joint | Paper | Ours | Delta |")
+    paper_mean = next(line for line in table.splitlines() if line.startswith("| Mean"))
+    assert float(paper_mean.split("|")[2]) > 0  # the paper's mean AP, not the "–" of a missing paper row
+
+
+def test_an_input_file_outside_its_dvc_tracked_folder_is_named(tmp_path, capsys):
+    from pipeline.cli_config import REPO_DIR, warn_if_untracked
+
+    warn_if_untracked(str(REPO_DIR / "weights" / "vit.pth"), "weights", "model.pretrained", "train")
+    assert capsys.readouterr().err == ""
+    warn_if_untracked(str(tmp_path / "vit.pth"), "weights", "model.pretrained", "train")
+    assert capsys.readouterr().err == (f"train: warning: model.pretrained {tmp_path / 'vit.pth'} lies outside "
+                                       "weights/, so dvc repro cannot see its content change\n")
