@@ -5,9 +5,10 @@
 
 Writes reports/predictions/<video>.json (PoseTrack-2018), reports/per_joint.{md,csv,html},
 reports/ap_bar.png, reports/sample_masks.png (heatmaps, masks and sampling
-points of one val person) and metrics/ap.json ({"Head": .., ..., "Mean": .., "per_joint": {..},
-"unpredicted_persons": {"count": n, "persons": [..]}}). A GT person poseval counts that got no
-prediction (its crop skipped under `data.on_bad_input: skip`) is named in the output and the json.
+points of one val person), reports/unpredicted_persons.txt and metrics/ap.json ({"Head": .., ...,
+"Mean": .., "per_joint": {..}, "unpredicted_persons": n}). A GT person poseval counts that got no
+prediction (its crop skipped under `data.on_bad_input: skip`) still costs recall: it is counted in
+the json and named on stdout and in unpredicted_persons.txt.
 `--untrained` scores the same architecture with random weights: the floor a trained model must beat.
 """
 
@@ -86,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     clean = lambda v: None if math.isnan(v) else round(float(v), 4)  # noqa: E731
     metrics = {k: clean(v) for k, v in ours.items()}
     metrics["per_joint"] = {k: clean(v) for k, v in result.ap.per_joint.items()}
-    metrics["unpredicted_persons"] = {"count": len(result.unpredicted), "persons": [str(p) for p in result.unpredicted]}
+    metrics["unpredicted_persons"] = len(result.unpredicted)
+    atomic_write_text(args.out / "unpredicted_persons.txt",
+                      describe_unpredicted(result.unpredicted, limit=len(result.unpredicted)) + "\n")
     atomic_write_text(args.metrics, json.dumps(metrics, indent=2) + "\n")
     print(ap_table_markdown(ours, paper), end="")
     if result.unpredicted:

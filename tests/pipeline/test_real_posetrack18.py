@@ -135,7 +135,7 @@ def test_real_annotations_with_gt_boxes(real):
     joints = np.asarray(row["joints_crop_xyv"]).reshape(17, 3)
     c2i = np.asarray(row["crop_to_image"]).reshape(2, 3)
     assert joints[2, 2] == 1 and np.allclose(joints[2, :2] * np.diag(c2i[:, :2]) + c2i[:, 2], (424.0380249, -24.93852425))
-    assert ours["unpredicted_persons"] == {"count": 0, "persons": []}
+    assert ours["unpredicted_persons"] == 0
     assert "0 GT person(s) without a prediction" in out
     official = _official(real / "raw" / "posetrack18" / "annotations" / "val", real / "reports_gt" / "predictions")
     _assert_same_ap(ours, official)
@@ -180,11 +180,52 @@ def test_a_val_person_without_a_prediction_is_named(real):
         ours, out = _stages(real, "skip", "data.on_bad_input=skip")
     finally:
         frame.write_bytes(saved)
-    assert ours["unpredicted_persons"]["count"] == 2
-    assert ours["unpredicted_persons"]["persons"] == [
-        "009473_mpii_test frame 0 (image 10094730000) track 0 person 1009473000000",
-        "009473_mpii_test frame 0 (image 10094730000) track 1 person 1009473000001"]
+    assert ours["unpredicted_persons"] == 2
+    assert (real / "reports_skip" / "unpredicted_persons.txt").read_text().splitlines()[1:] == [
+        "  009473_mpii_test frame 0 (image 10094730000) track 0 person 1009473000000",
+        "  009473_mpii_test frame 0 (image 10094730000) track 1 person 1009473000001"]
     assert "2 GT person(s) that poseval counts have no prediction" in out
     assert "009473_mpii_test frame 0 (image 10094730000) track 1 person 1009473000001" in out
     official = _official(real / "raw" / "posetrack18" / "annotations" / "val", real / "reports_skip" / "predictions")
     _assert_same_ap(ours, official)
+
+
+def test_predict_on_a_five_frame_video_with_the_real_boxes(real, tmp_path):
+    """`python -m vremd.predict` on a 5-frame 1920x1080 video whose frames carry the 11 real persons of
+    012834_mpii_test: it writes PoseTrack json that `python -m vremd.eval` reads, and an overlay video."""
+    data = json.loads((REAL_GT / "012834_mpii_test.json").read_text())
+    (image,), persons = data["images"], data["annotations"]
+    images, annotations = [], []
+    for t in range(5):  # the real frame's annotation on 5 consecutive frames
+        images.append({**image, "id": image["id"] + t, "frame_id": image["id"] + t,
+                       "file_name": image["file_name"].replace("000000.jpg", f"{t:06d}.jpg")})
+        annotations += [{**p, "image_id": image["id"] + t, "id": p["id"] + 100 * t} for p in persons]
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir()
+    (gt_dir / "012834_mpii_test.json").write_text(json.dumps({**data, "images": images, "annotations": annotations}))
+    mp4 = tmp_path / "012834_mpii_test.mp4"
+    writer = cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*"mp4v"), 25, (image["width"], image["height"]))
+    for t in range(5):
+        _frame(tmp_path / "frame.jpg", t, (image["height"], image["width"]))
+        writer.write(cv2.imread(str(tmp_path / "frame.jpg")))
+    writer.release()
+    out = subprocess.run([sys.executable, "-m", "vremd.predict", str(mp4), "--boxes", str(gt_dir / "012834_mpii_test.json"),
+                          "--checkpoint", str(real / "final.pt"), "--out", str(pred_dir / "012834_mpii_test.json"),
+                          "--overlay", str(tmp_path / "overlay.mp4"), "--quiet"],
+                         capture_output=True, text=True, cwd=REPO, env=stage_env(), timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "5 frames, 55 person crops" in out.stdout
+    pred = read_video(pred_dir / "012834_mpii_test.json")
+    assert [len(f.persons) for f in pred.frames] == [11] * 5
+    assert [f.file_name for f in pred.frames] == [i["file_name"] for i in images]
+    official = _official(gt_dir, pred_dir)
+    assert official["table"]["Total"] is not None and 0 <= official["table"]["Total"] <= 100
+    cap = cv2.VideoCapture(str(tmp_path / "overlay.mp4"))
+    shapes = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        shapes.append(frame.shape)
+    cap.release()
+    assert shapes == [(image["height"], image["width"], 3)] * 5
