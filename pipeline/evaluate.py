@@ -5,7 +5,10 @@
 
 Writes reports/predictions/<video>.json (PoseTrack-2018), reports/per_joint.{md,csv,html},
 reports/ap_bar.png, reports/sample_masks.png (heatmaps, masks and sampling
-points of one val person) and metrics/ap.json ({"Head": .., ..., "Mean": .., "per_joint": {..}}).
+points of one val person), reports/unpredicted_persons.txt and metrics/ap.json ({"Head": .., ...,
+"Mean": .., "per_joint": {..}, "unpredicted_persons": n}). A GT person poseval counts that got no
+prediction (its crop skipped under `data.on_bad_input: skip`) still costs recall: it is counted in
+the json and named on stdout and in unpredicted_persons.txt.
 `--untrained` scores the same architecture with random weights: the floor a trained model must beat.
 The checkpoint's own config builds the model and decodes its heatmaps (model.*, crops.*, augment.*); a
 `--set` that would change one of those is refused, as are crops of another size than the model's input.
@@ -29,6 +32,7 @@ from pipeline.cli_config import (REPO_DIR, add_config_args, add_data_args, check
 from vremd.atomic import atomic_write_text
 from vremd.config import ConfigError
 from vremd.data.dataset import PoseTrackCrops
+from vremd.eval.predictions import describe_unpredicted
 from vremd.eval.tables import (ap_table_csv, ap_table_html, ap_table_markdown, load_paper_numbers, paper_row,
                                per_joint_bar_png)
 from vremd.model.vremd import build_model
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 1
-    ours = {("Mean" if k == "Total" else k): v for k, v in result.table.items()}
+    ours = {("Mean" if k == "Total" else k): v for k, v in result.ap.table.items()}
     paper = _paper_row(cfg.data.source)
     title = f"Per-joint AP, {cfg.data.source} val" + (" (untrained)" if args.untrained else "")
     atomic_write_text(args.out / "per_joint.md", ap_table_markdown(ours, paper))
@@ -89,10 +93,16 @@ def main(argv: list[str] | None = None) -> int:
         sample_report(model, dataset.raw_crops(0), args.out / "sample_masks.png", device=str(device))
     clean = lambda v: None if math.isnan(v) else round(float(v), 4)  # noqa: E731
     metrics = {k: clean(v) for k, v in ours.items()}
-    metrics["per_joint"] = {k: clean(v) for k, v in result.per_joint.items()}
+    metrics["per_joint"] = {k: clean(v) for k, v in result.ap.per_joint.items()}
+    metrics["unpredicted_persons"] = len(result.unpredicted)
+    atomic_write_text(args.out / "unpredicted_persons.txt",
+                      describe_unpredicted(result.unpredicted, limit=len(result.unpredicted)) + "\n")
     atomic_write_text(args.metrics, json.dumps(metrics, indent=2) + "\n")
     print(ap_table_markdown(ours, paper), end="")
-    print(f"{args.metrics}: Mean AP {ours['Mean']:.1f} over {result.n_frames} frames; reports in {args.out}")
+    if result.unpredicted:
+        print(describe_unpredicted(result.unpredicted))
+    print(f"{args.metrics}: Mean AP {ours['Mean']:.1f} over {result.ap.n_frames} frames, "
+          f"{len(result.unpredicted)} GT person(s) without a prediction; reports in {args.out}")
     return 0
 
 

@@ -70,7 +70,7 @@ class CropsConfig:
     width: int = 192
     jpeg_quality: int = 95  # crops are stored as JPEGs of this quality; 0 stores raw uint8 pixels
     workers: int = 2  # speed only: not a DVC params dependency
-    min_box_px: float = 4.0  # boxes smaller than this are a counted skip
+    min_box_px: float = 4.0  # train boxes smaller than this are a counted skip (val persons are scored at any size)
 
 
 @dataclass(frozen=True)

@@ -149,8 +149,11 @@ def test_unlabeled_frames_and_persons_without_joints(tmp_path):
     res = extract_video(video, "train", tmp_path, CFG, "error")
     assert sorted(r["frame_index"] for r in res.rows) == [0, 0]
     assert res.skipped == Counter(no_visible_joints=1)
-    val = extract_video(video, "val", tmp_path, CFG, "error")  # val keeps every GT box
-    assert len(val.rows) == 3
+    # val: every GT person poseval counts, also in the unlabeled frame 2 (poseval does not read is_labeled);
+    # the person without joints is not counted by poseval, so it gets no prediction (17 false positives)
+    val = extract_video(video, "val", tmp_path, CFG, "error")
+    assert sorted(r["frame_index"] for r in val.rows) == [0, 0, 2, 2]
+    assert val.skipped == Counter(no_joints=1) and "person 100 (track 0): keypoints: none annotated" in val.messages[0]
 
 
 def _corrupt(path: Path) -> None:
@@ -177,9 +180,12 @@ def test_bad_frame_files(tmp_path, damage, reason, message):
 
 
 @pytest.mark.parametrize("person, reason, message", [
-    (make_person(0, (300, 10, 30, 50), keypoints=np.zeros((17, 3))), "box_outside", "bbox: .* outside the 128x96"),
-    (make_person(0, (20, 10, 30, 50), keypoints=np.tile([500.0, 20, 1], (17, 1))), "keypoints_outside",
-     "keypoints: nose at \\(500, 20\\) is outside"),
+    (make_person(0, (300, 10, 30, 50), keypoints=np.tile([120.0, 20, 1], (17, 1))), "box_outside",
+     "bbox: .* outside the 128x96"),
+    (make_person(0, (20, 10, 30, 50), keypoints=np.tile([500.0, 20, 1], (17, 1))), "keypoints_far_outside",
+     "keypoints: nose at \\(500, 20\\) is more than 1 image size\\(s\\) outside the 128x96 image"),
+    (make_person(0, (20, 10, 30, 50), keypoints=np.tile([30.0, -97.0, 0], (17, 1))), "keypoints_far_outside",
+     "keypoints: nose at \\(30, -97\\) is more than 1"),  # v=0 with coordinates: poseval scores it
 ])
 def test_bad_boxes_and_keypoints(tmp_path, person, reason, message):
     persons = two_people(2)

@@ -31,7 +31,8 @@ from vremd.data import posetrack
 from vremd.data.crops import extract_video
 from vremd.data.detections import Detection, read_detections
 
-FORMAT_VERSION = 2  # 2: frames may be decoded at 1/2 or 1/4 resolution (crops.py)
+FORMAT_VERSION = 3  # 2: frames may be decoded at 1/2 or 1/4 resolution (crops.py); 3: out-of-frame joints kept,
+# val crops every person poseval counts (any box size, unlabeled frames with persons) and no jointless person
 SPLITS = ("train", "val")
 MANIFEST = "manifest.parquet"
 STATS = "stats.json"

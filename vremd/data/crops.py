@@ -211,10 +211,14 @@ def crop_frames(frames: list[np.ndarray], rect: tuple[int, int, int, int], crop_
 
 
 def plan_samples(video, split: str, detections: dict[int, list[Detection]] | None = None) -> list[PlannedSample]:
-    """Person boxes of the labeled frames: GT persons, or (val with detections) the detected boxes."""
+    """Person boxes to crop: GT persons, or (val with detections) the detected boxes.
+
+    Train takes the `is_labeled` frames. Val also takes any frame that has GT persons: poseval never
+    reads `is_labeled` and scores every frame with a GT person, so such a person needs a prediction.
+    """
     plan = []
     for frame in video.frames:
-        if not frame.is_labeled:
+        if not (frame.is_labeled or (split == "val" and frame.persons)):
             continue
         if detections is not None:
             for det in detections.get(frame.image_id, ()):
@@ -229,18 +233,35 @@ def plan_samples(video, split: str, detections: dict[int, list[Detection]] | Non
     return plan
 
 
+# A joint annotated outside the frame is data: PoseTrack annotates heads and feet cut by the image edge
+# where they are (real val person 1012834000010 has head_top at (424.0, -24.9) in a 1920x1080 frame).
+# A joint more than this many image sizes beyond an edge (x < -W or x > 2W; likewise y) is an error:
+# it would need a person over twice the frame's size reaching in from outside, which a camera framing a
+# scene does not produce; such values are coordinates in other units, another resolution or swapped axes.
+MAX_OUTSIDE_IMAGE_SIZES = 1.0
+
+
+def annotated_joints(joints_xyv: np.ndarray) -> np.ndarray:
+    """(J,) bool: the joints poseval scores, i.e. every (x, y, v) except (0, 0, 0), whatever v says."""
+    return np.any(joints_xyv != 0, axis=1)
+
+
 def _check_sample(s: PlannedSample, where: str, image_wh: tuple[int, int], cfg: CropsConfig,
                   split: str) -> tuple[str, str] | tuple[float, float, float, float]:
     """The clipped person box of a sample, or (reason, message) saying why it cannot be used."""
     vis = s.joints_xyv[:, 2] > 0
     w, h = image_wh
-    xy = s.joints_xyv[vis, :2]
-    outside = (xy[:, 0] < -1) | (xy[:, 0] > w) | (xy[:, 1] < -1) | (xy[:, 1] > h)
-    if outside.any():
-        j = int(np.flatnonzero(vis)[np.argmax(outside)])
+    annotated = annotated_joints(s.joints_xyv)
+    xy = s.joints_xyv[annotated, :2]
+    far = MAX_OUTSIDE_IMAGE_SIZES
+    absurd = (xy[:, 0] < -far * w) | (xy[:, 0] > (1 + far) * w) | (xy[:, 1] < -far * h) | (xy[:, 1] > (1 + far) * h)
+    if absurd.any():
+        j = int(np.flatnonzero(annotated)[np.argmax(absurd)])
         x, y = s.joints_xyv[j, :2]
-        return "keypoints_outside", (f"{where}: keypoints: {JOINT_NAMES[j]} at ({x:g}, {y:g}) is outside "
-                                     f"the {w}x{h} image")
+        return "keypoints_far_outside", (f"{where}: keypoints: {JOINT_NAMES[j]} at ({x:g}, {y:g}) is more than "
+                                         f"{far:g} image size(s) outside the {w}x{h} image")
+    if split == "val" and s.source == "gt" and not annotated.any():
+        return "no_joints", f"{where}: keypoints: none annotated (poseval does not count this person)"
     box = s.box_xywh if s.box_xywh is not None else box_from_keypoints(s.joints_xyv)
     if box is None:
         return "no_box", f"{where}: bbox: missing and fewer than 2 visible keypoints"
@@ -249,14 +270,14 @@ def _check_sample(s: PlannedSample, where: str, image_wh: tuple[int, int], cfg: 
     except BoxError as exc:
         reason = "box_zero_area" if "zero area" in str(exc) else "box_outside"
         return reason, f"{where}: bbox: {exc}"
-    if min(clipped[2], clipped[3]) < cfg.min_box_px:
+    if split == "train" and min(clipped[2], clipped[3]) < cfg.min_box_px:  # val persons are scored, any size
         return "small_box", f"{where}: bbox: {clipped[2]:.1f}x{clipped[3]:.1f} px, below crops.min_box_px"
     if split == "train" and s.source == "gt" and not vis.any():
         return "no_visible_joints", f"{where}: keypoints: no visible joint to train on"
     return clipped
 
 
-BAD_INPUT = {"keypoints_outside", "box_zero_area", "box_outside", "missing_frame", "corrupt_frame"}
+BAD_INPUT = {"keypoints_far_outside", "box_zero_area", "box_outside", "missing_frame", "corrupt_frame"}
 
 
 def _skip(result: VideoCrops, policy: BadInputPolicy, reason: str, message: str) -> None:

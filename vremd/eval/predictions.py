@@ -7,15 +7,18 @@ per keypoint, and a `track_id` unique within its frame (poseval rejects repeats)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+import shapely
 
 from vremd.data.joints import NUM_JOINTS
 from vremd.data.posetrack import Frame, Person, Video, read_video, write_video
 
-__all__ = ["PredictionError", "write_predictions", "read_gt_videos"]
+__all__ = ["PredictionError", "write_predictions", "read_gt_videos", "GTPersonRef", "scored_gt_persons",
+           "unpredicted_gt_persons", "describe_unpredicted"]
 
 
 class PredictionError(ValueError):
@@ -93,3 +96,68 @@ def write_predictions(
                           image_hw=video.image_hw), path)
         written.append(path)
     return written
+
+
+# ---------------------------------------------------------------- GT persons poseval counts
+
+
+@dataclass(frozen=True)
+class GTPersonRef:
+    """One GT person by name: where a user finds it in the annotation files."""
+
+    video: str
+    frame_index: int
+    image_id: int
+    track_id: int
+    person_id: int
+
+    def __str__(self) -> str:
+        return (f"{self.video} frame {self.frame_index} (image {self.image_id}) track {self.track_id} "
+                f"person {self.person_id}")
+
+
+def _inside_any(polygons: Sequence[np.ndarray], xy: np.ndarray) -> np.ndarray:
+    """(N,) bool: points of (N, 2) `xy` strictly inside any polygon (poseval's `contains`, boundary outside)."""
+    inside = np.zeros(len(xy), dtype=bool)
+    for vertices in polygons:
+        if len(vertices) >= 3:
+            inside |= shapely.contains_xy(shapely.Polygon(vertices), xy[:, 0], xy[:, 1])
+    return inside
+
+
+def scored_gt_persons(video: Video) -> list[GTPersonRef]:
+    """The GT persons of a video that poseval counts (POSEVAL_SPEC §2): at least one annotated keypoint
+    (any (x, y, v) but (0, 0, 0)) left after removing those strictly inside the frame's ignore regions."""
+    out = []
+    for frame in video.frames:
+        for person in frame.persons:
+            kps = np.asarray(person.keypoints, np.float64)  # (17, 3)
+            annotated = np.any(kps != 0, axis=1)
+            if (annotated & ~_inside_any(frame.ignore_regions, kps[:, :2])).any():
+                out.append(GTPersonRef(video.name, frame.frame_index, frame.image_id, person.track_id,
+                                       person.person_id))
+    return out
+
+
+def unpredicted_gt_persons(gt_videos: Iterable[Video], rows: Sequence[Mapping]) -> list[GTPersonRef]:
+    """GT persons poseval counts that have no prediction, in GT order.
+
+    A GT-box row (`source` "gt") predicts the person it was cropped for (video, frame, person id). With
+    detector boxes (`source` "det") a person cannot be told from a missed one, so a person counts as
+    unpredicted when its frame has no prediction at all (every box of the frame dropped or none found).
+    """
+    persons = {(str(r["video"]), int(r["frame_index"]), int(r["person_id"])) for r in rows if r.get("source", "gt") == "gt"}
+    frames = {(str(r["video"]), int(r["frame_index"])) for r in rows if r.get("source") == "det"}
+    return [p for video in gt_videos for p in scored_gt_persons(video)
+            if (p.video, p.frame_index, p.person_id) not in persons and (p.video, p.frame_index) not in frames]
+
+
+def describe_unpredicted(persons: Sequence[GTPersonRef], limit: int = 20) -> str:
+    """One line per person (at most `limit`, then a count of the rest), headed by the total."""
+    if not persons:
+        return "0 GT persons without a prediction"
+    lines = [f"{len(persons)} GT person(s) that poseval counts have no prediction (each costs recall):"]
+    lines += [f"  {p}" for p in persons[:limit]]
+    if len(persons) > limit:
+        lines.append(f"  ... and {len(persons) - limit} more")
+    return "\n".join(lines)

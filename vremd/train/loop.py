@@ -30,11 +30,12 @@ from tqdm import tqdm
 
 from vremd.config import Config, TrainConfig, config_to_dict
 from vremd.data.dataset import PoseTrackCrops
+from vremd.eval.predictions import describe_unpredicted
 from vremd.model.losses import heatmap_mse
 from vremd.model.vremd import build_model
 from vremd.train.checkpoints import LocalCheckpointStore, load_state, rng_state, save_state, set_rng_state
 from vremd.train.tracking import Tracker
-from vremd.train.validate import ap_metrics, validate
+from vremd.train.validate import UNPREDICTED_TAG, Validation, ap_metrics, validate
 
 __all__ = ["RunPaths", "Session", "LocalSession", "EpochSampler", "train_loader", "run_training", "derive_seed"]
 
@@ -210,7 +211,9 @@ def run_training(cfg: Config, paths: RunPaths, session: Session, identity: dict[
             checkpoint_dir = None
             if rank0:
                 if _should_validate(cfg, epoch):
-                    metrics.update(_validate(cfg, paths, bare, device, Path(tmp) / PREDICTIONS_DIR, progress))
+                    validation = _validate(cfg, paths, bare, device, Path(tmp) / PREDICTIONS_DIR, progress)
+                    metrics.update(ap_metrics(validation))
+                    _report_unpredicted(validation, tracker)
                 history.append(metrics)
                 save_state(tmp, {
                     "model": bare.state_dict(), "optimizer": optimizer.state_dict(),
@@ -234,8 +237,18 @@ def _epoch_line(metrics: dict[str, float], epochs: int) -> str:
     return line + (f", val mean AP {metrics['ap/mean']:.1f}" if "ap/mean" in metrics else "")
 
 
+def _report_unpredicted(validation: Validation, tracker: Tracker | None) -> None:
+    """Name the GT persons that got no prediction (stdout and an MLflow tag): never silent, each costs recall."""
+    if not validation.unpredicted:
+        return
+    named = describe_unpredicted(validation.unpredicted)
+    print(named, flush=True)
+    if tracker is not None:
+        tracker.set_tag(UNPREDICTED_TAG, named)
+
+
 def _validate(cfg: Config, paths: RunPaths, model: nn.Module, device: torch.device, pred_dir: Path,
-              progress: bool) -> dict[str, float]:
+              progress: bool) -> Validation:
     """Per-joint AP of `model` on the val index, predictions written to `pred_dir`."""
     index_path = Path(paths.index_dir) / "val.parquet"
     val_set = PoseTrackCrops(index_path, None, cfg.model.num_joints,
@@ -243,4 +256,4 @@ def _validate(cfg: Config, paths: RunPaths, model: nn.Module, device: torch.devi
     result = validate(model, val_set, pd.read_parquet(index_path), Path(paths.gt_dir), pred_dir,
                       batch_size=max(1, cfg.train.batch_size), device=device, stride=cfg.augment.heatmap_stride,
                       flip_test=cfg.train.flip_test, protocol=cfg.eval.protocol, progress=progress)
-    return ap_metrics(result)
+    return result

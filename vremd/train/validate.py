@@ -17,11 +17,15 @@ from tqdm import tqdm
 
 from vremd.data.heatmaps import decode, heatmap_to_input_xy
 from vremd.data.joints import FLIP_INDEX
-from vremd.eval.posetrack_ap import evaluate_dirs
-from vremd.eval.predictions import read_gt_videos, write_predictions
+from vremd.eval.posetrack_ap import APResult, evaluate_dirs
+from vremd.eval.predictions import GTPersonRef, read_gt_videos, unpredicted_gt_persons, write_predictions
 from vremd.train.tracking import AP_METRIC_NAMES
 
-__all__ = ["Predictions", "predict", "validate", "ap_metrics"]
+__all__ = ["Predictions", "Validation", "predict", "validate", "ap_metrics", "UNPREDICTED_METRIC",
+           "UNPREDICTED_TAG"]
+
+UNPREDICTED_METRIC = "val/unpredicted_persons"  # GT persons poseval counts that got no prediction
+UNPREDICTED_TAG = "val.unpredicted_persons"  # their names (MLflow tag)
 
 
 @dataclass(frozen=True)
@@ -78,21 +82,37 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.d
     return Predictions(np.concatenate(joints), np.concatenate(maxvals), np.concatenate(ids))
 
 
+@dataclass(frozen=True)
+class Validation:
+    """The AP of one validation and the GT persons poseval counted that got no prediction (by name)."""
+
+    ap: APResult
+    unpredicted: tuple[GTPersonRef, ...]
+
+
 def validate(model: nn.Module, dataset: Dataset, index: pd.DataFrame, gt_dir: Path, pred_dir: Path,
              batch_size: int, device: torch.device, stride: int, flip_test: bool = False,
-             protocol: str = "posetrack18", progress: bool = False):
-    """Predict `dataset`, write `<pred_dir>/<video>.json` for every GT video in `gt_dir`, return the `APResult`.
+             protocol: str = "posetrack18", progress: bool = False) -> Validation:
+    """Predict `dataset`, write `<pred_dir>/<video>.json` for every GT video in `gt_dir`, score them.
 
     Keypoint scores are the heatmap maximum times the box score (1.0 for GT boxes), as in DCPose.
+    Every GT person poseval counts and no sample predicts (a val crop skipped under
+    `data.on_bad_input: skip`) is returned by name: it still costs recall in the AP.
     """
     preds = predict(model, dataset, batch_size, device, stride, flip_test, progress)
     rows = index.set_index("sample_id").loc[preds.sample_ids].reset_index()
     box_score = rows["score"].to_numpy(np.float64) if "score" in rows else np.ones(len(rows))
     scores = preds.maxvals * box_score[:, None]  # (S, J)
-    write_predictions(pred_dir, read_gt_videos(gt_dir), rows.to_dict("records"), preds.joints_xy_image, scores)
-    return evaluate_dirs(Path(gt_dir), Path(pred_dir), protocol=protocol)
+    records = rows.to_dict("records")
+    gt_videos = read_gt_videos(gt_dir)
+    write_predictions(pred_dir, gt_videos, records, preds.joints_xy_image, scores)
+    ap = evaluate_dirs(Path(gt_dir), Path(pred_dir), protocol=protocol)
+    return Validation(ap, tuple(unpredicted_gt_persons(gt_videos, records)))
 
 
-def ap_metrics(result) -> dict[str, float]:
-    """The evaluator's table as MLflow metric names (`ap/head` ... `ap/mean`); NaN kept as NaN."""
-    return {name: float(result.table.get(col, float("nan"))) for col, name in AP_METRIC_NAMES.items()}
+def ap_metrics(result: Validation) -> dict[str, float]:
+    """The evaluator's table as MLflow metric names (`ap/head` ... `ap/mean`; NaN kept as NaN) and the
+    count of GT persons without a prediction (`val/unpredicted_persons`)."""
+    metrics = {name: float(result.ap.table.get(col, float("nan"))) for col, name in AP_METRIC_NAMES.items()}
+    metrics[UNPREDICTED_METRIC] = float(len(result.unpredicted))
+    return metrics
