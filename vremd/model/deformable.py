@@ -141,14 +141,14 @@ class DeformCrossAttnMotion(nn.Module):
         """
         B, N, D = x.shape
         h, w = self.grid_hw
-        q = self.q_proj(x)  # (B, N, D)
-        z = self.z_proj(cond)  # (B, N, D)
-        qz = torch.cat([q, z], dim=-1).transpose(1, 2).reshape(B, 2 * D, h, w)  # (B, 2D, h, w): back on the grid
-        hidden = F.gelu(self.psi(qz)).flatten(2).transpose(1, 2)  # (B, N, 2D)
-        with float32_region(x):
-            dtype = torch.promote_types(hidden.dtype, torch.float32)  # float32, or float64 in exact tests
-            offsets = self.theta(hidden.to(dtype)).view(B, N, self.heads, self.num_points, 2)  # (B, N, nh, K, 2)
-            reference = self.reference(z.to(dtype)).view(B, N, self.heads, 1, 2)  # (B, N, nh, 1, 2) cells, (x, y)
+        q = self.q_proj(x)  # (B, N, D), autocast's dtype: it is also the attention's query
+        with float32_region(x):  # z, psi, theta and p_z: the whole location path in float32
+            dtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 in exact tests
+            z = self.z_proj(cond.to(dtype))  # (B, N, D)
+            qz = torch.cat([q.to(dtype), z], dim=-1).transpose(1, 2).reshape(B, 2 * D, h, w)  # (B, 2D, h, w): grid
+            hidden = F.gelu(self.psi(qz)).flatten(2).transpose(1, 2)  # (B, N, 2D)
+            offsets = self.theta(hidden).view(B, N, self.heads, self.num_points, 2)  # (B, N, nh, K, 2) cells, (x, y)
+            reference = self.reference(z).view(B, N, self.heads, 1, 2)  # (B, N, nh, 1, 2): p_z - centre, cells
             cells = (reference + offsets).permute(0, 2, 3, 1, 4)  # (B, nh, K, N, 2): p_z + dp around each centre
             return q, _cells_to_locations(cells, self.grid_hw)  # (B, nh, K, N, 2)
 
