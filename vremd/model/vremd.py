@@ -30,6 +30,8 @@ another version raises `ModelStateError` (weights of an older layout never load 
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 from torch import nn
 
@@ -41,7 +43,7 @@ from vremd.model.deformable import DeformConvMotion, motion_attention_class
 from vremd.model.heads import HEATMAP_STRIDE, KeypointTokenHead, UpsampleHead
 from vremd.model.hkme import HKME, HumanMask, KeypointMask, SpatioTemporalAggregation
 
-__all__ = ["ARCH_VERSION", "KEY", "ModelStateError", "VREMD", "build_model"]
+__all__ = ["ARCH_VERSION", "KEY", "ModelStateError", "VREMD", "arch_version_problem", "build_model"]
 
 KEY = 1  # index of the key frame t in the (t-1, t, t+1) frame axis
 # Bump when a change makes older weights mean something else. 2: H_m from [M, F_t^i], masks as key biases,
@@ -51,6 +53,16 @@ ARCH_VERSION = 2
 
 class ModelStateError(RuntimeError):
     """A state dict was saved by another model layout (`ARCH_VERSION`); it must not load, even partially."""
+
+
+def arch_version_problem(state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> str | None:
+    """Why ``state_dict`` cannot load into this code's VREMD (another `ARCH_VERSION`), or None when it can."""
+    version = state_dict.get(prefix + "arch_version")
+    if version is not None and int(version) == ARCH_VERSION:
+        return None
+    found = "no arch_version (saved before version 2)" if version is None else f"arch_version {int(version)}"
+    return (f"the state dict has {found}, this code builds arch_version {ARCH_VERSION}; the model's layout "
+            "changed (vremd/model/vremd.py ARCH_VERSION): retrain, or use the checkout that trained it")
 
 
 class VREMD(nn.Module):
@@ -80,13 +92,9 @@ class VREMD(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        version = state_dict.get(prefix + "arch_version")
-        if version is None or int(version) != ARCH_VERSION:
-            found = "no arch_version (saved before version 2)" if version is None else f"arch_version {int(version)}"
-            raise ModelStateError(
-                f"VREMD weights: the state dict has {found}, this code builds arch_version {ARCH_VERSION}; "
-                "the layout changed (see vremd/model/vremd.py ARCH_VERSION), retrain or use a matching checkout"
-            )
+        problem = arch_version_problem(state_dict, prefix)
+        if problem:
+            raise ModelStateError(f"VREMD weights: {problem}")
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
