@@ -98,7 +98,10 @@ class ModelConfig:
     freeze_backbone: bool = True
     pretrained: str = ""  # path to a ViTPose COCO .pth, empty for random init
     # VREMD modules
-    num_joints: int = 17  # keypoint slots of the output (PoseTrack's 17); tokens and heads cover the 15 annotated
+    num_joints: int = 17  # keypoint slots of the output (PoseTrack's 17 COCO-order slots)
+    # the slots the dataset annotates: J keypoint tokens and heatmap channels; the other slots are output as
+    # zeros. PoseTrack17/18/21: every slot but the ears (3, 4), = vremd.data.joints.ANNOTATED_JOINTS
+    annotated_joints: tuple[int, ...] = (0, 1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)
     num_frames: int = 3
     dim: int = 256  # width of HKME / BMD tokens; equal to embed_dim: no projection of the backbone tokens
     heads: int = 8

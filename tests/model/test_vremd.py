@@ -16,8 +16,9 @@ import itertools
 import pytest
 import torch
 
-from vremd.config import smoke_config
-from vremd.data.joints import ANNOTATED_JOINTS, NUM_JOINTS, UNANNOTATED_JOINTS
+from vremd.config import ModelConfig, smoke_config
+from vremd.data.joints import ANNOTATED_JOINTS, JOINT_NAMES, NUM_JOINTS, UNANNOTATED_JOINTS
+from vremd.eval.poseval_io import CATEGORY_NAMES
 from vremd.model.cost import format_cost_table, module_flops, parameter_counts
 from vremd.model.losses import heatmap_mse
 from vremd.model.vremd import ARCH_VERSION, ModelStateError, build_model
@@ -159,8 +160,10 @@ def test_bad_config_values_are_clear_errors():
         build(motion_attention="dcx")
     with pytest.raises(ValueError, match="model.num_frames"):
         build(num_frames=5)
-    with pytest.raises(ValueError, match="model.num_joints"):
-        build(num_joints=15)
+    with pytest.raises(ValueError, match="model.annotated_joints"):
+        build(num_joints=15)  # slot 16 does not exist
+    with pytest.raises(ValueError, match="model.annotated_joints"):
+        build(annotated_joints=(0, 2, 1))
     with pytest.raises(ValueError, match="model.keypoint_mask"):
         build(bmd=False, keypoint_mask=False)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
@@ -191,6 +194,12 @@ def test_cost_table_per_module(capsys):
     assert all(r.flops > 0 for r in rows) and sum(r.flops for r in rows) == total
     with capsys.disabled():
         print("\nsmoke model cost (per sample)\n" + format_cost_table(rows))
+
+
+def test_annotated_joints_are_the_slots_poseval_scores():
+    assert ModelConfig().annotated_joints == ANNOTATED_JOINTS  # config default = the data package's joint set
+    assert {JOINT_NAMES[j] for j in ANNOTATED_JOINTS} == set(CATEGORY_NAMES)  # poseval maps joints by these names
+    assert {JOINT_NAMES[j] for j in UNANNOTATED_JOINTS} == {"left_ear", "right_ear"}
 
 
 def test_keypoint_tokens_cover_the_annotated_joints_only():

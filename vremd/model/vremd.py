@@ -11,9 +11,9 @@ Data path (paper, figure 2), frames ordered (t-1, t, t+1):
   heads: H_m = UpsampleHead([M, F_t^i]) ("by aggregating M and F_t^i and up-sampling"); without BMD
          H_m = UpsampleHead(F_t^i), which is the baseline's head: ViTPose's classic decoder.
          H_k = KeypointTokenHead(keypoint tokens); H = (H_k + H_m) / 2 when both exist, else H_m.
-  joints: J = the dataset's annotated joints (`vremd.data.joints.ANNOTATED_JOINTS`, 15: PoseTrack never
-         annotates the ears); the heads predict those J and the output is laid into the 17 PoseTrack slots,
-         the ear slots all zero (poseval never reads them).
+  joints: J = the dataset's annotated joints (``model.annotated_joints``, 15: PoseTrack never annotates the
+         ears); the heads predict those J and the output is laid into the ``model.num_joints`` = 17 PoseTrack
+         slots, the ear slots all zero (poseval never reads them).
 
 Table rows (experiments/ablations.yaml; tests/model/test_vremd.py asserts each):
   4 baseline: backbone + H_m(F_t)                 4(a) +HKME: H_k + H_m(F_t), no aggregation stage
@@ -36,7 +36,6 @@ import torch
 from torch import nn
 
 from vremd.config import ModelConfig
-from vremd.data.joints import ANNOTATED_JOINTS, NUM_JOINTS
 from vremd.model.backbone import ViTBackbone, load_vitpose_checkpoint
 from vremd.model.bmd import BMD, ADCBlock, ADCStream, DeformConvBlock, EntangledBMD
 from vremd.model.deformable import DeformConvMotion, motion_attention_class
@@ -66,7 +65,7 @@ def arch_version_problem(state_dict: Mapping[str, torch.Tensor], prefix: str = "
 
 
 class VREMD(nn.Module):
-    """Video pose model: frames ``(B, 3, 3, H, W)`` -> heatmaps ``(B, 17, H/4, W/4)``; see module docstring."""
+    """Video pose model: frames ``(B, 3, 3, H, W)`` -> heatmaps ``(B, num_slots, H/4, W/4)``; see module docstring."""
 
     def __init__(
         self,
@@ -177,9 +176,10 @@ def check_model_config(cfg: ModelConfig) -> None:
     """Refuse settings the model cannot honour (ValueError naming the ``model.*`` key)."""
     if cfg.num_frames != 3:
         raise ValueError(f"model.num_frames: VREMD uses 3 frames (t-1, t, t+1), found {cfg.num_frames}")
-    if cfg.num_joints != NUM_JOINTS:
-        raise ValueError(f"model.num_joints: the model writes PoseTrack's {NUM_JOINTS} keypoint slots "
-                         f"(of which it predicts the {len(ANNOTATED_JOINTS)} annotated ones), found {cfg.num_joints}")
+    joints = cfg.annotated_joints
+    if not joints or list(joints) != sorted(set(joints)) or joints[0] < 0 or joints[-1] >= cfg.num_joints:
+        raise ValueError(f"model.annotated_joints: expected increasing, distinct slots in [0, {cfg.num_joints}) "
+                         f"(model.num_joints), found {list(joints)}")
     motion_attention_class(cfg.motion_attention)  # unknown names fail here, naming the key
     if cfg.hkme and not reads_enhanced_feature(cfg) and not cfg.keypoint_mask:
         raise ValueError("model.keypoint_mask: without ADC blocks (model.bmd false, or motion_attention dc) nothing "
@@ -201,7 +201,7 @@ def build_model(cfg: ModelConfig) -> VREMD:
         load_vitpose_checkpoint(backbone, cfg.pretrained)
     grid_hw = backbone.grid_hw
     heatmap_hw = (cfg.img_height // HEATMAP_STRIDE, cfg.img_width // HEATMAP_STRIDE)
-    J = len(ANNOTATED_JOINTS)
+    J = len(cfg.annotated_joints)
     modules = cfg.hkme or cfg.bmd
     input_proj = None
     if modules and cfg.dim != cfg.embed_dim:
@@ -211,4 +211,4 @@ def build_model(cfg: ModelConfig) -> VREMD:
     keypoint_head = KeypointTokenHead(cfg.dim, cfg.mlp_ratio, heatmap_hw) if cfg.hkme and cfg.keypoint_mask else None
     head_in = cfg.embed_dim + (cfg.dim if cfg.bmd else 0)  # [M, F_t^i] or F_t^i
     motion_head = UpsampleHead(head_in, cfg.head_channels, J, grid_hw, cfg.patch_size)
-    return VREMD(backbone, input_proj, hkme, bmd, keypoint_head, motion_head, ANNOTATED_JOINTS, NUM_JOINTS)
+    return VREMD(backbone, input_proj, hkme, bmd, keypoint_head, motion_head, cfg.annotated_joints, cfg.num_joints)
