@@ -100,10 +100,14 @@ class ModelConfig:
     freeze_backbone: bool = True
     pretrained: str = ""  # path to a ViTPose COCO .pth, empty for random init
     # VREMD modules
-    num_joints: int = 17
+    num_joints: int = 17  # keypoint slots of the output (PoseTrack's 17 COCO-order slots)
+    # the slots the dataset annotates: J keypoint tokens and heatmap channels; the other slots are output as
+    # zeros. PoseTrack17/18/21: every slot but the ears (3, 4), = vremd.data.joints.ANNOTATED_JOINTS
+    annotated_joints: tuple[int, ...] = (0, 1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)
     num_frames: int = 3
-    dim: int = 256  # width of HKME / BMD / head tokens
+    dim: int = 256  # width of HKME / BMD tokens; equal to embed_dim: no projection of the backbone tokens
     heads: int = 8
+    head_channels: int = 256  # deconvolution channels of the upsampling heatmap head (ViTPose: 256)
     hkme_depth: int = 2
     aggregation_depth: int = 1
     adc_blocks: int = 2
@@ -378,7 +382,7 @@ def smoke_config(**section_overrides: Any) -> Config:
         augment=AugmentConfig(),
         model=ModelConfig(
             img_height=64, img_width=48, patch_size=16, embed_dim=32, depth=1, num_heads=2,
-            dim=32, heads=2, hkme_depth=1, aggregation_depth=1, adc_blocks=1, num_points=4,
+            dim=32, heads=2, head_channels=32, hkme_depth=1, aggregation_depth=1, adc_blocks=1, num_points=4,
             mlp_ratio=2.0,
         ),
         train=TrainConfig(epochs=1, batch_size=2, lr=1e-3, lr_step_epochs=(), num_workers=0,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vremd.model.bmd import BMD, KEY, NEXT, PREV, ADCBlock, ADCStream, EntangledBMD
-from vremd.model.deformable import MOTION_ATTENTION
+from vremd.model.blocks import CrossAttention
+from vremd.model.bmd import BMD, KEY, NEXT, PREV, ADCBlock, ADCStream, DeformConvBlock, EntangledBMD
+from vremd.model.deformable import MOTION_ATTENTION, DeformConvMotion
 
 B, N, D, HEADS, K = 2, 12, 16, 2, 3  # every axis a different size
 GRID_HW = (4, 3)  # H != W
@@ -86,3 +87,16 @@ def test_wrong_frame_count_is_a_clear_error(inputs):
 def test_empty_stream_is_refused():
     with pytest.raises(ValueError, match="adc_blocks"):
         ADCStream([])
+
+
+def test_deform_conv_block_replaces_the_adc_block_and_ignores_f(inputs):
+    """Table 6(a): no cross attention over F is left, so F changes nothing."""
+    feats, feature = inputs
+    torch.manual_seed(0)
+    blocks = [DeformConvBlock(D, 2.0, DeformConvMotion(D, HEADS, K, GRID_HW)) for _ in range(2)]
+    bmd = EntangledBMD(D, ADCStream(blocks))
+    motion, points = bmd(feats, feature, return_points=True)
+    other, _ = bmd(feats, feature + torch.randn(N, D, generator=torch.Generator().manual_seed(1)))
+    assert torch.equal(motion, other)
+    assert points.shape[-2:] == (9, 2)
+    assert not any(isinstance(m, CrossAttention) for m in bmd.modules())

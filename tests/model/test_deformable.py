@@ -224,3 +224,87 @@ def test_bad_shapes_raise_clear_errors():
         module(torch.randn(1, 13, 8), torch.randn(1, 13, 8))
     with pytest.raises(ValueError, match="disagree"):
         deformable_sample(torch.randn(2, 3, 4, 5, 6), torch.rand(2, 2, 7, 1, 2))
+
+
+def test_dca_reference_points_come_from_z():
+    """Eq. 3's p_z: the token grid for a fresh module, then the grid plus rho(z), per head, in cells."""
+    dim, heads, h, w = 12, 3, 4, 5
+    dca = DeformCrossAttnMotion(dim, heads, num_points=2, grid_hw=(h, w)).double()
+    x = torch.randn(2, h * w, dim, generator=_gen(20), dtype=torch.float64)
+    cond = torch.randn(2, h * w, dim, generator=_gen(21), dtype=torch.float64)
+    with torch.no_grad():
+        dca.theta.bias.zero_()  # no offsets: every point sits at its reference p_z
+    _, fresh = dca(x, cond, return_points=True)  # (B, nh, N, K, 2)
+    centres = token_centres((h, w), dtype=torch.float64)  # (N, 2)
+    assert torch.equal(fresh, centres[None, None, :, None].expand_as(fresh))  # starts at the token grid
+    with torch.no_grad():
+        torch.nn.init.normal_(dca.reference.weight, std=0.3)
+    _, moved = dca(x, cond, return_points=True)
+    z = dca.z_proj(cond)  # (B, N, D)
+    shift = (z @ dca.reference.weight.T + dca.reference.bias).view(2, h * w, heads, 2).permute(0, 2, 1, 3)  # cells
+    expected = centres + shift * torch.tensor([1.0 / w, 1.0 / h], dtype=torch.float64)  # (B, nh, N, 2)
+    torch.testing.assert_close(moved, expected[:, :, :, None].expand_as(moved))
+    _, other = dca(x, torch.randn_like(cond), return_points=True)
+    assert not torch.allclose(other, moved)  # a different F moves p_z
+
+
+class _DtypeLog(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the dtypes of every grid_sampler call."""
+
+    def __init__(self):
+        super().__init__()
+        self.grid_sampler: list[torch.dtype] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if "grid_sampler" in func.__name__:
+            self.grid_sampler += [a.dtype for a in args[:2]]
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", ["dca", "da"])
+def test_sampling_runs_in_float32_under_bf16_autocast(name):
+    """Locations and grid_sample in float32 under autocast; forward and gradients stay close to float32."""
+    dim, heads, grid_hw = 32, 4, (8, 6)
+    torch.manual_seed(0)
+    module = MOTION_ATTENTION[name](dim, heads, 4, grid_hw)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # offsets, p_z and weights away from their initial values
+    x = torch.randn(2, 48, dim, generator=_gen(22), requires_grad=True)
+    cond = torch.randn(2, 48, dim, generator=_gen(23), requires_grad=True)
+    out32, points32 = module(x, cond, return_points=True)
+    grads32 = torch.autograd.grad(out32.square().sum(), [x, cond] + list(module.parameters()), allow_unused=True)
+    log = _DtypeLog()
+    with torch.autocast("cpu", dtype=torch.bfloat16), log:
+        out, points = module(x, cond, return_points=True)
+        loss = out.float().square().sum()
+    grads = torch.autograd.grad(loss, [x, cond] + list(module.parameters()), allow_unused=True)
+    assert log.grid_sampler and set(log.grid_sampler) == {torch.float32}
+    assert points.dtype == torch.float32
+    assert out.dtype == torch.bfloat16  # out_proj is a bf16 matmul under autocast, as any other linear
+    assert (points - points32).abs().max() < 0.01  # only q (a bf16 linear) enters the location path rounded
+    assert (out.float() - out32).abs().max() < 0.05 * out32.abs().max()
+    for g, g32 in zip(grads, grads32):  # relative error of the whole gradient, bf16 matmuls included
+        if g32 is None:  # DA does not read cond
+            assert g is None
+            continue
+        assert g.dtype == g32.dtype and torch.isfinite(g).all()
+        assert (g - g32).norm() <= 0.1 * g32.norm()
+
+
+def test_point_attention_autograd_under_autocast_matches_float32_reference():
+    q = torch.randn(B, NH, DH, N, generator=_gen(24)).to(torch.bfloat16).requires_grad_()
+    kv = torch.randn(B, NH, 2 * DH, K, N, generator=_gen(25)).to(torch.bfloat16).requires_grad_()
+    q32 = q.detach().float().requires_grad_()
+    kv32 = kv.detach().float().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = point_attention(q, kv)  # bf16 inputs, autocast on
+        grad_out = torch.randn(out.shape, generator=_gen(26))
+        (out * grad_out).sum().backward()
+    ref = point_attention_reference(q32, kv32)  # plain autograd in float32
+    (ref * grad_out).sum().backward()
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)  # computed in float32 from the same values
+    assert q.grad.dtype == torch.bfloat16 and kv.grad.dtype == torch.bfloat16  # cast back to the inputs' dtype
+    torch.testing.assert_close(q.grad, q32.grad.to(torch.bfloat16))
+    torch.testing.assert_close(kv.grad, kv32.grad.to(torch.bfloat16))

@@ -3,7 +3,9 @@
 Switch combinations: the product of hkme, bmd, human_mask, keypoint_mask, motion_attention and
 bidirectional_separation, collapsed where a switch has no effect: the mask switches only exist inside HKME
 (hkme off -> they are not varied), motion_attention and bidirectional_separation only inside BMD (bmd off ->
-not varied). That leaves 4 * 6 + 4 + 6 + 1 = 35 distinct models.
+not varied); where no ADC block reads F (bmd off, or dc) HKME needs the keypoint stage (refused without).
+That leaves 4 * 4 + 2 * 2 + 2 + 6 + 1 = 29 distinct models. The smoke model runs HKME / BMD at D=16 < E=32 (a projection);
+`test_backbone_width_has_no_projection` covers D = E.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ import itertools
 import pytest
 import torch
 
-from vremd.config import smoke_config
+from vremd.config import ModelConfig, smoke_config
+from vremd.data.joints import ANNOTATED_JOINTS, JOINT_NAMES, NUM_JOINTS, UNANNOTATED_JOINTS
+from vremd.eval.poseval_io import CATEGORY_NAMES
 from vremd.model.cost import format_cost_table, module_flops, parameter_counts
 from vremd.model.losses import heatmap_mse
-from vremd.model.vremd import build_model
+from vremd.model.vremd import ARCH_VERSION, ModelStateError, build_model
 
-SMOKE = dataclasses.replace(smoke_config().model, num_joints=5)  # J=5 != N=12 != D=32 != B=2
-B, T, J = 2, 3, 5
+SMOKE = dataclasses.replace(smoke_config().model, dim=16)  # D=16 != E=32 != N=12 != B=2
+B, T = 2, 3
+J = NUM_JOINTS  # output slots (17); the model predicts the 15 annotated ones
 H, W = SMOKE.img_height, SMOKE.img_width  # 64 x 48
 N = (H // 16) * (W // 16)
 
@@ -30,6 +35,8 @@ def _combinations():
         masks = list(itertools.product([True, False], repeat=2)) if hkme else [(True, True)]
         motion = list(itertools.product(["dc", "da", "dca"], [True, False])) if bmd else [("dca", True)]
         for (human, keypoint), (attention, separation) in itertools.product(masks, motion):
+            if hkme and not keypoint and (not bmd or attention == "dc"):
+                continue  # no ADC block reads F: HKME would act through nothing (refused)
             yield dict(hkme=hkme, bmd=bmd, human_mask=human, keypoint_mask=keypoint,
                        motion_attention=attention, bidirectional_separation=separation)
 
@@ -52,8 +59,8 @@ def frames(seed: int = 1) -> torch.Tensor:
 
 
 def test_combinations_are_distinct():
-    assert len(COMBINATIONS) == 35
-    assert len({_id(c) for c in COMBINATIONS}) == 35
+    assert len(COMBINATIONS) == 29
+    assert len({_id(c) for c in COMBINATIONS}) == 29
 
 
 @pytest.mark.parametrize("switches", COMBINATIONS, ids=_id)
@@ -63,6 +70,8 @@ def test_output_shapes_for_every_switch_combination(switches):
         out = model(frames(), return_aux=True)
     assert out["heatmaps"].shape == (B, J, H // 4, W // 4)
     assert torch.isfinite(out["heatmaps"]).all()
+    assert torch.equal(out["heatmaps"][:, list(UNANNOTATED_JOINTS)], torch.zeros(B, 2, H // 4, W // 4))  # ears
+    assert (out["heatmaps"][:, list(ANNOTATED_JOINTS)].flatten(2).abs().amax(-1) > 0).all()
     assert out["human_mask"].shape == (B, T, N) and out["keypoint_mask"].shape == (B, T, N)
     if switches["bmd"]:
         nh, k = (1, 9) if switches["motion_attention"] == "dc" else (SMOKE.heads, SMOKE.num_points)
@@ -77,7 +86,7 @@ def test_masks_follow_eqs_1_and_2():
     out = build().eval()(frames(), return_aux=True)
     human, keypoint = out["human_mask"], out["keypoint_mask"]
     assert ((human >= 0) & (human <= 1)).all() and not torch.allclose(human, torch.ones_like(human))
-    torch.testing.assert_close(keypoint.sum(dim=(1, 2)), torch.full((B,), float(T * J)))  # sums to 3J
+    torch.testing.assert_close(keypoint.sum(dim=(1, 2)), torch.full((B,), float(T * len(ANNOTATED_JOINTS))))  # 3J
     off = build(human_mask=False, keypoint_mask=False).eval()(frames(), return_aux=True)
     assert torch.equal(off["human_mask"], torch.ones(B, T, N))  # no mask: features pass unmasked
     assert torch.equal(off["keypoint_mask"], torch.ones(B, T, N))
@@ -134,6 +143,7 @@ def test_overfits_one_tiny_batch():
     model = build().train()
     x, target, weight = frames(), _gaussian_targets(5), torch.ones(B, J)
     weight[0, 1] = 0
+    weight[:, list(UNANNOTATED_JOINTS)] = 0  # as in PoseTrack: the ears are never annotated
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
     losses = []
     for _ in range(60):
@@ -150,6 +160,12 @@ def test_bad_config_values_are_clear_errors():
         build(motion_attention="dcx")
     with pytest.raises(ValueError, match="model.num_frames"):
         build(num_frames=5)
+    with pytest.raises(ValueError, match="model.annotated_joints"):
+        build(num_joints=15)  # slot 16 does not exist
+    with pytest.raises(ValueError, match="model.annotated_joints"):
+        build(annotated_joints=(0, 2, 1))
+    with pytest.raises(ValueError, match="model.keypoint_mask"):
+        build(bmd=False, keypoint_mask=False)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         build(pretrained="/nonexistent/missing.pth")
 
@@ -178,3 +194,40 @@ def test_cost_table_per_module(capsys):
     assert all(r.flops > 0 for r in rows) and sum(r.flops for r in rows) == total
     with capsys.disabled():
         print("\nsmoke model cost (per sample)\n" + format_cost_table(rows))
+
+
+def test_annotated_joints_are_the_slots_poseval_scores():
+    assert ModelConfig().annotated_joints == ANNOTATED_JOINTS  # config default = the data package's joint set
+    assert {JOINT_NAMES[j] for j in ANNOTATED_JOINTS} == set(CATEGORY_NAMES)  # poseval maps joints by these names
+    assert {JOINT_NAMES[j] for j in UNANNOTATED_JOINTS} == {"left_ear", "right_ear"}
+
+
+def test_keypoint_tokens_cover_the_annotated_joints_only():
+    model = build()
+    assert len(ANNOTATED_JOINTS) == 15 and set(ANNOTATED_JOINTS).isdisjoint(UNANNOTATED_JOINTS)
+    assert model.hkme.keypoint.keypoint_tokens.shape == (T, 15, SMOKE.dim)
+    assert model.motion_head.final.out_channels == 15
+
+
+def test_backbone_width_has_no_projection():
+    model = build_model(dataclasses.replace(SMOKE, dim=SMOKE.embed_dim))
+    assert model.input_proj is None
+    tokens = torch.randn(B, T, N, SMOKE.embed_dim)
+    seen = {}
+    model.hkme.human.register_forward_hook(lambda m, args, out: seen.update(human_in=args[0]))
+    model.eval().forward_tokens(tokens)
+    assert torch.equal(seen["human_in"], tokens)  # HKME gets the backbone tokens themselves
+    assert build().input_proj is not None  # D != E: LayerNorm + Linear
+
+
+def test_checkpoints_of_another_layout_are_refused():
+    model = build()
+    state = model.state_dict()
+    assert int(state["arch_version"]) == ARCH_VERSION
+    build(seed=1).load_state_dict(state)  # same layout loads
+    old = {k: v for k, v in state.items() if k != "arch_version"}
+    for strict in (True, False):
+        with pytest.raises(ModelStateError, match="saved before version 2"):
+            build().load_state_dict(old, strict=strict)
+    with pytest.raises(ModelStateError, match="arch_version 1"):
+        build().load_state_dict({**state, "arch_version": torch.tensor(1)})

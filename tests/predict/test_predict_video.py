@@ -177,6 +177,17 @@ def test_checkpoint_of_another_config_names_mismatched_keys(tiny, tmp_path, caps
     assert rc == 2 and "other.pt" in err and "misshapen" in err and "(checkpoint (48" in err
 
 
+def test_checkpoint_of_an_older_model_layout_is_refused(tiny, tmp_path, capsys):
+    video, ckpt, _ = tiny
+    raw = torch.load(ckpt, weights_only=True)
+    del raw["model"]["arch_version"]  # what every checkpoint saved before ARCH_VERSION 2 looks like
+    old = tmp_path / "old.pt"
+    torch.save(raw, old)
+    rc, err = _run([video.mp4, "--boxes", video.coco_json, "--checkpoint", old, "--out", tmp_path / "o.json"],
+                   capsys)
+    assert rc == 2 and "old.pt" in err and "saved before version 2" in err
+
+
 def test_missing_and_garbage_checkpoint(tiny, tmp_path, capsys):
     video, _, _ = tiny
     rc, err = _run([video.mp4, "--boxes", video.coco_json, "--checkpoint", tmp_path / "nope.pt",

@@ -13,6 +13,9 @@ from matplotlib.image import imread
 
 from vremd.config import config_from_dict, smoke_config
 from vremd.eval.tables import load_paper_numbers
+from vremd.model.cost import parameters_outside_backbone
+from vremd.model.vremd import build_model
+from vremd.train.ablation import _row_params
 from vremd.train.ablation_grid import (AblationError, TableSpec, apply_overrides, build_grid, check_inputs,
                                        default_resources, grid_text, load_tables, parse_resources)
 from vremd.train.ablation_report import TrialOutcome, report_rows, summary_markdown, summary_text, write_report
@@ -169,3 +172,23 @@ def test_row_paths_resolve_on_the_driver_and_missing_weights_are_refused_first(t
     assert trial.config["model"]["pretrained"] == str(tmp_path / "weights" / "x.pth")  # trials run elsewhere
     with pytest.raises(AblationError, match=r"model\.pretrained: no such weights file: .*weights/x\.pth; nothing was run"):
         check_inputs([trial], str(tmp_path / "index"), tmp_path / "raw")
+
+
+def test_report_prints_params_beside_ap(tmp_path):
+    trials = build_grid(smoke_config(), load_tables(ROOT / "experiments" / "ablations.yaml")[6], seeds=2)
+    params = _row_params(trials)
+    assert set(params) == {"DC", "DA", "DCA", "DCA+BS"}
+    assert params["DCA+BS"] > params["DCA"] > params["DC"]  # BS: a second ADC stream; DC: no ADC block
+    smoke = smoke_config().model
+    backbone, rest = parameters_outside_backbone(smoke)
+    assert backbone + rest == sum(p.numel() for p in build_model(smoke).parameters())
+    outcomes = [TrialOutcome(r, 0, "finished", ap(50.0)) for r in params]
+    rows = report_rows(list(params), outcomes, load_paper_numbers(PAPER), 6, params)
+    text = summary_text(rows, "Table 6")
+    assert "Params (M)" in text.splitlines()[2]
+    dcabs = next(line for line in text.splitlines() if line.startswith("DCA+BS "))
+    assert f"{params['DCA+BS'] / 1e6:.2f}" in dcabs
+    assert "| Row | Paper | Ours | Delta | Params (M) |" in summary_markdown(rows, "Table 6")
+    paths = write_report(tmp_path, 6, "Table 6", rows, outcomes)
+    long = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
+    assert {int(r["params"]) for r in long if r["row"] == "DC"} == {params["DC"]}

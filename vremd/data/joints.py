@@ -11,6 +11,11 @@ JOINT_NAMES: tuple[str, ...] = (
 )
 NUM_JOINTS = len(JOINT_NAMES)
 
+# The slots PoseTrack17/18/21 annotate and poseval scores (15): every slot but the ears, which PoseTrack
+# leaves at (0, 0, 0). The model's keypoint tokens and heatmap heads cover these joints only.
+UNANNOTATED_JOINTS: tuple[int, ...] = (JOINT_NAMES.index("left_ear"), JOINT_NAMES.index("right_ear"))
+ANNOTATED_JOINTS: tuple[int, ...] = tuple(j for j in range(NUM_JOINTS) if j not in UNANNOTATED_JOINTS)
+
 # (left, right) slot pairs swapped by a horizontal flip
 FLIP_PAIRS: tuple[tuple[int, int], ...] = ((3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
 

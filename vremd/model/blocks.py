@@ -2,6 +2,12 @@
 
 All blocks are pre-norm (LayerNorm before attention / MLP, residual around each) and use
 ``F.scaled_dot_product_attention``, which ``torch.utils.flop_counter`` counts.
+
+Masks act as keys and values: self attention takes an optional ``key_bias`` ``(B, L)``, the log of a
+per-token mask m in [0, 1], added to every query's logits for that key. The attention weights become
+``m_j exp(s_ij) / sum_l m_l exp(s_il)``: a token with mask 0 contributes nothing as a key or value, and a
+LayerNorm in front of the block cannot undo that (it can undo a per-token scale of the features, which is
+why scaling the tokens alone does not mask them). `mask_log` turns a mask's log into such a bias.
 """
 
 from __future__ import annotations
@@ -10,7 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Mlp", "SelfAttention", "CrossAttention", "TransformerBlock", "TransformerStack"]
+__all__ = ["MASK_LOG_FLOOR", "Mlp", "SelfAttention", "CrossAttention", "TransformerBlock", "TransformerStack",
+           "mask_log"]
+
+# lowest key bias: exp(-1e4) is exactly 0 in float32 and bfloat16 (a masked key gets weight 0), yet a row whose
+# keys are all masked stays finite (softmax of equal logits) instead of the NaN of an all -inf row
+MASK_LOG_FLOOR = -1e4
+
+
+def mask_log(log_mask: torch.Tensor) -> torch.Tensor:
+    """Key bias from a mask's natural log ``(B, L)`` (any value <= 0, -inf allowed): floored at `MASK_LOG_FLOOR`."""
+    return log_mask.clamp_min(MASK_LOG_FLOOR)
 
 
 class Mlp(nn.Module):
@@ -51,10 +67,12 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``(B, L, D)``; ``key_bias`` ``(B, L)`` added to the logits of every query for that key (or None)."""
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x (B, L, D)
+        bias = None if key_bias is None else key_bias[:, None, None, :].to(q.dtype)  # (B, 1, 1, L)
         out = F.scaled_dot_product_attention(
-            _split_heads(q, self.heads), _split_heads(k, self.heads), _split_heads(v, self.heads)
+            _split_heads(q, self.heads), _split_heads(k, self.heads), _split_heads(v, self.heads), attn_mask=bias
         )  # (B, nh, L, dh)
         return self.proj(_merge_heads(out))
 
@@ -79,7 +97,10 @@ class CrossAttention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm self-attention block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``; ``(B, L, D)``."""
+    """Pre-norm self-attention block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``; ``(B, L, D)``.
+
+    With ``key_bias`` ``(B, L)`` the attention is masked as described in the module docstring.
+    """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
         super().__init__()
@@ -88,13 +109,13 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), key_bias)
         return x + self.mlp(self.norm2(x))
 
 
 class TransformerStack(nn.Module):
-    """``depth`` transformer blocks applied in order to ``(B, L, D)`` tokens."""
+    """``depth`` transformer blocks applied in order to ``(B, L, D)`` tokens, each with the same ``key_bias``."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, depth: int) -> None:
         super().__init__()
@@ -102,7 +123,7 @@ class TransformerStack(nn.Module):
             raise ValueError(f"TransformerStack: depth must be >= 1, got {depth}")
         self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio) for _ in range(depth))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor | None = None) -> torch.Tensor:
         for block in self.blocks:
-            x = block(x)
+            x = block(x, key_bias)
         return x

@@ -6,6 +6,11 @@ Deformable Cross (ADC) blocks; an ADC block has two branches on the motion token
 attention conditioned on the feature F (`deformable.MOTION_ATTENTION`: dc, da or dca) and a cross
 attention of the motion queries over F -- whose outputs are concatenated and merged by an MLP (residual).
 After the last block a fusion MLP merges the two directions into the motion feature M ``(B, N, D)``.
+The ADC blocks take F as the paper's constraint: HKME's enhanced feature, or without HKME (table 4(b)) the
+key frame's backbone tokens.
+
+Table 6(a) replaces the ADC block with the deformable conv: `DeformConvBlock` is a residual DC layer on the
+motion tokens (plus the same per-token MLP as an ADC block) with no branch that reads F.
 
 Without bidirectional separation (the table 6 ablation) the two motions are not kept apart: they are
 concatenated along channels and linearly mixed into one entangled motion, ``Linear([M_f, M_b])``, which
@@ -19,8 +24,9 @@ import torch
 from torch import nn
 
 from vremd.model.blocks import CrossAttention, Mlp
+from vremd.model.deformable import DeformConvMotion
 
-__all__ = ["ADCBlock", "ADCStream", "BMD", "EntangledBMD"]
+__all__ = ["ADCBlock", "DeformConvBlock", "ADCStream", "BMD", "EntangledBMD"]
 
 PREV, KEY, NEXT = 0, 1, 2  # frame axis order (t-1, t, t+1)
 
@@ -53,10 +59,34 @@ class ADCBlock(nn.Module):
         return motion, points
 
 
+class DeformConvBlock(nn.Module):
+    """Table 6(a): DC in place of the ADC block; motion ``(B, N, D)`` -> motion ``(B, N, D)`` (+ points), F unused."""
+
+    def __init__(self, dim: int, mlp_ratio: float, conv: DeformConvMotion) -> None:
+        super().__init__()
+        self.norm_motion = nn.LayerNorm(dim)
+        self.conv = conv
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(
+        self, motion: torch.Tensor, feature: torch.Tensor, return_points: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        del feature  # the deformable conv sees the motion alone (the interface of `ADCBlock`)
+        points = None
+        if return_points:
+            update, points = self.conv(self.norm_motion(motion), return_points=True)  # (B,N,D), (B,1,N,9,2)
+        else:
+            update = self.conv(self.norm_motion(motion))  # (B, N, D)
+        motion = motion + update
+        motion = motion + self.mlp(self.norm_mlp(motion))
+        return motion, points
+
+
 class ADCStream(nn.Module):
     """ADC blocks applied in order to one motion direction; returns the last block's sampling points."""
 
-    def __init__(self, blocks: list[ADCBlock]) -> None:
+    def __init__(self, blocks: list[ADCBlock] | list[DeformConvBlock]) -> None:
         super().__init__()
         if not blocks:
             raise ValueError("ADCStream: needs at least one ADC block (model.adc_blocks >= 1)")

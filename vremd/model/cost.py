@@ -7,13 +7,17 @@ softmax and the bilinear sampling of deformable attention (``grid_sample``) are 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["ModuleCost", "parameter_counts", "module_flops", "format_cost_table"]
+from vremd.config import ModelConfig
+from vremd.model.vremd import build_model
+
+__all__ = ["ModuleCost", "parameter_counts", "parameters_outside_backbone", "module_flops", "format_cost_table"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,17 @@ def parameter_counts(model: nn.Module) -> list[ModuleCost]:
             trainable = sum(p.numel() for p in params if p.requires_grad)
             rows.append(ModuleCost(name, sum(p.numel() for p in params), trainable))
     return rows
+
+
+def parameters_outside_backbone(cfg: ModelConfig) -> tuple[int, int]:
+    """``(backbone, rest)`` parameter counts of the model ``cfg`` builds: the ablation tables' capacity figure.
+
+    Built on the meta device (no memory, no weights read), so it costs well under a second even for ViT-L.
+    """
+    with torch.device("meta"):
+        model = build_model(dataclasses.replace(cfg, pretrained=""))
+    backbone = sum(p.numel() for p in model.backbone.parameters())
+    return backbone, sum(p.numel() for p in model.parameters()) - backbone
 
 
 @torch.no_grad()

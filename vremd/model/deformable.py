@@ -10,6 +10,13 @@ locations are ``(x, y)`` normalised to ``[0, 1]`` with token ``(col, row)`` cent
 Bilinear sampling and the linear projections commute, so every class projects the N tokens first and samples
 the projected maps (K times fewer matmul rows than projecting N*K samples). The only difference is a
 projection bias outside the map, which zero padding scales down with the sample instead of adding in full.
+
+Under autocast (bf16 / fp16) the sampling locations, ``grid_sample`` and the attention over the sampled points
+run in float32, as Deformable-DETR's ``MSDeformAttnFunction`` does: a bf16 location has 8 bits of mantissa,
+i.e. steps of 1/128 of the map near its far edge, which moves a sample by up to a tenth of a cell.
+
+In table 6(a) the deformable conv (DC) replaces the whole ADC block (`vremd.model.bmd.DeformConvBlock`);
+DA and DCA are the deformable branch inside an ADC block.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from torchvision.ops import deform_conv2d
 from vremd.model.sampling import (
     deformable_sample,
     deformable_sample_reference,
+    float32_region,
     point_attention,
     sample_maps,
     token_centres,
@@ -85,9 +93,11 @@ class DeformCrossAttnMotion(nn.Module):
     """Deformable cross attention (DCA, paper eqs. 3-4): F decides where each motion query samples.
 
     q = W_q x, z = W_z F; offsets dp = theta(psi([q, z])) with psi a depthwise 3x3 conv + GELU on the token
-    grid and theta a linear offset generator; each query attends (softmax over K, scaled by 1/sqrt(dh)) over
-    its K points p = p_ref + dp, with keys W_k x_bar and values W_v x_bar where x_bar = bilinear(x, p).
-    ``kv_proj`` holds W_k then W_v: output channels are ordered (2, nh, dh).
+    grid and theta a linear offset generator; reference points p_z = token centre + rho(z), one per token and
+    head, with rho a linear map of z initialised to zero (a fresh module's p_z is the token grid); each query
+    attends (softmax over K, scaled by 1/sqrt(dh)) over its K points p = p_z + dp, with keys W_k x_bar and
+    values W_v x_bar where x_bar = bilinear(x, p). ``kv_proj`` holds W_k then W_v: output channels are
+    ordered (2, nh, dh).
     Sampling is ``grid_sample`` over all heads at once; the attention is :func:`point_attention`.
     """
 
@@ -100,8 +110,11 @@ class DeformCrossAttnMotion(nn.Module):
         self.z_proj = nn.Linear(dim, dim)
         self.psi = nn.Conv2d(2 * dim, 2 * dim, kernel_size=3, padding=1, groups=2 * dim)  # depthwise, as in DAT
         self.theta = nn.Linear(2 * dim, heads * num_points * 2)  # per token: (nh, K, 2) offsets
+        self.reference = nn.Linear(dim, heads * 2)  # rho: per token, (nh, 2) shift of p_z from its grid centre
         self.kv_proj = nn.Linear(dim, 2 * dim)
         self.out_proj = nn.Linear(dim, dim)
+        nn.init.zeros_(self.reference.weight)  # p_z starts at the token grid and moves as z asks
+        nn.init.zeros_(self.reference.bias)
         nn.init.zeros_(self.theta.weight)  # a fresh module samples at fixed points around each token
         with torch.no_grad():
             self.theta.bias.copy_(_grid_offset_bias(heads, num_points).flatten())
@@ -113,24 +126,31 @@ class DeformCrossAttnMotion(nn.Module):
         ``(x, y)`` normalised to ``[0, 1]`` (may leave the map; outside samples read zeros).
         """
         _check_tokens("DeformCrossAttnMotion", x, cond, self.dim, self.grid_hw)
-        q, locations = self.queries_and_locations(x, cond)  # (B, N, D), (B, nh, K, N, 2)
-        sampled = sample_maps(self.key_value_maps(x), locations)  # (B, nh, 2dh, K, N): W_k x_bar, W_v x_bar
+        q, locations = self.queries_and_locations(x, cond)  # (B, N, D), (B, nh, K, N, 2) float32
+        kv_maps = self.key_value_maps(x)  # (B, nh, 2dh, h, w)
+        with float32_region(x):  # sampling and attention in float32 under autocast
+            sampled = sample_maps(kv_maps.to(locations.dtype), locations)  # (B, nh, 2dh, K, N): W_k x_bar, W_v x_bar
         out = self.attend(q, sampled)  # (B, N, D)
         return (out, locations.transpose(2, 3)) if return_points else out  # points (B, nh, N, K, 2)
 
     def queries_and_locations(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 3: queries q = W_q x (B, N, D) and locations p_ref + theta(psi([q, W_z F])).
+        """Eq. 3: queries q = W_q x (B, N, D) and locations p_z + theta(psi([q, z])), p_z = centre + rho(z).
 
-        Locations are ``(B, nh, K, N, 2)`` (K before N: the layout the attention maths wants), (x, y) in [0, 1].
+        Locations are ``(B, nh, K, N, 2)`` (K before N: the layout the attention maths wants), (x, y) in [0, 1],
+        always float32 (computed with autocast off).
         """
         B, N, D = x.shape
         h, w = self.grid_hw
-        q = self.q_proj(x)  # (B, N, D)
-        z = self.z_proj(cond)  # (B, N, D)
-        qz = torch.cat([q, z], dim=-1).transpose(1, 2).reshape(B, 2 * D, h, w)  # (B, 2D, h, w): back on the grid
-        hidden = F.gelu(self.psi(qz)).flatten(2).transpose(1, 2)  # (B, N, 2D)
-        offsets = self.theta(hidden).view(B, N, self.heads, self.num_points, 2)  # (B, N, nh, K, 2) cells, (x, y)
-        return q, _cells_to_locations(offsets.permute(0, 2, 3, 1, 4), self.grid_hw)  # (B, nh, K, N, 2)
+        q = self.q_proj(x)  # (B, N, D), autocast's dtype: it is also the attention's query
+        with float32_region(x):  # z, psi, theta and p_z: the whole location path in float32
+            dtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 in exact tests
+            z = self.z_proj(cond.to(dtype))  # (B, N, D)
+            qz = torch.cat([q.to(dtype), z], dim=-1).transpose(1, 2).reshape(B, 2 * D, h, w)  # (B, 2D, h, w): grid
+            hidden = F.gelu(self.psi(qz)).flatten(2).transpose(1, 2)  # (B, N, 2D)
+            offsets = self.theta(hidden).view(B, N, self.heads, self.num_points, 2)  # (B, N, nh, K, 2) cells, (x, y)
+            reference = self.reference(z).view(B, N, self.heads, 1, 2)  # (B, N, nh, 1, 2): p_z - centre, cells
+            cells = (reference + offsets).permute(0, 2, 3, 1, 4)  # (B, nh, K, N, 2): p_z + dp around each centre
+            return q, _cells_to_locations(cells, self.grid_hw)  # (B, nh, K, N, 2)
 
     def key_value_maps(self, x: torch.Tensor) -> torch.Tensor:
         """Per-head key and value maps on the token grid, ``(B, nh, 2dh, h, w)``: W_k x then W_v x per head."""
@@ -148,7 +168,7 @@ class DeformCrossAttnMotion(nn.Module):
         """
         B, N, D = q.shape
         q_heads = q.view(B, N, self.heads, self.head_dim).permute(0, 2, 3, 1)  # (B, nh, dh, N)
-        out = point_attention(q_heads, sampled)  # (B, nh, dh, N)
+        out = point_attention(q_heads, sampled)  # (B, nh, dh, N), float32 under autocast
         return self.out_proj(out.reshape(B, D, N).transpose(1, 2))  # (B, N, D): heads concatenated
 
 
@@ -182,18 +202,22 @@ class DeformAttnMotion(nn.Module):
         B, N, D = x.shape
         h, w = self.grid_hw
         nh, dh, K = self.heads, self.head_dim, self.num_points
-        pred = self.sampling(x).view(B, N, nh, K, 3).permute(0, 2, 3, 1, 4)  # (B, nh, K, N, 3)
-        locations = _cells_to_locations(pred[..., :2], self.grid_hw)  # (B, nh, K, N, 2) in [0, 1]
-        attn = pred[..., 2].softmax(dim=2)  # (B, nh, K, N): softmax over the K points
         v = self.v_proj(x).transpose(1, 2).reshape(B, nh, dh, h, w)  # (B, nh, dh, h, w): per-head maps
-        sampled = sample_maps(v, locations)  # (B, nh, dh, K, N)
-        out = (sampled * attn.unsqueeze(2)).sum(dim=3)  # (B, nh, dh, N)
+        with float32_region(x):  # locations, sampling and weights in float32 under autocast
+            dtype = torch.promote_types(x.dtype, torch.float32)
+            pred = self.sampling(x.to(dtype)).view(B, N, nh, K, 3).permute(0, 2, 3, 1, 4)  # (B, nh, K, N, 3)
+            locations = _cells_to_locations(pred[..., :2], self.grid_hw)  # (B, nh, K, N, 2) in [0, 1]
+            attn = pred[..., 2].softmax(dim=2)  # (B, nh, K, N): softmax over the K points
+            sampled = sample_maps(v.to(dtype), locations)  # (B, nh, dh, K, N)
+            out = (sampled * attn.unsqueeze(2)).sum(dim=3)  # (B, nh, dh, N)
         out = self.out_proj(out.reshape(B, D, N).transpose(1, 2))  # (B, N, D): heads concatenated
         return (out, locations.transpose(2, 3)) if return_points else out  # points (B, nh, N, K, 2)
 
 
 class DeformConvMotion(nn.Module):
     """Modulated deformable 3x3 convolution (DC, DCNv2) on the motion map, projected back to D channels.
+
+    Table 6(a) puts it in place of the whole ADC block (`vremd.model.bmd.DeformConvBlock`): no F enters.
 
     A 3x3 conv on ``x`` predicts, per output token and kernel tap, an offset (grid cells) and a sigmoid
     modulation; ``torchvision.ops.deform_conv2d`` applies the D -> D kernel. ``heads`` and ``num_points``
@@ -215,9 +239,9 @@ class DeformConvMotion(nn.Module):
         self.bias = nn.Parameter(conv.bias.detach().clone())  # (D,)
         self.out_proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, return_points: bool = False):
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None, return_points: bool = False):
         """Deformable 3x3 conv over motion tokens ``x`` (B, N, D); ``cond`` is ignored. Returns ``(B, N, D)``."""
-        _check_tokens("DeformConvMotion", x, cond, self.dim, self.grid_hw)
+        _check_tokens("DeformConvMotion", x, x if cond is None else cond, self.dim, self.grid_hw)
         B, N, D = x.shape
         h, w = self.grid_hw
         x_map = x.transpose(1, 2).reshape(B, D, h, w)  # (B, D, h, w): tokens back on their grid

@@ -9,14 +9,21 @@ falling partly or wholly outside the map see zeros there (zero padding).
 ``deformable_sample_reference`` is the slow, explicit four-corner gather that the tests and
 ``benchmarks/deformable.py`` compare it against. Likewise ``point_attention`` (softmax over the K sampled
 keys, hand-written backward that keeps every gradient contiguous) stands beside ``point_attention_reference``.
+
+Autocast: callers build locations and sample inside `float32_region` (autocast off, as Deformable-DETR runs
+its sampling in float32); ``point_attention`` runs its custom autograd function in float32 whatever the
+input dtypes and the autocast state, and returns float32.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "float32_region",
     "deformable_sample",
     "deformable_sample_reference",
     "point_attention",
@@ -24,6 +31,11 @@ __all__ = [
     "sample_maps",
     "token_centres",
 ]
+
+
+def float32_region(like: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off for ``like``'s device type: ops inside run in the dtype of their inputs (cast them to float32)."""
+    return torch.autocast(device_type=like.device.type, enabled=False)
 
 
 def _check_shapes(value: torch.Tensor, locations: torch.Tensor) -> None:
@@ -137,7 +149,7 @@ class _PointAttention(torch.autograd.Function):
         q, kv, attn = ctx.saved_tensors
         dh = q.shape[2]
         keys, values = kv[:, :, :dh], kv[:, :, dh:]  # (B, nh, dh, K, N) each
-        grad = grad_out.contiguous().unsqueeze(3)  # (B, nh, dh, 1, N)
+        grad = grad_out.to(kv.dtype).contiguous().unsqueeze(3)  # (B, nh, dh, 1, N) in the forward's dtype
         grad_kv = torch.empty_like(kv)  # (B, nh, 2dh, K, N): written in two halves, no concatenation
         torch.mul(grad, attn, out=grad_kv[:, :, dh:])  # d out / d values
         grad_attn = (grad * values).sum(2, keepdim=True)  # (B, nh, 1, K, N)
@@ -156,14 +168,17 @@ def point_attention(q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
             :func:`sample_maps` with K-major locations.
 
     Returns:
-        ``(B, nh, dh, N)`` attended values.
+        ``(B, nh, dh, N)`` attended values, in the wider of float32 and the inputs' dtypes (float32 for bf16
+        inputs): the forward and the hand-written backward both run with autocast off in that dtype.
     """
     if kv.dim() != 5 or q.dim() != 4 or kv.shape[2] != 2 * q.shape[2] or q.shape[:2] != kv.shape[:2]:
         raise ValueError(
             f"point_attention: expected q (B, nh, dh, N) and kv (B, nh, 2dh, K, N), "
             f"got {tuple(q.shape)} and {tuple(kv.shape)}"
         )
-    return _PointAttention.apply(q.unsqueeze(3).contiguous(), kv, q.shape[2] ** -0.5)  # (B, nh, dh, N)
+    dtype = torch.promote_types(torch.promote_types(q.dtype, kv.dtype), torch.float32)
+    with float32_region(q):  # autograd casts the float32 gradients back to the inputs' dtypes
+        return _PointAttention.apply(q.to(dtype).unsqueeze(3).contiguous(), kv.to(dtype), q.shape[2] ** -0.5)
 
 
 def point_attention_reference(q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:

@@ -1,35 +1,71 @@
 """VREMD assembly: `build_model` reads every ablation switch here and decides which submodules exist.
 
 Data path (paper, figure 2), frames ordered (t-1, t, t+1):
-  frames (B, 3, 3, H, W) -> ViT backbone -> tokens (B, 3, N, E) -> Linear to D -> (B, 3, N, D)
-  HKME  (hkme on):  -> F (B, N, D), key-frame keypoint tokens (B, J, D), masks (B, 3, N)
-                    (hkme off: F = the key frame's projected backbone tokens)
-  BMD   (bmd on):   motions of the projected tokens, ADC conditioned on F -> M (B, N, D)
-  heads: H_m = UpsampleHead([M, F]) (bmd off: UpsampleHead(F)); H_k = KeypointTokenHead(tokens) when
-         HKME exists; H = (H_k + H_m) / 2 when both exist, else the one that exists.
-  baseline (hkme off, bmd off): UpsampleHead on the key frame's backbone tokens (no projection), i.e.
-         ViTPose's classic decoder.
+  frames (B, 3, 3, H, W) -> ViT backbone -> tokens (B, 3, N, E); F_t^i = the key frame's tokens (B, N, E)
+  width: HKME and BMD run at ``model.dim`` D; tokens are projected E -> D (LayerNorm + Linear) only when
+         D != E (the paper runs them at the backbone width, D = E, with no projection)
+  HKME  (hkme on):  -> enhanced F (B, N, D) (only when ADC blocks exist: nothing else takes F), key-frame keypoint
+                    tokens (B, J, D) (when the keypoint stage exists), masks (B, 3, N)
+  BMD   (bmd on):   motions of the (projected) tokens, ADC blocks constrained by F (HKME's F, or without HKME
+                    the key frame's backbone tokens) -> M (B, N, D)
+  heads: H_m = UpsampleHead([M, F_t^i]) ("by aggregating M and F_t^i and up-sampling"); without BMD
+         H_m = UpsampleHead(F_t^i), which is the baseline's head: ViTPose's classic decoder.
+         H_k = KeypointTokenHead(keypoint tokens); H = (H_k + H_m) / 2 when both exist, else H_m.
+  joints: J = the dataset's annotated joints (``model.annotated_joints``, 15: PoseTrack never annotates the
+         ears); the heads predict those J and the output is laid into the ``model.num_joints`` = 17 PoseTrack
+         slots, the ear slots all zero (poseval never reads them).
+
+Table rows (experiments/ablations.yaml; tests/model/test_vremd.py asserts each):
+  4 baseline: backbone + H_m(F_t)                 4(a) +HKME: H_k + H_m(F_t), no aggregation stage
+  4(b) +BMD: ADC(F = key-frame tokens), H_m([M, F_t])   4(c) VREMD: everything
+  5(a) no mask: aggregation only (no human / keypoint stage, no H_k)   5(b) human stage + aggregation
+  5(c) keypoint stage + aggregation + H_k               5(d) both masks
+  6(a) DC: DeformConvBlock in place of every ADC block (no F reader: no aggregation stage, HKME acts via H_k)
+  6(b)/(c) DA / DCA branch in the ADC block
+  6(a-c) one entangled stream; 6(d) two streams + fusion (about twice the BMD parameters)
+
+Checkpoints: the model carries `ARCH_VERSION` as a buffer; loading a state dict without it or from
+another version raises `ModelStateError` (weights of an older layout never load partially).
 """
 
 from __future__ import annotations
+
+from typing import Mapping
 
 import torch
 from torch import nn
 
 from vremd.config import ModelConfig
 from vremd.model.backbone import ViTBackbone, load_vitpose_checkpoint
-from vremd.model.bmd import BMD, ADCBlock, ADCStream, EntangledBMD
-from vremd.model.deformable import motion_attention_class
+from vremd.model.bmd import BMD, ADCBlock, ADCStream, DeformConvBlock, EntangledBMD
+from vremd.model.deformable import DeformConvMotion, motion_attention_class
 from vremd.model.heads import HEATMAP_STRIDE, KeypointTokenHead, UpsampleHead
-from vremd.model.hkme import HKME, FrameBlocks, HumanMask, KeypointMask, SpatioTemporalAggregation
+from vremd.model.hkme import HKME, HumanMask, KeypointMask, SpatioTemporalAggregation
 
-__all__ = ["KEY", "VREMD", "build_model"]
+__all__ = ["ARCH_VERSION", "KEY", "ModelStateError", "VREMD", "arch_version_problem", "build_model"]
 
 KEY = 1  # index of the key frame t in the (t-1, t, t+1) frame axis
+# Bump when a change makes older weights mean something else. 2: H_m from [M, F_t^i], masks as key biases,
+# one human token per frame, 15 keypoint tokens, p_z from z, DC block, optional projection.
+ARCH_VERSION = 2
+
+
+class ModelStateError(RuntimeError):
+    """A state dict was saved by another model layout (`ARCH_VERSION`); it must not load, even partially."""
+
+
+def arch_version_problem(state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> str | None:
+    """Why ``state_dict`` cannot load into this code's VREMD (another `ARCH_VERSION`), or None when it can."""
+    version = state_dict.get(prefix + "arch_version")
+    if version is not None and int(version) == ARCH_VERSION:
+        return None
+    found = "no arch_version (saved before version 2)" if version is None else f"arch_version {int(version)}"
+    return (f"the state dict has {found}, this code builds arch_version {ARCH_VERSION}; the model's layout "
+            "changed (vremd/model/vremd.py ARCH_VERSION): retrain, or use the checkout that trained it")
 
 
 class VREMD(nn.Module):
-    """Video pose model: frames ``(B, 3, 3, H, W)`` -> heatmaps ``(B, J, H/4, W/4)``; see module docstring."""
+    """Video pose model: frames ``(B, 3, 3, H, W)`` -> heatmaps ``(B, num_slots, H/4, W/4)``; see module docstring."""
 
     def __init__(
         self,
@@ -39,74 +75,116 @@ class VREMD(nn.Module):
         bmd: BMD | EntangledBMD | None,
         keypoint_head: KeypointTokenHead | None,
         motion_head: UpsampleHead,
+        joint_slots: tuple[int, ...],
+        num_slots: int,
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.input_proj = input_proj
+        self.input_proj = input_proj  # None: HKME / BMD run at the backbone width (or do not exist)
         self.hkme = hkme
         self.bmd = bmd
         self.keypoint_head = keypoint_head
         self.motion_head = motion_head
+        self.num_slots = num_slots
+        self.register_buffer("joint_slots", torch.tensor(joint_slots, dtype=torch.long), persistent=False)
+        self.register_buffer("arch_version", torch.tensor(ARCH_VERSION, dtype=torch.long))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        problem = arch_version_problem(state_dict, prefix)
+        if problem:
+            raise ModelStateError(f"VREMD weights: {problem}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def forward(self, frames: torch.Tensor, return_aux: bool = False) -> dict[str, torch.Tensor]:
-        """Frames ``(B, T=3, 3, H, W)`` normalised -> ``{"heatmaps": (B, J, H/4, W/4)}``.
+        """Frames ``(B, T=3, 3, H, W)`` normalised -> ``{"heatmaps": (B, 17, H/4, W/4)}``.
 
         With ``return_aux`` also ``human_mask`` and ``keypoint_mask`` ``(B, T, N)`` (all ones where that
         mask is not part of the model: the features then pass unmasked) and, when BMD exists,
-        ``sampling_points`` ``(B, nh, N, K, 2)``, (x, y) normalised to [0, 1] (forward direction, last ADC block).
+        ``sampling_points`` ``(B, nh, N, K, 2)``, (x, y) normalised to [0, 1] (forward direction, last block).
         """
         B, T, C, H, W = frames.shape
         if T != 3:
             raise ValueError(f"VREMD: expected 3 frames (t-1, t, t+1), got {T}")
-        tokens = self.backbone(frames)  # (B, T, N, E)
-        aux: dict[str, torch.Tensor | None] = {"human_mask": None, "keypoint_mask": None}
-        if self.input_proj is None:  # baseline: ViTPose decoder on the key frame
-            heatmaps = self.motion_head(tokens[:, KEY])  # (B, J, h, w)
-        else:
-            feats = self.input_proj(tokens)  # (B, T, N, D)
-            feature, keypoint_tokens = feats[:, KEY], None  # F (B, N, D)
-            if self.hkme is not None:
-                out = self.hkme(feats)
-                feature, keypoint_tokens = out["feature"], out["keypoint_tokens"]  # (B, N, D), (B, J, D)
-                aux["human_mask"], aux["keypoint_mask"] = out["human_mask"], out["keypoint_mask"]
-            head_in = feature
-            if self.bmd is not None:
-                motion, aux["sampling_points"] = self.bmd(feats, feature, return_points=return_aux)  # (B, N, D)
-                head_in = torch.cat([motion, feature], dim=-1)  # (B, N, 2D): [M, F]
-            heatmaps = self.motion_head(head_in)  # H_m (B, J, h, w)
-            if self.keypoint_head is not None:
-                heatmaps = (self.keypoint_head(keypoint_tokens) + heatmaps) / 2  # H = (H_k + H_m) / 2
-        result = {"heatmaps": heatmaps}
+        return self.forward_tokens(self.backbone(frames), return_aux)  # tokens (B, T, N, E)
+
+    def forward_tokens(self, tokens: torch.Tensor, return_aux: bool = False) -> dict[str, torch.Tensor]:
+        """Everything after the backbone: tokens ``(B, 3, N, E)`` -> the dict of `forward`."""
+        B, T, N, _ = tokens.shape
+        key_feature = tokens[:, KEY]  # F_t^i (B, N, E): the key frame's backbone feature
+        feats = tokens if self.input_proj is None else self.input_proj(tokens)  # (B, T, N, D)
+        feature = feats[:, KEY]  # F for the ADC blocks without HKME: the key frame's backbone feature (B, N, D)
+        keypoint_tokens = None
+        aux: dict[str, torch.Tensor | None] = {"human_mask": None, "keypoint_mask": None, "sampling_points": None}
+        if self.hkme is not None:
+            out = self.hkme(feats)
+            if out["feature"] is not None:
+                feature = out["feature"]  # enhanced F (B, N, D)
+            keypoint_tokens = out["keypoint_tokens"]  # (B, J, D) or None
+            aux["human_mask"], aux["keypoint_mask"] = out["human_mask"], out["keypoint_mask"]
+        head_in = key_feature  # (B, N, E)
+        if self.bmd is not None:
+            motion, aux["sampling_points"] = self.bmd(feats, feature, return_points=return_aux)  # (B, N, D)
+            head_in = torch.cat([motion, key_feature], dim=-1)  # (B, N, D+E): [M, F_t^i]
+        heatmaps = self.motion_head(head_in)  # H_m (B, J, h, w)
+        if self.keypoint_head is not None:
+            heatmaps = (self.keypoint_head(keypoint_tokens) + heatmaps) / 2  # H = (H_k + H_m) / 2
+        slots = heatmaps.new_zeros(B, self.num_slots, *heatmaps.shape[2:])  # (B, 17, h, w): ears stay 0
+        result = {"heatmaps": slots.index_copy(1, self.joint_slots, heatmaps)}
         if return_aux:
-            N = tokens.shape[2]
             ones = tokens.new_ones(B, T, N)
             result["human_mask"] = aux["human_mask"] if aux["human_mask"] is not None else ones
             result["keypoint_mask"] = aux["keypoint_mask"] if aux["keypoint_mask"] is not None else ones
-            if aux.get("sampling_points") is not None:
+            if aux["sampling_points"] is not None:
                 result["sampling_points"] = aux["sampling_points"]
         return result
 
 
-def _build_hkme(cfg: ModelConfig) -> HKME:
+def reads_enhanced_feature(cfg: ModelConfig) -> bool:
+    """Whether anything takes HKME's F: only ADC blocks do (not the DC block of table 6(a), not the heads)."""
+    return cfg.bmd and cfg.motion_attention != "dc"
+
+
+def _build_hkme(cfg: ModelConfig, num_joints: int) -> HKME:
     args = (cfg.dim, cfg.heads, cfg.mlp_ratio)
-    human = HumanMask(*args, cfg.hkme_depth) if cfg.human_mask else FrameBlocks(*args, cfg.hkme_depth)
-    keypoint = KeypointMask(*args, cfg.hkme_depth, cfg.num_joints, cfg.num_frames, apply_mask=cfg.keypoint_mask)
-    aggregation = SpatioTemporalAggregation(*args, cfg.aggregation_depth, cfg.num_frames)
+    human = HumanMask(*args, cfg.hkme_depth, cfg.num_frames) if cfg.human_mask else None
+    keypoint = KeypointMask(*args, cfg.hkme_depth, num_joints, cfg.num_frames) if cfg.keypoint_mask else None
+    # F feeds only the ADC blocks: without them (table 4(a), 6(a)) the aggregation stage would have no reader
+    aggregation = None
+    if reads_enhanced_feature(cfg):
+        aggregation = SpatioTemporalAggregation(*args, cfg.aggregation_depth, cfg.num_frames)
     return HKME(human, keypoint, aggregation)
 
 
 def _build_bmd(cfg: ModelConfig, grid_hw: tuple[int, int]) -> BMD | EntangledBMD:
-    attention_cls = motion_attention_class(cfg.motion_attention)
+    def block() -> ADCBlock | DeformConvBlock:
+        if cfg.motion_attention == "dc":  # table 6(a): the deformable conv replaces the whole ADC block
+            return DeformConvBlock(cfg.dim, cfg.mlp_ratio, DeformConvMotion(cfg.dim, cfg.heads, cfg.num_points, grid_hw))
+        attention = motion_attention_class(cfg.motion_attention)(cfg.dim, cfg.heads, cfg.num_points, grid_hw)
+        return ADCBlock(cfg.dim, cfg.mlp_ratio, attention, cfg.heads)
 
     def stream() -> ADCStream:
-        return ADCStream([
-            ADCBlock(cfg.dim, cfg.mlp_ratio, attention_cls(cfg.dim, cfg.heads, cfg.num_points, grid_hw), cfg.heads)
-            for _ in range(cfg.adc_blocks)
-        ])
+        return ADCStream([block() for _ in range(cfg.adc_blocks)])
 
     if cfg.bidirectional_separation:
         return BMD(cfg.dim, cfg.mlp_ratio, stream(), stream())
     return EntangledBMD(cfg.dim, stream())
+
+
+def check_model_config(cfg: ModelConfig) -> None:
+    """Refuse settings the model cannot honour (ValueError naming the ``model.*`` key)."""
+    if cfg.num_frames != 3:
+        raise ValueError(f"model.num_frames: VREMD uses 3 frames (t-1, t, t+1), found {cfg.num_frames}")
+    joints = cfg.annotated_joints
+    if not joints or list(joints) != sorted(set(joints)) or joints[0] < 0 or joints[-1] >= cfg.num_joints:
+        raise ValueError(f"model.annotated_joints: expected increasing, distinct slots in [0, {cfg.num_joints}) "
+                         f"(model.num_joints), found {list(joints)}")
+    motion_attention_class(cfg.motion_attention)  # unknown names fail here, naming the key
+    if cfg.hkme and not reads_enhanced_feature(cfg) and not cfg.keypoint_mask:
+        raise ValueError("model.keypoint_mask: without ADC blocks (model.bmd false, or motion_attention dc) nothing "
+                         "reads HKME's F, so HKME reaches the heatmaps only through the keypoint tokens (H_k); "
+                         "hkme=true with keypoint_mask=false would be HKME in name only")
 
 
 def build_model(cfg: ModelConfig) -> VREMD:
@@ -114,8 +192,7 @@ def build_model(cfg: ModelConfig) -> VREMD:
 
     Parameters are initialised from torch's default generator: seed it for reproducible weights.
     """
-    if cfg.num_frames != 3:
-        raise ValueError(f"model.num_frames: VREMD uses 3 frames (t-1, t, t+1), found {cfg.num_frames}")
+    check_model_config(cfg)
     backbone = ViTBackbone(
         (cfg.img_height, cfg.img_width), cfg.patch_size, cfg.embed_dim, cfg.depth, cfg.num_heads,
         frozen=cfg.freeze_backbone,
@@ -124,13 +201,14 @@ def build_model(cfg: ModelConfig) -> VREMD:
         load_vitpose_checkpoint(backbone, cfg.pretrained)
     grid_hw = backbone.grid_hw
     heatmap_hw = (cfg.img_height // HEATMAP_STRIDE, cfg.img_width // HEATMAP_STRIDE)
-    if not cfg.hkme and not cfg.bmd:  # baseline: backbone + heatmap head only
-        head = UpsampleHead(cfg.embed_dim, cfg.dim, cfg.num_joints, grid_hw, cfg.patch_size)
-        return VREMD(backbone, None, None, None, None, head)
-    input_proj = nn.Sequential(nn.LayerNorm(cfg.embed_dim), nn.Linear(cfg.embed_dim, cfg.dim))
-    hkme = _build_hkme(cfg) if cfg.hkme else None
+    J = len(cfg.annotated_joints)
+    modules = cfg.hkme or cfg.bmd
+    input_proj = None
+    if modules and cfg.dim != cfg.embed_dim:
+        input_proj = nn.Sequential(nn.LayerNorm(cfg.embed_dim), nn.Linear(cfg.embed_dim, cfg.dim))
+    hkme = _build_hkme(cfg, J) if cfg.hkme else None
     bmd = _build_bmd(cfg, grid_hw) if cfg.bmd else None
-    keypoint_head = KeypointTokenHead(cfg.dim, cfg.mlp_ratio, heatmap_hw) if cfg.hkme else None
-    head_in = cfg.dim * (2 if cfg.bmd else 1)  # [M, F] or F
-    motion_head = UpsampleHead(head_in, cfg.dim, cfg.num_joints, grid_hw, cfg.patch_size)
-    return VREMD(backbone, input_proj, hkme, bmd, keypoint_head, motion_head)
+    keypoint_head = KeypointTokenHead(cfg.dim, cfg.mlp_ratio, heatmap_hw) if cfg.hkme and cfg.keypoint_mask else None
+    head_in = cfg.embed_dim + (cfg.dim if cfg.bmd else 0)  # [M, F_t^i] or F_t^i
+    motion_head = UpsampleHead(head_in, cfg.head_channels, J, grid_hw, cfg.patch_size)
+    return VREMD(backbone, input_proj, hkme, bmd, keypoint_head, motion_head, cfg.annotated_joints, cfg.num_joints)

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vremd.data.joints import UNANNOTATED_JOINTS
 from vremd.data.posetrack import read_video
 
 from .boxes_io import BoxSet, FrameBoxes, assign_tracks, load_boxes
@@ -23,11 +24,13 @@ def sample_report(model, crops_rgb: np.ndarray, out_png: str | Path, device: str
     """Run `model` on one (T=3, H, W, 3) uint8 crop with aux outputs and draw `figures.sample_figure`."""
     out = predict_crops(model, crops_rgb[None], device, return_aux=True)
     grid_hw = model.backbone.grid_hw
+    joints_xy = out["joints_xy"][0].astype(np.float64)  # (J, 2)
+    joints_xy[list(UNANNOTATED_JOINTS)] = np.nan  # the model does not predict the ears: nothing to draw
     return sample_figure(
         crops_rgb, out["heatmaps"][0], out_png, grid_hw,
         human_mask=out["human_mask"][0], keypoint_mask=out["keypoint_mask"][0],
         sampling_points=out["sampling_points"][0] if "sampling_points" in out else None,
-        joints_xy=out["joints_xy"][0],
+        joints_xy=joints_xy,
     )
 
 

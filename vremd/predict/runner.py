@@ -27,7 +27,7 @@ from vremd.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from vremd.data.heatmaps import decode, heatmap_to_input_xy
 from vremd.model.backbone import load_vitpose_checkpoint
 from vremd.model.config_check import check_model_config
-from vremd.model.vremd import VREMD, build_model
+from vremd.model.vremd import VREMD, arch_version_problem, build_model
 
 from .boxes_io import BoxSet
 from .video import VideoReadError, iter_frames
@@ -119,6 +119,9 @@ def load_model(
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=""))
     model = build_model(cfg.model)
     sd = _strip_prefixes(dict(sd))
+    stale = arch_version_problem(sd)
+    if stale:
+        raise CheckpointError(f"{path}: {stale}")
     problems = state_dict_problems(model, sd, optional_prefix="backbone." if vitpose else "")
     if problems:
         raise CheckpointError(f"{path}: does not fit the model of its config (model.*): " + "; ".join(problems))

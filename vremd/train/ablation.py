@@ -29,6 +29,7 @@ import torch
 from ray import tune
 
 from vremd.config import Config, config_from_dict, flatten
+from vremd.model.cost import parameters_outside_backbone
 from vremd.train.ablation_grid import AblationError, TableSpec, TrialSpec, slug, training_id
 from vremd.train.ablation_reuse import adopt_finished_twin
 from vremd.train.identity import RunIdentity
@@ -235,7 +236,7 @@ def run_ablation(table: TableSpec, trials: Sequence[TrialSpec], base: Config, *,
                                       failure_config=tune.FailureConfig(max_failures=max_failures)),
         )
     outcomes = _outcomes(tuner.fit(), trials)
-    rows = report_rows(list(table.rows), outcomes, paper_tables, table.number)
+    rows = report_rows(list(table.rows), outcomes, paper_tables, table.number, _row_params(trials))
     title = f"{table.title} [profile {base.profile}]"
     paths = write_report(out_dir, table.number, title, rows, outcomes,
                          {"profile": base.profile, "experiment": str(exp_dir), "mlflow_parent_run_id": parent.run_id},
@@ -243,6 +244,15 @@ def run_ablation(table: TableSpec, trials: Sequence[TrialSpec], base: Config, *,
     failed = sum(o.status != "finished" for o in outcomes)
     _finish_parent(parent, rows, paths, failed)
     return AblationResult(outcomes, rows, summary_text(rows, title), paths, parent.run_id, restored, failed)
+
+
+def _row_params(trials: Sequence[TrialSpec]) -> dict[str, int]:
+    """Each row's parameters outside the backbone (the reports' Params (M) column); models built on `meta`."""
+    params: dict[str, int] = {}
+    for t in trials:
+        if t.row not in params:
+            params[t.row] = parameters_outside_backbone(config_from_dict(t.config).model)[1]
+    return params
 
 
 def _finish_parent(parent: Tracker, rows: Sequence[ReportRow], paths: Mapping[str, Path], failed: int) -> None:

@@ -52,6 +52,7 @@ class ReportRow:
     missing: int
     errors: tuple[str, ...] = ()
     peer: bool = False  # a paper row we do not run (tables 1-3: other methods)
+    params: int | None = None  # parameters of the row's model outside the backbone (the Params (M) column)
 
     @property
     def state(self) -> str:
@@ -67,8 +68,11 @@ class ReportRow:
 
 
 def report_rows(row_names: Sequence[str], outcomes: Sequence[TrialOutcome], paper_tables: Mapping[str, Any],
-                table: int) -> list[ReportRow]:
-    """Our rows in table order, then the paper's peers (rows we do not run), each with the paper's numbers."""
+                table: int, params: Mapping[str, int] | None = None) -> list[ReportRow]:
+    """Our rows in table order, then the paper's peers (rows we do not run), each with the paper's numbers.
+
+    ``params`` maps our row names to their models' parameter counts outside the backbone (Params (M)).
+    """
     key = f"table{table}"
     paper_names = [r["name"] for r in paper_tables.get(key, {}).get("rows", [])]
     rows = []
@@ -82,7 +86,7 @@ def report_rows(row_names: Sequence[str], outcomes: Sequence[TrialOutcome], pape
         rows.append(ReportRow(name, ours, paper, len(done), sum(o.status == "failed" for o in mine),
                               sum(o.status not in ("finished", "failed") for o in mine),
                               tuple(f"seed {o.seed}: {o.error}" for o in mine if o.status == "failed"),
-                              peer=name in peers))
+                              peer=name in peers, params=(params or {}).get(name)))
     return rows
 
 
@@ -106,10 +110,13 @@ def _cells(row: ReportRow) -> dict[str, str]:
         seeds += f" ({row.failed} failed)"
     return {"Row": row.name, "Paper": "–" if math.isnan(mean["paper"]) else f"{mean['paper']:.1f}",
             "Ours": ours("Mean"), "Delta": "–" if math.isnan(mean["delta"]) else f"{mean['delta']:+.1f}",
+            PARAMS_COLUMN: "" if row.params is None else f"{row.params / 1e6:.2f}",
             **{col: ours(col) for col in COLUMNS[:-1]}, "Seeds": seeds}
 
 
-SUMMARY_HEADER = ("Row", "Paper", "Ours", "Delta", *COLUMNS[:-1], "Seeds")
+PARAMS_COLUMN = "Params (M)"  # parameters outside the backbone: the capacity each row adds or removes
+PARAMS_NOTE = "Params (M): parameters of the row's model outside the backbone (the backbone is the same in every row)."
+SUMMARY_HEADER = ("Row", "Paper", "Ours", "Delta", PARAMS_COLUMN, *COLUMNS[:-1], "Seeds")
 
 
 def summary_text(rows: Sequence[ReportRow], title: str) -> str:
@@ -119,13 +126,14 @@ def summary_text(rows: Sequence[ReportRow], title: str) -> str:
     lines = [title, ""] + ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
                            for line in table]
     lines.insert(3, "  ".join("-" * w for w in widths))
-    lines += [f"  {r.name}: {e}" for r in rows for e in r.errors]
+    lines += [f"  {r.name}: {e}" for r in rows for e in r.errors] + ["", PARAMS_NOTE]
     return "\n".join(lines) + "\n"
 
 
 def summary_markdown(rows: Sequence[ReportRow], title: str, notes: Sequence[str] = ()) -> str:
     """Markdown: the summary table, then per row the per-joint Paper / Ours / Delta table."""
-    out = [f"# {title}", "", "Paper, Ours and Delta: Mean AP (poseval Total); joints: ours, mean ± std over seeds.", ""]
+    out = [f"# {title}", "", "Paper, Ours and Delta: Mean AP (poseval Total); joints: ours, mean ± std over seeds. "
+           + PARAMS_NOTE, ""]
     out += ["| " + " | ".join(SUMMARY_HEADER) + " |", "|---|" + "---:|" * (len(SUMMARY_HEADER) - 1)]
     out += ["| " + " | ".join(_cells(r)[h] for h in SUMMARY_HEADER) + " |" for r in rows]
     out += [""] + [f"- {n}" for n in notes] + ([""] if notes else [])
@@ -138,15 +146,15 @@ def summary_markdown(rows: Sequence[ReportRow], title: str, notes: Sequence[str]
 
 
 def summary_csv(rows: Sequence[ReportRow]) -> str:
-    """Long CSV: one line per (row, column) with paper, ours, ours_std, seeds, failed, delta, state."""
+    """Long CSV: one line per (row, column) with paper, ours, ours_std, seeds, failed, delta, state, params."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["row", "column", "paper", "ours", "ours_std", "seeds", "failed", "delta", "state"])
+    writer.writerow(["row", "column", "paper", "ours", "ours_std", "seeds", "failed", "delta", "state", "params"])
     num = lambda v: "" if math.isnan(v) else repr(float(v))  # noqa: E731
     for r in rows:
         for s in ap_rows(r.ours, r.paper):
             writer.writerow([r.name, s["column"], num(s["paper"]), num(s["ours"]), num(s["std"]) if s["n"] else "",
-                             s["n"], r.failed, num(s["delta"]), r.state])
+                             s["n"], r.failed, num(s["delta"]), r.state, "" if r.params is None else r.params])
     return buf.getvalue()
 
 
