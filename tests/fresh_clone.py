@@ -10,6 +10,7 @@ clone's `.venv` layer without installing anything and without touching the share
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shlex
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from vremd.config import config_to_dict, smoke_config
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -33,10 +36,21 @@ def checkout_files() -> list[str]:
     return [f for f in out if f and (REPO / f).is_file()]
 
 
-def copy_checkout(dest: Path, only: tuple[str, ...] = ()) -> Path:
+def smoke_demo_params() -> dict:
+    """params.yaml whose `demo` profile is the smoke configuration, one epoch, training in-process."""
+    cfg = smoke_config()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1, num_workers=0))
+    demo = config_to_dict(cfg)
+    demo.pop("profile")
+    demo["tracking"]["run_name"] = "demo"
+    return {"profile": "demo", "profiles": {"demo": demo}}
+
+
+def copy_checkout(dest: Path, only: tuple[str, ...] = (), params: dict | None = None) -> Path:
     """Copy this checkout (or the files under the top-level names in `only`) into a new git repo at `dest`.
 
     DVC gets a config without the remote, and no dvc.lock: the clone starts as a user's would.
+    `params`, if given, replaces params.yaml.
     """
     for name in checkout_files():
         if only and name.split("/")[0] not in only:
@@ -46,6 +60,8 @@ def copy_checkout(dest: Path, only: tuple[str, ...] = ()) -> Path:
     if (dest / ".dvc").is_dir():
         (dest / ".dvc" / "config").write_text("[core]\n    no_scm = false\n")
     (dest / "dvc.lock").unlink(missing_ok=True)
+    if params is not None:
+        (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for args in (["git", "init", "-q"], ["git", "add", "-A"],
                  ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "clone"]):
         subprocess.run(args, cwd=dest, check=True, capture_output=True)
