@@ -51,3 +51,14 @@ def test_make_venv_replaces_the_former_link_and_is_idempotent(tmp_path):
     assert not (clone / ".venv").is_symlink()
     assert made.stdout == ""  # the second run found the clone's environment up to date
     assert _where(clone, activate=True)[0] == str(clone / "vremd/__init__.py")
+
+
+def test_console_scripts_run_from_a_clone_path_too_long_for_a_shebang(tmp_path):
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 5)
+    clone = copy_checkout(deep / "clone", only=NEEDED)
+    made = make_venv(clone, tmp_path / "venv-home")
+    assert made.returncode == 0, output(made)
+    assert len(str(clone / ".venv/bin/python")) > 127
+    proc = fresh_shell(clone, f"{clone}/.venv/bin/dvc --version && {clone}/.venv/bin/pytest --version",
+                       activate=False)
+    assert proc.returncode == 0 and proc.stdout.startswith("3.") and "pytest" in proc.stdout, output(proc)
