@@ -65,11 +65,13 @@ def copy_console_scripts(shared: Path, dest: Path) -> list[str]:
 
 
 def build(shared: Path, env: Path) -> None:
-    """(Re)create `env` as this clone's venv layered on `shared`."""
-    if env.is_symlink() or env.is_file():
+    """(Re)create `env` as this clone's venv layered on `shared`; the former one only if this script made it."""
+    if env.is_symlink():
         env.unlink()  # the former layout: .venv was a link to SHARED itself
-    elif env.exists():
+    elif (env / STAMP).is_file():
         shutil.rmtree(env)
+    elif env.exists():
+        raise FileExistsError(f"{env} exists and was not made by `make venv`: move it away first")
     venv.EnvBuilder(with_pip=False, symlinks=True).create(env)
     (site_packages(env) / PTH).write_text(pth_text(ROOT, shared))
     copy_console_scripts(shared, env / "bin")
@@ -96,7 +98,11 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 1
     if not up_to_date(shared, env):
-        build(shared, env)
+        try:
+            build(shared, env)
+        except FileExistsError as err:
+            print(f"clone_venv: {err}", file=sys.stderr)
+            return 1
         print(f"{env}: this clone's environment, on {shared}")
     return 0
 

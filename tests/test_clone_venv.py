@@ -62,3 +62,12 @@ def test_console_scripts_run_from_a_clone_path_too_long_for_a_shebang(tmp_path):
     proc = fresh_shell(clone, f"{clone}/.venv/bin/dvc --version && {clone}/.venv/bin/pytest --version",
                        activate=False)
     assert proc.returncode == 0 and proc.stdout.startswith("3.") and "pytest" in proc.stdout, output(proc)
+
+
+def test_make_venv_leaves_a_venv_it_did_not_make(tmp_path):
+    clone = copy_checkout(tmp_path / "c", only=NEEDED)
+    (clone / ".venv" / "bin").mkdir(parents=True)
+    (clone / ".venv" / "bin" / "mine").write_text("a user's own environment")
+    made = make_venv(clone, tmp_path / "venv-home")
+    assert made.returncode != 0 and ".venv exists and was not made by `make venv`" in made.stderr, output(made)
+    assert (clone / ".venv" / "bin" / "mine").read_text() == "a user's own environment"
