@@ -5,8 +5,9 @@
 SHARED (every package, built once per pyproject.toml and shared by all clones on the machine) is
 never written to. `.venv` is a virtualenv without packages whose one `.pth` file puts this clone's
 root on sys.path ahead of SHARED's site-packages: each clone imports its own `vremd` and
-`pipeline`, whichever clone ran `make venv` last, from any working directory (Ray workers too, as
-they run `sys.executable`). Its console scripts (dvc, mlflow, pytest, ray, ...) are SHARED's with
+`pipeline`, no matter which clone ran `make venv` last, from any working directory (Ray workers
+too, as they run `sys.executable`). A `vremd_checkout.pth` that an older Makefile wrote into SHARED
+only appends another root after this one. Its console scripts (dvc, mlflow, pytest, ray, ...) are SHARED's with
 the shebang pointing at `.venv/bin/python`, and every process of that python puts `.venv/bin` first
 on PATH, so the bare `python` of a DVC stage command is this venv's even when `.venv/bin/dvc` runs
 unactivated. Cheap (well under a second) and idempotent: an up-to-date `.venv` is left alone.
