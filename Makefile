@@ -1,6 +1,8 @@
 # Two commands for a fresh machine:  `make demo` (the main job)  and  `make test` (the suite).
-# The real virtualenv lives outside the clone, keyed by a hash of pyproject.toml, and `.venv`
-# links to it, so a fresh clone with an unchanged pyproject.toml reuses it in seconds.
+# The packages live outside the clone in one shared virtualenv, keyed by a hash of pyproject.toml,
+# so a fresh clone with an unchanged pyproject.toml reuses it in seconds. `.venv` is this clone's
+# own small virtualenv layered on it (.ci/clone_venv.py): `source .venv/bin/activate`, then every
+# README command works, and each clone imports its own `vremd`.
 SHELL := /bin/bash
 PYTHON_BASE ?= python3.11
 VENV_KEY := $(shell sha256sum pyproject.toml | cut -c1-16)
@@ -14,8 +16,8 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 .PHONY: demo test test-fast bench venv clean-venv mlflow-ui
 
-# `venv` is cheap when the environment exists: it links .venv and points a .pth at this clone,
-# so `python pipeline/<stage>.py` imports this checkout's `vremd` (CI clones afresh each run).
+# `venv` is cheap when the shared environment exists: it (re)builds .venv, this clone's layer on it.
+# Nothing in the shared environment names a clone, so clones sharing it never import each other's code.
 venv:
 	@if [ ! -f "$(VENV_REAL)/.complete" ]; then \
 	  echo "Creating the environment in $(VENV_REAL) (about 2 minutes, once per pyproject.toml)"; \
@@ -25,8 +27,7 @@ venv:
 	  "$(VENV_REAL)/bin/pip" install -q -r <("$(VENV_REAL)/bin/python" .ci/requirements.py) && \
 	  touch "$(VENV_REAL)/.complete" || exit 1; \
 	fi
-	@ln -sfn "$(VENV_REAL)" .venv
-	@echo "$(CURDIR)" > "$$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/vremd_checkout.pth"
+	@"$(VENV_REAL)/bin/python" .ci/clone_venv.py "$(VENV_REAL)"
 
 demo: venv
 	.venv/bin/dvc repro

@@ -1,39 +1,18 @@
 """`dvc repro` runs the whole pipeline end to end in a temporary copy of the repo on a smoke-sized demo
 profile; a second `dvc repro` does nothing; `dvc metrics show` prints the per-joint AP."""
 
-import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
-
-from vremd.config import config_to_dict, smoke_config
+from fresh_clone import copy_checkout, smoke_demo_params
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def _repo_files() -> list[str]:
-    """Tracked files plus untracked, not-ignored ones (the work in progress), as git lists them."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout.split("\n")
-    return [f for f in out if f and (REPO / f).is_file()]
-
-
-def _smoke_params() -> dict:
-    cfg = smoke_config()
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1, num_workers=0))
-    demo = config_to_dict(cfg)
-    demo.pop("profile")
-    demo["tracking"]["run_name"] = "demo"
-    return {"profile": "demo", "profiles": {"demo": demo}}
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -45,18 +24,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    dest = tmp_path_factory.mktemp("repo")
-    for name in _repo_files():
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, dest / name)
-    (dest / ".dvc").mkdir(exist_ok=True)
-    (dest / ".dvc" / "config").write_text("[core]\n    no_scm = false\n")  # no remote needed here
-    (dest / "dvc.lock").unlink(missing_ok=True)
-    (dest / "params.yaml").write_text(yaml.safe_dump(_smoke_params(), sort_keys=False))
-    for args in (["git", "init", "-q"], ["git", "add", "-A"],
-                 ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):
-        subprocess.run(args, cwd=dest, check=True, capture_output=True)
-    return dest
+    return copy_checkout(tmp_path_factory.mktemp("repo") / "clone", params=smoke_demo_params())
 
 
 def test_repro_end_to_end_then_nothing_to_do(repo):
