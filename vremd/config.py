@@ -97,6 +97,8 @@ class ModelConfig:
     num_heads: int = 16
     freeze_backbone: bool = True
     pretrained: str = ""  # path to a ViTPose COCO .pth, empty for random init
+    pretrained_url: str = ""  # where the `weights` stage fetches `pretrained` from (URL or local path)
+    pretrained_sha256: str = ""  # its sha256, or a prefix of >= 8 hex digits
     # VREMD modules
     num_joints: int = 17
     num_frames: int = 3
