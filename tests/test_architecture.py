@@ -15,6 +15,8 @@ FORBIDDEN = {
     "vremd.eval": ("vremd.model", "vremd.train", "vremd.predict", "pipeline", "torch", "ray", "mlflow"),
     "vremd.train": ("vremd.predict", "pipeline"),
     "vremd.predict": ("vremd.train", "pipeline", "ray"),
+    "vremd.detect": ("vremd.data", "vremd.model", "vremd.eval", "vremd.train", "vremd.predict", "pipeline", "ray",
+                     "mlflow"),
 }
 
 

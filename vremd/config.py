@@ -99,6 +99,8 @@ class ModelConfig:
     num_heads: int = 16
     freeze_backbone: bool = True
     pretrained: str = ""  # path to a ViTPose COCO .pth, empty for random init
+    pretrained_url: str = ""  # where the `weights` stage fetches `pretrained` from (URL or local path)
+    pretrained_sha256: str = ""  # its sha256, or a prefix of >= 8 hex digits
     # VREMD modules
     num_joints: int = 17  # keypoint slots of the output (PoseTrack's 17 COCO-order slots)
     # the slots the dataset annotates: J keypoint tokens and heatmap channels; the other slots are output as
@@ -145,6 +147,21 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DetectConfig:
+    """Person detector for test-time boxes (`vremd.detect`) and the DCPose-style post-processing of its boxes."""
+
+    model: str = "fasterrcnn_resnet50_fpn_v2"  # or fasterrcnn_mobilenet_v3_large_fpn (CPU)
+    weights: str = ""  # local state dict; empty: torchvision's download and cache
+    score_threshold: float = 0.2  # boxes below are dropped (DCPose VAL.IMAGE_THRE 0.2)
+    nms_iou: float = 0.5  # box NMS inside the detector (torchvision's default)
+    min_size: int = 800  # input resize: shorter side (torchvision's default) ...
+    max_size: int = 1333  # ... longer side at most
+    batch_size: int = 4
+    oks_nms: float = 0.9  # OKS-NMS of the predicted poses per frame (DCPose VAL.OKS_THRE)
+    keypoint_threshold: float = 0.2  # joints above it rescore a person (DCPose VAL.IN_VIS_THRE)
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Which per-joint AP protocol scores predictions."""
 
@@ -171,6 +188,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

@@ -1,5 +1,7 @@
 """Plain ViT backbone in the ViTPose layout (timm `VisionTransformer`) and the ViTPose checkpoint loader.
 
+The loader reads the official ViTPose layout and MMPose 1.x's mmpretrain layout (`checkpoint_layouts`).
+
 Two ViTPose details that a shape check would not catch are reproduced exactly:
 - its patch-embedding conv pads by 2 pixels (kernel = stride = 16), still giving H/16 x W/16 tokens;
 - it adds the class-token position slot to every patch position (``pos_embed[:, 1:] + pos_embed[:, :1]``).
@@ -15,6 +17,14 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
+
+from vremd.model.checkpoint_layouts import (
+    MMPRETRAIN,
+    checkpoint_size,
+    detect_layout,
+    read_weights_only,
+    to_official_layout,
+)
 
 __all__ = [
     "PATCH_PADDING",
@@ -165,27 +175,54 @@ def _strict_mismatches(model: nn.Module, sd: dict[str, torch.Tensor]) -> list[st
     return problems
 
 
-def load_vitpose_checkpoint(model: ViTBackbone, path: str | Path) -> None:
-    """Load an official ViTPose checkpoint into ``model`` strictly, or raise one error listing every problem.
+def load_vitpose_checkpoint(model: ViTBackbone, path: str | Path) -> str:
+    """Load a ViTPose checkpoint into ``model`` strictly, or raise one error listing every problem.
 
-    Accepts a bare state dict or a ``{'state_dict': ...}`` wrapper (mmpose), read with
-    ``torch.load(weights_only=True)``. The position table is resized to the model's token grid.
+    Reads both layouts users can get (`checkpoint_layouts`: the official ViTPose ``.pth`` and MMPose 1.x's
+    mmpretrain ``VisionTransformer``) and returns which one it found. Accepts a bare state dict or a
+    ``{'state_dict': ..., 'meta': ...}`` wrapper (mmengine; numpy metadata is allowlisted, nothing else), read
+    with ``torch.load(weights_only=True)``. A checkpoint of another width or depth is refused naming both
+    sizes. The position table is resized to the model's token grid.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: ViTPose checkpoint not found (model.pretrained)")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = read_weights_only(path)
     except Exception as exc:  # truncated, foreign, or a pickle with code in it (refused by weights_only)
         raise VitPoseCheckpointError(f"{path}: not a readable weights-only checkpoint ({type(exc).__name__})") from None
     sd = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
     if not isinstance(sd, dict):
         raise VitPoseCheckpointError(f"{path}: expected a state dict, found {type(sd).__name__}")
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
     try:
+        layout = detect_layout(sd)
+        _check_size(sd, model)
+        if layout == MMPRETRAIN:
+            sd = to_official_layout(sd, num_patches=model.grid_hw[0] * model.grid_hw[1])
         converted = convert_vitpose_state_dict(sd, grid_hw=model.grid_hw)
-    except VitPoseCheckpointError as exc:
+    except ValueError as exc:
         raise VitPoseCheckpointError(f"{path}: {exc}") from None
     problems = _strict_mismatches(model.vit, converted)
     if problems:
-        raise VitPoseCheckpointError(f"{path}: does not fit the ViT backbone: " + "; ".join(problems))
+        raise VitPoseCheckpointError(f"{path} ({layout} layout): does not fit the ViT backbone: " + "; ".join(problems))
     model.vit.load_state_dict(converted, strict=True)
+    return layout
+
+
+def _check_size(sd: dict[str, torch.Tensor], model: ViTBackbone) -> None:
+    """Refuse a ViT of another width or depth (say ViT-B weights for a ViT-L model), naming both sizes."""
+    embed_dim, depth = checkpoint_size(sd)
+    own = (model.embed_dim, len(model.vit.blocks))
+    if (embed_dim, depth) != own:
+        raise VitPoseCheckpointError(
+            f"the checkpoint is a ViT of width {embed_dim} and depth {depth} ({_vit_name(embed_dim, depth)}), "
+            f"the model a ViT of width {own[0]} and depth {own[1]} ({_vit_name(*own)}): set model.embed_dim, "
+            "model.depth and model.num_heads to the checkpoint's size, or use weights of the model's size"
+        )
+
+
+def _vit_name(embed_dim: int, depth: int) -> str:
+    return {(384, 12): "ViT-S", (768, 12): "ViT-B", (1024, 24): "ViT-L", (1280, 32): "ViT-H"}.get(
+        (embed_dim, depth), "custom size"
+    )

@@ -6,11 +6,13 @@ Exit codes: 0 done, 2 bad input (the one-line message names the file or field).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-from vremd.config import ConfigError, load_config
+from vremd.config import ConfigError, DetectConfig, load_config
 from vremd.data.posetrack import PoseTrackFormatError
+from vremd.detect.detector import DetectorError
 from vremd.model.backbone import VitPoseCheckpointError
 
 from .boxes_io import BoxFileError
@@ -20,16 +22,30 @@ from .runner import CheckpointError, saved_config
 from .video import VideoReadError
 
 BAD_INPUT = (BoxFileError, CheckpointError, VideoReadError, PoseTrackFormatError, VitPoseCheckpointError,
-             ConfigError, OSError, FigureInputError)
+             ConfigError, OSError, FigureInputError, DetectorError)
+
+
+def _detect_config(args: argparse.Namespace, base: DetectConfig) -> DetectConfig:
+    """`base` (the params' `detect`) with the --detector* options applied."""
+    changes = {"model": args.detector, "weights": str(args.detector_weights) if args.detector_weights else None,
+               "score_threshold": args.detector_score}
+    return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options of `python -m vremd.predict`."""
     p = argparse.ArgumentParser(prog="python -m vremd.predict", description=__doc__.splitlines()[0])
     p.add_argument("video", type=Path, help="video file (mp4/avi) or a folder of frame images")
-    p.add_argument("--boxes", type=Path, required=True,
+    p.add_argument("--boxes", type=Path, default=None,
                    help="person boxes: COCO detection json (results list: image_id = frame index; or a dict "
-                        "with images whose file_name names the frame) or a PoseTrack-2018 json")
+                        "with images whose file_name names the frame) or a PoseTrack-2018 json; without it "
+                        "the person detector runs on every frame and its boxes are linked into tracks")
+    p.add_argument("--detector", default=None,
+                   help="detector without --boxes (default: detect.model, fasterrcnn_resnet50_fpn_v2)")
+    p.add_argument("--detector-weights", type=Path, default=None,
+                   help="local detector state dict (default: detect.weights, else torchvision's download)")
+    p.add_argument("--detector-score", type=float, default=None,
+                   help="drop detector boxes scoring below this (default: detect.score_threshold)")
     p.add_argument("--boxes-format", choices=("auto", "coco", "posetrack"), default="auto")
     p.add_argument("--track", action="store_true", help="link the boxes into tracks by IoU")
     p.add_argument("--min-score", type=float, default=0.0, help="drop detections scoring below this")
@@ -78,10 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     if (args.compare is None) != (args.figure is None):
         print("error: --compare and --figure go together", file=sys.stderr)
         return 2
+    if args.boxes is None and (args.sample_figure is not None or args.compare is not None):
+        print("error: --sample-figure and --compare need --boxes", file=sys.stderr)
+        return 2
     req = PredictRequest(
         video=args.video, boxes=args.boxes, checkpoint=args.checkpoint, out_json=args.out, overlay=args.overlay,
         vitpose=args.vitpose, boxes_format=args.boxes_format, track=args.track, min_score=args.min_score,
         batch_size=args.batch_size, device=args.device, video_name=args.video_name, progress=not args.quiet,
+        detect=_detect_config(args, DetectConfig()),
     )
     explicit = args.params is not None or args.profile is not None or bool(args.overrides)
     try:
@@ -102,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for w in summary.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    if summary.detector is not None:
+        d = summary.detector
+        print(f"boxes: {d.detector} (weights {Path(d.weights).name}, sha256 {d.weights_sha256[:12]}..., "
+              f"score >= {d.score_threshold})")
     overlay = f", overlay {summary.overlay_path} ({summary.overlay_frames} frames)" if summary.overlay_path else ""
     print(f"{summary.frames} frames, {summary.persons} person crops, {summary.tracks} tracks -> "
           f"{summary.json_path}{overlay}")

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from vremd.config import Config
+from vremd.config import Config, DetectConfig
+from vremd.detect.detector import Provenance, build_detector, detect_images
 
-from .boxes_io import assign_tracks, load_boxes
+from .boxes_io import BoxSet, FrameBoxes, assign_tracks, load_boxes
 from .output import default_images, poseval_video_name, predictions_video, write_predictions_json
 from .overlay import OverlayWriter, draw_frame
 from .runner import load_model, predict_video
-from .video import probe
+from .video import iter_frames, probe
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class PredictRequest:
     """What to predict and where to write it."""
 
     video: Path  # mp4/avi file or folder of frames
-    boxes: Path  # COCO detection json or PoseTrack json
+    boxes: Path | None  # COCO detection json or PoseTrack json; None: run the person detector (`detect`)
     checkpoint: Path  # models/final.pt (or a heads checkpoint with `vitpose`)
     out_json: Path  # PoseTrack-2018 predictions
     overlay: Path | None = None  # .mp4/.avi file or a folder for JPEG frames; None: no overlay
@@ -34,6 +35,7 @@ class PredictRequest:
     device: str = "cpu"
     video_name: str | None = None  # poseval video folder name, e.g. 000001_mpii_test
     progress: bool = True
+    detect: DetectConfig = field(default_factory=DetectConfig)  # the detector used when `boxes` is None
 
 
 @dataclass
@@ -47,6 +49,16 @@ class PredictSummary:
     overlay_path: Path | None
     overlay_frames: int
     warnings: list[str] = field(default_factory=list)
+    detector: Provenance | None = None  # set when the boxes came from the person detector
+
+
+def detect_boxes(video: Path, num_frames: int, cfg: DetectConfig, device: str,
+                 progress: bool) -> tuple[BoxSet, Provenance]:
+    """Person boxes on every frame of `video` from the detector of `cfg`, untracked."""
+    model, provenance = build_detector(cfg)
+    found = detect_images(model, enumerate(iter_frames(video)), cfg.batch_size, device, num_frames, progress)
+    frames = tuple(FrameBoxes(xywh, scores, np.full(len(scores), -1, dtype=np.int64)) for _, xywh, scores in found)
+    return BoxSet(frames), provenance
 
 
 def run_prediction(req: PredictRequest, fallback_cfg: Config | Callable[[], Config] | None = None) -> PredictSummary:
@@ -55,8 +67,12 @@ def run_prediction(req: PredictRequest, fallback_cfg: Config | Callable[[], Conf
     The checkpoint's own config builds and decodes the model; `fallback_cfg` serves one without a config.
     """
     info = probe(req.video)
-    boxes = load_boxes(req.boxes, info.frame_names, req.boxes_format, req.min_score)
-    boxes = assign_tracks(boxes, track=req.track)
+    detector = None
+    if req.boxes is None:  # a bare video: detect, then link into tracks
+        boxes, detector = detect_boxes(req.video, info.num_frames, req.detect, req.device, req.progress)
+    else:
+        boxes = load_boxes(req.boxes, info.frame_names, req.boxes_format, req.min_score)
+    boxes = assign_tracks(boxes, track=req.track or req.boxes is None)
     model, cfg = load_model(req.checkpoint, req.vitpose, fallback_cfg)
     model.to(req.device)
     name = req.video_name or boxes.video_name or poseval_video_name(Path(req.video).stem)
@@ -83,4 +99,5 @@ def run_prediction(req: PredictRequest, fallback_cfg: Config | Callable[[], Conf
     return PredictSummary(
         frames=stats.frames, persons=stats.crops, tracks=len(tracks), json_path=Path(req.out_json),
         overlay_path=req.overlay, overlay_frames=writer.frames_written if writer else 0, warnings=warnings,
+        detector=detector,
     )

@@ -1,0 +1,77 @@
+"""Stage `detect`: person boxes for the val frames from a torchvision detector, with their provenance.
+
+    python pipeline/detect.py --raw data/raw --out data/detections/val.json [--device cuda] [--all-frames]
+
+Writes a COCO detection-results json (a list of `{"image_id", "category_id": 1, "bbox": [x, y, w, h],
+"score"}`, image ids as in the val annotations) and `<out stem>.provenance.json` beside it: detector, weights
+file and sha256, score threshold, NMS IoU, input size, torchvision version, frame count. Labeled frames
+only unless --all-frames (poseval scores labeled frames). `data.val_boxes: <this file>` then crops with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from pipeline.cli_config import add_config_args, config_from_args
+from vremd.atomic import atomic_write_text
+from vremd.data.posetrack import PoseTrackFormatError, list_videos, read_video
+from vremd.detect.detector import build_detector, detect_images
+
+
+def _frames(dataset_dir: Path, all_frames: bool) -> list[tuple[int, Path]]:
+    """``(image_id, image path)`` of the val frames to detect on, in video order."""
+    found = []
+    for json_path in list_videos(dataset_dir, "val"):
+        video = read_video(json_path, "val")
+        found += [(f.image_id, dataset_dir / f.file_name) for f in video.frames if all_frames or f.is_labeled]
+    return found
+
+
+def _decoded(frames: list[tuple[int, Path]]) -> Iterator[tuple[int, np.ndarray]]:
+    for image_id, path in frames:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise PoseTrackFormatError(f"{path}: missing or not a decodable image (val frame {image_id})")
+        yield image_id, image
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw data root")
+    parser.add_argument("--out", type=Path, default=Path("data/detections/val.json"), help="COCO results json")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--all-frames", action="store_true", help="also detect on unlabeled frames")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        frames = _frames(args.raw / cfg.data.source, args.all_frames)
+        if not frames:
+            raise PoseTrackFormatError(f"{args.raw / cfg.data.source}/annotations/val: no val frames to detect on")
+        model, provenance = build_detector(cfg.detect)
+        results = []
+        for image_id, boxes, scores in detect_images(model, _decoded(frames), cfg.detect.batch_size, args.device,
+                                                     len(frames), progress=not args.no_progress):
+            results += [{"image_id": image_id, "category_id": 1, "bbox": [round(float(v), 2) for v in box],
+                         "score": round(float(score), 5)} for box, score in zip(boxes, scores)]
+    except (ValueError, OSError) as exc:  # ConfigError, PoseTrackFormatError, DetectorError, missing files
+        print(f"detect: error: {exc}", file=sys.stderr)
+        return 1
+    record = {**provenance.to_dict(), "frames": len(frames), "boxes": len(results), "all_frames": args.all_frames}
+    atomic_write_text(args.out, json.dumps(results))
+    atomic_write_text(args.out.with_name(args.out.stem + ".provenance.json"), json.dumps(record, indent=2) + "\n")
+    print(f"{args.out}: {len(results)} person boxes on {len(frames)} frames ({provenance.detector}, "
+          f"score >= {provenance.score_threshold}, weights sha256 {provenance.weights_sha256[:12]}...)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
