@@ -1,6 +1,6 @@
 """Stage `weights`: put the backbone's pretrained checkpoint at `model.pretrained`, verified, with a manifest.
 
-    python pipeline/weights.py [--manifest weights/manifest.json] [--cache weights/.downloads] [--set ...]
+    python pipeline/weights.py [--manifest weights/manifest.json] [--cache data/downloads] [--set ...]
 
 - `model.pretrained_url` set: downloaded with the data's download code (resumed after an interruption,
   progress bar) into the cache, its sha256 checked against `model.pretrained_sha256`, then linked to
@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser)
     parser.add_argument("--manifest", type=Path, default=Path("weights/manifest.json"),
                         help="what was installed, as json (default: weights/manifest.json)")
-    parser.add_argument("--cache", type=Path, default=Path("weights/.downloads"),
-                        help="where downloads are kept and resumed (default: weights/.downloads)")
+    parser.add_argument("--cache", type=Path, default=Path("data/downloads"),
+                        help="where downloads are kept and resumed, as the data's (default: data/downloads)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
     try:

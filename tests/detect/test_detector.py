@@ -93,8 +93,7 @@ def test_predict_on_a_bare_video_runs_the_detector_and_tracks(weights, tmp_path,
     tiny = make_tiny_video(tmp_path)
     ckpt = save_smoke_checkpoint(tmp_path / "final.pt")
     out = tmp_path / "pred.json"
-    rc = predict_main([str(tiny.mp4), "--checkpoint", str(ckpt), "--out", str(out), "--quiet",
-                       "--params", str(tmp_path / "none.yaml"), "--detector", LIGHT,
+    rc = predict_main([str(tiny.mp4), "--checkpoint", str(ckpt), "--out", str(out), "--quiet", "--detector", LIGHT,
                        "--detector-weights", str(weights), "--detector-score", "0.5"])
     assert rc == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
