@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(pred_dir, ignore_errors=True)  # no stale videos from an earlier dataset
         result = validate(model, dataset, pd.read_parquet(index_path), gt_dir, pred_dir,
                           batch_size=cfg.train.batch_size, device=device, stride=stride,
-                          flip_test=cfg.train.flip_test, protocol=cfg.eval.protocol, progress=not args.no_progress)
+                          flip_test=cfg.train.flip_test, protocol=cfg.eval.protocol, progress=not args.no_progress,
+                          oks_nms=(cfg.detect.oks_nms, cfg.detect.keypoint_threshold))
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 1

@@ -51,7 +51,7 @@ class DataConfig:
     raw_dir: str = "data/raw"
     urls: tuple[str, ...] = ()  # archive URLs or local paths (real data only)
     sha256: tuple[str, ...] = ()  # one per url, or empty to skip verification
-    val_boxes: str = "gt"  # "gt" or a path to a COCO-format detection json
+    val_boxes: str = "gt"  # "gt", "detect" (the `detect` stage's boxes) or a path to a COCO detection json
     on_bad_input: BadInputPolicy = "error"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -317,8 +317,11 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
 # Keys that hold a file or folder (or a URI that may be one). `load_config` makes them absolute once, on the
 # driver: relative values in a params file are relative to that file's folder (the repo root for params.yaml),
 # `--set` values to the working directory. Workers and trials then read the same files whatever their cwd.
-PATH_KEYS = ("data.raw_dir", "data.urls", "data.val_boxes", "model.pretrained", "tracking.tracking_uri")
-_NOT_A_PATH = {"data.val_boxes": "gt", "model.pretrained": ""}
+PATH_KEYS = ("data.raw_dir", "data.urls", "data.val_boxes", "model.pretrained", "detect.weights",
+             "tracking.tracking_uri")
+_NOT_A_PATH = {"data.val_boxes": "gt", "model.pretrained": "", "detect.weights": ""}
+# `data.val_boxes: detect` names the file the `detect` stage writes (pipeline/detect.py), relative to the repo
+DETECTED_VAL_BOXES = "detections/detected/val.json"
 
 
 def _absolute(value: str, base: Path) -> str:
@@ -331,6 +334,8 @@ def resolve_path_value(key: str, value: Any, base: Path) -> Any:
         return [resolve_path_value(key, v, base) for v in value]
     if not isinstance(value, str) or value == _NOT_A_PATH.get(key):
         return value
+    if key == "data.val_boxes" and value == "detect":
+        value = DETECTED_VAL_BOXES
     if key == "tracking.tracking_uri":
         if value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
             return "sqlite:///" + _absolute(value[len("sqlite:///"):], base)

@@ -73,13 +73,18 @@ def test_weights_of_another_architecture_are_refused_naming_the_file(weights):
         build_detector(DetectConfig(model=LIGHT, weights=str(weights.with_name("nope.pth"))))
 
 
-def test_detect_stage_writes_coco_json_for_the_labeled_val_frames(weights, tmp_path):
-    params = write_params(tmp_path, detect__model=LIGHT, detect__weights=str(weights), detect__min_size=96,
-                          detect__max_size=160, detect__batch_size=2)
+def test_detect_stage_writes_coco_json_for_the_labeled_val_frames(weights, tmp_path, capsys):
+    out = tmp_path / "detections" / "detected" / "val.json"
+    common = dict(detect__model=LIGHT, detect__weights=str(weights), detect__min_size=96, detect__max_size=160,
+                  detect__batch_size=2)
+    params = write_params(tmp_path, **common)  # data.val_boxes: gt
     prepare_data(tmp_path, params)
-    out = tmp_path / "detections" / "val.json"
-    assert detect_stage.main(["--params", str(params), "--raw", str(tmp_path / "raw"), "--out", str(out),
-                              "--no-progress"]) == 0
+    argv = ["--params", str(params), "--raw", str(tmp_path / "raw"), "--out", str(out), "--no-progress"]
+    assert detect_stage.main(argv) == 0  # GT boxes: nothing to detect, and it says so
+    assert "detect: not needed, data.val_boxes is 'gt'" in capsys.readouterr().out
+    assert not out.exists() and json.loads((out.parent / "val.provenance.json").read_text())["needed"] is False
+    params = write_params(tmp_path, **common, data__val_boxes=str(out))
+    assert detect_stage.main(argv) == 0
     labeled = {f.image_id for p in list_videos(tmp_path / "raw" / "synthetic", "val")
                for f in read_video(p).frames if f.is_labeled}
     by_image = read_detections(out)  # the reader crops uses takes the file as written

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vremd.eval.coco_oks import POSETRACK_SIGMAS
-from vremd.eval.oks_nms import oks_nms, oks_with, rescore
+from vremd.eval.oks_nms import keep_detected, oks_nms, oks_with, rescore
 
 
 def pose(offset: float = 0.0, score: float = 0.9) -> np.ndarray:
@@ -53,3 +53,11 @@ def test_the_threshold_decides_what_counts_as_a_duplicate(threshold, kept):
 
 def test_empty_input_keeps_nothing():
     assert oks_nms(np.zeros((0, 17, 3)), np.zeros(0), np.zeros(0), 0.9, 0.2).tolist() == []
+
+
+def test_keep_detected_runs_per_frame_and_never_drops_gt_box_samples():
+    poses = np.stack([pose(0.0), pose(0.5), pose(0.0), pose(0.0, score=0.9)])
+    frames = [("v", 0), ("v", 0), ("v", 1), ("v", 0)]  # sample 2 is alone in its frame
+    detected = np.array([True, True, True, False])  # sample 3 comes from a GT box
+    keep = keep_detected(frames, poses, np.array([0.5, 0.9, 0.5, 1.0]), np.full(4, 5000.0), detected, 0.9, 0.2)
+    assert keep.tolist() == [False, True, True, True]

@@ -25,8 +25,8 @@ from vremd.model.checkpoint_layouts import read_weights_only
 
 pytestmark = pytest.mark.slow
 
-SHRUNK = {  # the paper profile, with only the data and the schedule made small
-    "data": {"source": "synthetic", "on_bad_input": "error", "synthetic": {
+SHRUNK = {  # the paper profile, with only the data (GT boxes: no detector) and the schedule made small
+    "data": {"source": "synthetic", "on_bad_input": "error", "val_boxes": "gt", "synthetic": {
         "seed": 3, "train_videos": 1, "val_videos": 1, "min_frames": 4, "max_frames": 4, "image_height": 240,
         "image_width": 320, "max_people": 1, "unlabeled_fraction": 0.0}},
     "crops": {"workers": 1},

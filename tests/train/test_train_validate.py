@@ -12,6 +12,7 @@ from vremd.data.crop_store import build_crops
 from vremd.data.dataset import PoseTrackCrops, build_index
 from vremd.data.download import prepare_synthetic
 from vremd.data.joints import FLIP_INDEX
+from vremd.data.posetrack import read_video
 from vremd.train.validate import ap_metrics, predict_heatmaps, to_image_xy, validate
 
 
@@ -81,3 +82,27 @@ def test_perfect_heatmaps_score_near_the_ceiling_and_noise_scores_low(val_data, 
                             "ap/mean", "val/unpredicted_persons"}
     assert metrics["ap/mean"] == oracle.ap.table["Total"] and metrics["val/unpredicted_persons"] == 0
     assert sorted(p.name for p in (tmp_path / "oracle").iterdir()) == sorted(p.name for p in Path(gt_dir).glob("*.json"))
+
+
+def test_oks_nms_removes_duplicate_detector_poses_and_keeps_gt_box_samples(val_data, tmp_path):
+    dataset, index, gt_dir = val_data
+    twice = pd.concat([index, index], ignore_index=True)  # every person cropped from two identical "detections"
+    twice["sample_id"] = range(len(twice))
+    twice["source"], twice["score"] = "det", 0.9
+    path = Path(dataset.shards[0]).parents[2] / "index-twice" / "val.parquet"  # shards at ../crops, as the index's
+    path.parent.mkdir(exist_ok=True)
+    twice.to_parquet(path)
+    doubled = PoseTrackCrops(path, None, 17)
+    oracle = Oracle(dataset)
+
+    def persons(pred_dir):
+        return sum(len(v.frames[i].persons) for v in map(read_video, Path(pred_dir).glob("*.json"))
+                   for i in range(len(v.frames)))
+
+    kept = validate(oracle, doubled, twice, gt_dir, tmp_path / "nms", 4, torch.device("cpu"), 4, oks_nms=(0.9, 0.2))
+    plain = validate(oracle, doubled, twice, gt_dir, tmp_path / "plain", 4, torch.device("cpu"), 4)
+    assert persons(tmp_path / "nms") == len(index) and persons(tmp_path / "plain") == 2 * len(twice) // 2
+    assert kept.ap.table["Total"] > plain.ap.table["Total"]  # duplicates are false positives for poseval
+    gt_rows = twice.assign(source="gt")
+    validate(oracle, doubled, gt_rows, gt_dir, tmp_path / "gt", 4, torch.device("cpu"), 4, oks_nms=(0.9, 0.2))
+    assert persons(tmp_path / "gt") == len(twice)  # GT-box samples are never suppressed

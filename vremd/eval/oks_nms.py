@@ -11,11 +11,13 @@ With detector boxes, several boxes can cover one person and each yields a pose. 
 
 from __future__ import annotations
 
+from typing import Hashable, Sequence
+
 import numpy as np
 
 from vremd.eval.coco_oks import POSETRACK_SIGMAS
 
-__all__ = ["oks_nms", "oks_with", "rescore"]
+__all__ = ["keep_detected", "oks_nms", "oks_with", "rescore"]
 
 EPS = np.spacing(1)
 
@@ -51,3 +53,21 @@ def oks_nms(poses: np.ndarray, scores: np.ndarray, areas: np.ndarray, threshold:
         overlap = oks_with(poses[best], areas[best], poses[rest], areas[rest], keypoint_threshold, sigmas)
         order = rest[overlap <= threshold]
     return np.asarray(keep, dtype=np.int64)
+
+
+def keep_detected(frame_keys: Sequence[Hashable], poses: np.ndarray, box_scores: np.ndarray, areas: np.ndarray,
+                  detected: np.ndarray, threshold: float, keypoint_threshold: float) -> np.ndarray:
+    """``(S,)`` bool: which samples survive rescoring + OKS-NMS, run per frame over detector-box samples only.
+
+    ``poses`` ``(S, J, 3)`` holds (x, y, joint score) in image pixels; ``detected`` ``(S,)`` marks samples
+    cropped from detector boxes (GT-box samples are always kept: one per annotated person already).
+    """
+    keep = ~np.asarray(detected, bool)
+    by_frame: dict[Hashable, list[int]] = {}
+    for s in np.flatnonzero(detected):
+        by_frame.setdefault(frame_keys[s], []).append(int(s))
+    for members in by_frame.values():
+        idx = np.asarray(members)
+        scores = rescore(box_scores[idx], poses[idx, :, 2], keypoint_threshold)
+        keep[idx[oks_nms(poses[idx], scores, areas[idx], threshold, keypoint_threshold)]] = True
+    return keep

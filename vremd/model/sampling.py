@@ -34,7 +34,12 @@ __all__ = [
 
 
 def float32_region(like: torch.Tensor) -> contextlib.AbstractContextManager:
-    """Autocast off for ``like``'s device type: ops inside run in the dtype of their inputs (cast them to float32)."""
+    """Autocast off for ``like``'s device type: ops inside run in the dtype of their inputs (cast them to float32).
+
+    A device without autocast (the meta device of the config check) has nothing to switch off.
+    """
+    if not torch.amp.is_autocast_available(like.device.type):
+        return contextlib.nullcontext()
     return torch.autocast(device_type=like.device.type, enabled=False)
 
 

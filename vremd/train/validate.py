@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from vremd.data.heatmaps import decode, heatmap_to_input_xy
 from vremd.data.joints import FLIP_INDEX
+from vremd.eval.oks_nms import keep_detected
 from vremd.eval.posetrack_ap import APResult, evaluate_dirs
 from vremd.eval.predictions import GTPersonRef, read_gt_videos, unpredicted_gt_persons, write_predictions
 from vremd.train.tracking import AP_METRIC_NAMES
@@ -92,10 +93,13 @@ class Validation:
 
 def validate(model: nn.Module, dataset: Dataset, index: pd.DataFrame, gt_dir: Path, pred_dir: Path,
              batch_size: int, device: torch.device, stride: int, flip_test: bool = False,
-             protocol: str = "posetrack18", progress: bool = False) -> Validation:
+             protocol: str = "posetrack18", progress: bool = False,
+             oks_nms: tuple[float, float] | None = None) -> Validation:
     """Predict `dataset`, write `<pred_dir>/<video>.json` for every GT video in `gt_dir`, score them.
 
     Keypoint scores are the heatmap maximum times the box score (1.0 for GT boxes), as in DCPose.
+    ``oks_nms`` ``(threshold, keypoint_threshold)`` (`detect.oks_nms`, `detect.keypoint_threshold`) removes
+    duplicate poses among detector-box samples per frame as DCPose does (`vremd.eval.oks_nms`).
     Every GT person poseval counts and no sample predicts (a val crop skipped under
     `data.on_bad_input: skip`) is returned by name: it still costs recall in the AP.
     """
@@ -103,9 +107,16 @@ def validate(model: nn.Module, dataset: Dataset, index: pd.DataFrame, gt_dir: Pa
     rows = index.set_index("sample_id").loc[preds.sample_ids].reset_index()
     box_score = rows["score"].to_numpy(np.float64) if "score" in rows else np.ones(len(rows))
     scores = preds.maxvals * box_score[:, None]  # (S, J)
+    joints_xy = preds.joints_xy_image  # (S, J, 2)
+    if oks_nms is not None and "source" in rows and (rows["source"] == "det").any():
+        poses = np.concatenate([joints_xy, preds.maxvals[..., None]], axis=2)  # (S, J, 3): x, y, joint score
+        areas = np.array([float(b[2]) * float(b[3]) for b in rows["box_xywh"]])  # (S,)
+        keep = keep_detected(list(zip(rows["video"], rows["frame_index"])), poses, box_score, areas,
+                             (rows["source"] == "det").to_numpy(), *oks_nms)
+        rows, scores, joints_xy = rows[keep].reset_index(drop=True), scores[keep], joints_xy[keep]
     records = rows.to_dict("records")
     gt_videos = read_gt_videos(gt_dir)
-    write_predictions(pred_dir, gt_videos, records, preds.joints_xy_image, scores)
+    write_predictions(pred_dir, gt_videos, records, joints_xy, scores)
     ap = evaluate_dirs(Path(gt_dir), Path(pred_dir), protocol=protocol)
     return Validation(ap, tuple(unpredicted_gt_persons(gt_videos, records)))
 
