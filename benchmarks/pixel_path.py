@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", type=Path, default=Path("data/raw"))
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
+    missing = [str(p) for p in (args.model, args.index / "val.parquet") if not p.is_file()]
+    if missing:  # `make bench` runs every benchmark; this one measures a trained model
+        print(f"pixel_path: not measured, needs a trained model and its val index ({', '.join(missing)} missing): "
+              "run `make demo` first")
+        return 0
     model, cfg = load_model(args.model)
     index_path = args.index / "val.parquet"
     dataset_dir = args.raw / cfg.data.source
