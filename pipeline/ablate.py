@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         base = _base_config(args)
         check_model_config(base, source=f"{args.params} (profile {base.profile})")
         fixed = [parse_override(text)[0] for text in args.overrides]
+        paper = load_paper_numbers(args.paper)
+        protocol, note = ablation_grid.paper_protocol(
+            paper.get(f"table{args.table}", {}), base, fixed, dict(parse_override(t) for t in args.overrides))
+        if protocol:  # the paper's dataset and protocol for this table
+            base = ablation_grid.apply_overrides(config_to_dict(base), protocol, f"{args.paper}: table{args.table}: ")
         trials = ablation_grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations))
         resources = (ablation_grid.parse_resources(args.resources_per_trial) if args.resources_per_trial
                      else ablation_grid.default_resources(base))
@@ -67,11 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             ablation_grid.check_inputs(trials, index, args.raw)
             trials = ablation_grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations),
                                               identity_of=ablation_grid.identities(index, args.raw))
-            paper = load_paper_numbers(args.paper)
     except (ConfigError, ablation_grid.AblationError, OSError, ValueError) as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return 1
-    print(f"{tables[args.table].title}: {len(trials)} trial(s), profile {base.profile}")
+    print(f"{tables[args.table].title}: {len(trials)} trial(s), profile {base.profile}; {note}")
     print(ablation_grid.grid_text(trials, resources), end="")
     if args.dry_run:
         return 0
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         result = ablation.run_ablation(
             tables[args.table], trials, base, storage_path=args.storage, out_dir=args.out / f"table{args.table}",
             index_dir=index, raw_dir=args.raw, tracking_uri=uri, repo_dir=Path.cwd(), paper_tables=paper,
-            resources=resources, fresh=args.fresh,
+            resources=resources, fresh=args.fresh, note=note,
             max_concurrent=args.max_concurrent or (1 if base.train.num_workers else None),  # workers take the CPUs
             max_failures=base.train.max_failures if args.max_failures is None else args.max_failures)
     except ablation_grid.AblationError as exc:

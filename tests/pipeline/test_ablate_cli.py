@@ -200,6 +200,7 @@ def test_dry_run_prints_the_grid_and_runs_nothing(tmp_path, capsys):
     assert [(line.split()[0], line.split()[2]) for line in lines] == [
         (row, seed) for row in ("baseline", "+HKME", "+BMD", "VREMD") for seed in ("0", "1")]
     assert "model.hkme=false, model.bmd=false" in lines[0] and all("cpu=2, gpu=1" in line for line in lines)
+    assert "synthetic data (profile smoke), not the paper's posetrack17 val" in out.splitlines()[0]  # the header
     assert not (tmp_path / "ray_results").exists() and not (tmp_path / "results").exists()
 
 

@@ -17,7 +17,7 @@ from vremd.model.cost import parameters_outside_backbone
 from vremd.model.vremd import build_model
 from vremd.train.ablation import _row_params
 from vremd.train.ablation_grid import (AblationError, TableSpec, apply_overrides, build_grid, check_inputs,
-                                       default_resources, grid_text, load_tables, parse_resources)
+                                       default_resources, grid_text, load_tables, paper_protocol, parse_resources)
 from vremd.train.ablation_report import TrialOutcome, report_rows, summary_markdown, summary_text, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,3 +192,23 @@ def test_report_prints_params_beside_ap(tmp_path):
     paths = write_report(tmp_path, 6, "Table 6", rows, outcomes)
     long = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
     assert {int(r["params"]) for r in long if r["row"] == "DC"} == {params["DC"]}
+
+
+def test_each_table_runs_on_the_papers_dataset_and_protocol_on_real_data():
+    paper = load_paper_numbers(PAPER)
+    real = config_from_dict({"data": {"source": "posetrack18"}})
+    apply, note = paper_protocol(paper["table4"], real, [], {})
+    assert apply == {"data.source": "posetrack17", "eval.protocol": "posetrack18"}
+    assert note == "posetrack17 val, protocol posetrack18, as the paper"
+    apply, _ = paper_protocol(paper["table3"], real, [], {})
+    assert apply == {"data.source": "posetrack21", "eval.protocol": "posetrack21"}
+    forced = {"data.source": "posetrack18"}  # the user insists on PoseTrack18 for table 4
+    apply, note = paper_protocol(paper["table4"], real, ["data.source"], forced)
+    assert apply == {"eval.protocol": "posetrack18"}
+    assert note == "NOT the paper's setting: --set data.source=posetrack18 (paper: posetrack17)"
+
+
+def test_synthetic_data_changes_nothing_and_says_the_paper_column_is_a_reference():
+    apply, note = paper_protocol(load_paper_numbers(PAPER)["table6"], smoke_config(), [], {})
+    assert apply == {}
+    assert note.startswith("synthetic data (profile smoke), not the paper's posetrack17 val")

@@ -205,7 +205,7 @@ def _parent_run(exp_dir: Path, tracking_uri: str, base: Config, table: TableSpec
 def run_ablation(table: TableSpec, trials: Sequence[TrialSpec], base: Config, *, storage_path: Path, out_dir: Path,
                  index_dir: str, raw_dir: Path, tracking_uri: str, repo_dir: Path, paper_tables: Mapping[str, Any],
                  resources: Mapping[str, float], max_concurrent: int | None, max_failures: int,
-                 fresh: bool = False, verbose: int = 1) -> AblationResult:
+                 fresh: bool = False, verbose: int = 1, note: str = "") -> AblationResult:
     """Run (or restore and finish) the table's Tune experiment, then write and log the report.
 
     Needs `ray.init` beforehand. The experiment is `<storage_path>/table<N>-<profile>`; trainings go to
@@ -237,7 +237,7 @@ def run_ablation(table: TableSpec, trials: Sequence[TrialSpec], base: Config, *,
         )
     outcomes = _outcomes(tuner.fit(), trials)
     rows = report_rows(list(table.rows), outcomes, paper_tables, table.number, _row_params(trials))
-    title = f"{table.title} [profile {base.profile}]"
+    title = f"{table.title} [profile {base.profile}{'; ' + note if note else ''}]"  # note: dataset / protocol
     paths = write_report(out_dir, table.number, title, rows, outcomes,
                          {"profile": base.profile, "experiment": str(exp_dir), "mlflow_parent_run_id": parent.run_id},
                          chart_title=f"Table {table.number} ({base.profile})")

@@ -21,7 +21,7 @@ from vremd.config import PATH_KEYS, Config, ConfigError, config_from_dict, confi
 from vremd.train.identity import RunIdentity, code_hash, data_hash, file_sha256, training_digest
 
 __all__ = ["AblationError", "TableSpec", "TrialSpec", "training_id", "slug", "load_tables", "apply_overrides",
-           "build_grid", "identities", "parse_resources", "default_resources", "DRIVER_MEMORY", "grid_text", "check_inputs"]
+           "build_grid", "identities", "paper_protocol", "parse_resources", "default_resources", "DRIVER_MEMORY", "grid_text", "check_inputs"]
 
 class AblationError(ValueError):
     """An ablation table, grid or experiment folder is unusable; the message names the file and key."""
@@ -148,6 +148,29 @@ def identities(index_dir: str, raw_dir: Path) -> Callable[[Config], RunIdentity]
         return RunIdentity(data=data[source], code=code, weights=weights.get(path, ""))
 
     return identity_of
+
+
+def paper_protocol(paper_table: Mapping[str, Any], base: Config, fixed_keys: Iterable[str],
+                   overrides: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """The `{dotted.key: value}` that put a profile on a paper table's dataset and protocol, and the header note.
+
+    On real data (any `data.source` but synthetic) a table runs on the paper's dataset (`dataset:` of
+    paper_numbers.yaml) with its evaluation protocol (`protocol:`), unless the user forced another with
+    `--set` (`overrides`): that mismatch is kept and named in the note. On synthetic data nothing can
+    match the paper's dataset, and the note says the Paper column is a reference, not a comparison.
+    """
+    dataset, protocol = paper_table.get("dataset"), paper_table.get("protocol")
+    if base.data.source == "synthetic":
+        return {}, (f"synthetic data (profile {base.profile}), not the paper's {dataset} val: "
+                    "the Paper column is a reference, Delta is across datasets")
+    wanted = {k: v for k, v in (("data.source", dataset), ("eval.protocol", protocol)) if v is not None}
+    fixed = set(fixed_keys)
+    forced = {k: overrides[k] for k in wanted if k in fixed and overrides.get(k) != wanted[k]}
+    apply = {k: v for k, v in wanted.items() if k not in fixed}
+    note = f"{dataset} val, protocol {protocol}, as the paper"
+    if forced:
+        note = ("NOT the paper's setting: " + ", ".join(f"--set {k}={v} (paper: {wanted[k]})" for k, v in forced.items()))
+    return apply, note
 
 
 def parse_resources(text: str) -> dict[str, float]:
