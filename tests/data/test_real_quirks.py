@@ -64,9 +64,14 @@ def test_out_of_frame_joints_are_targets_inside_the_crop_and_ignored_outside_it(
     _, weight = encode(joints[:, :2], joints[:, 2], (CFG.height // 4, CFG.width // 4), 4, 2.0)
     assert weight[2] == 1 and weight[15] == 0 and weight[16] == 0  # target inside the crop, ignored outside
     assert weight.sum() == 15
-    val = extract_video(write_fixture_video(tmp_path, "val", 2, [[_person(0, keypoints, (30, 0, 30, 70))]]),
-                        "val", tmp_path, CFG, "error")
+    val_video = write_fixture_video(tmp_path, "val", 2, [[_person(0, keypoints, (30, 0, 30, 70))]])
+    val = extract_video(val_video, "val", tmp_path, CFG, "error")
     assert len(val.rows) == 1 and not val.skipped  # and the val person gets a prediction
+    # scored as poseval scores them: a prediction on the out-of-frame joints is a true positive
+    gt_dir = Path(val_video.json_path).parent
+    _copy_predictions(tmp_path / "pred", gt_dir, val.rows)
+    result = evaluate_dirs(gt_dir, tmp_path / "pred")
+    assert result.n_gt["head_top"] == 1 and result.per_joint["head_top"] == 100.0 and result.table["Total"] == 100.0
 
 
 @pytest.mark.parametrize("xy, name", [((-IMG_W - 1.0, 30.0), "nose"), ((30.0, 2 * IMG_H + 0.5), "nose")])
@@ -140,12 +145,18 @@ def test_ignore_regions_touching_the_frame_border(tmp_path):
 # ---------------------------------------------------------------- one-frame videos, labeled frames without persons
 
 
-def test_one_frame_videos_and_labeled_frames_without_persons(tmp_path):
-    """Real PoseTrack18 val files may list a single image of the video (`nframes` says 149): its neighbours are
-    clamped to it. A labeled frame without persons gives no GT sample, and a detection there costs nothing."""
+def test_one_frame_videos(tmp_path):
+    """Real PoseTrack18 val files may list a single image of the video (`nframes` says 149): the frame's
+    neighbours are clamped to it, counted, and it is decoded once."""
     one = write_fixture_video(tmp_path, "val", 6, [[_person(0, _body(20, 10))]])
     res = extract_video(one, "val", tmp_path, CFG, "error")
     assert len(res.rows) == 1 and res.clamped_neighbours == 1 and res.frames_decoded == 1
+    stats = build_crops(tmp_path, tmp_path / "crops", CFG, "error", progress=False)
+    assert stats["splits"]["val"]["single_frame_videos"] == 1
+
+
+def test_labeled_frames_without_persons(tmp_path):
+    """A labeled frame without persons gives no GT sample; poseval drops it, so a detection there costs nothing."""
     video = write_fixture_video(tmp_path, "val", 7, [[_person(0, _body(20, 10))], [], [_person(0, _body(24, 10))]],
                                 labeled=[True, True, True])
     res = extract_video(video, "val", tmp_path, CFG, "error")
@@ -153,17 +164,13 @@ def test_one_frame_videos_and_labeled_frames_without_persons(tmp_path):
     dets = {f.image_id: [Detection(f.image_id, (20.0, 10.0, 30.0, 50.0), 0.9)] for f in video.frames}
     res = extract_video(video, "val", tmp_path, CFG, "error", dets)
     assert sorted(r["frame_index"] for r in res.rows) == [0, 1, 2]
-    gt_dir = Path(video.json_path).parent
-    rows = [{**r, "person_id": 100} for r in res.rows if r["frame_index"] != 1]  # perfect on 0 and 2
     gt_videos = [posetrack.read_video(video.json_path)]
+    rows = [{**r, "person_id": 100} for r in res.rows if r["frame_index"] != 1]  # perfect on frames 0 and 2
     joints = np.stack([gt_videos[0].frames[r["frame_index"]].persons[0].keypoints[:, :2] for r in rows]
                       + [np.full((17, 2), 5.0)])  # frame 1: a confident detection where no GT person is
     rows.append(next(r for r in res.rows if r["frame_index"] == 1))
     write_predictions(tmp_path / "pred", gt_videos, rows, joints, np.ones((3, 17)))
-    for other in gt_dir.glob("*.json"):
-        if other != video.json_path:
-            other.unlink()
-    result = evaluate_dirs(gt_dir, tmp_path / "pred")
+    result = evaluate_dirs(Path(video.json_path).parent, tmp_path / "pred")
     assert result.n_frames == 2 and result.table["Total"] == 100.0
 
 

@@ -176,7 +176,10 @@ def build_crops(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadI
         finally:
             cv2.setNumThreads(threads)
     else:
-        with multiprocessing.Pool(min(workers, len(todo)), initializer=_init_worker) as pool:
+        # forkserver: a worker forked from this process inherits OpenCV's thread pool mid-state and can hang
+        # for ever in `cv2.setNumThreads` (seen after earlier cv2 work in the same process, e.g. a test session)
+        context = multiprocessing.get_context("forkserver")
+        with context.Pool(min(workers, len(todo)), initializer=_init_worker) as pool:
             for record in pool.imap_unordered(run_task, todo):
                 records[(record["split"], record["video"])] = record
                 bar.update()

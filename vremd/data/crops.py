@@ -28,7 +28,7 @@ from vremd.data.boxes import (
     BoxError, box_from_keypoints, clip_box_xywh, crop_rect, crop_to_image_affine, pixels_to_box_xywh,
 )
 from vremd.data.detections import Detection
-from vremd.data.joints import JOINT_NAMES
+from vremd.data.joints import JOINT_NAMES, annotated_joints
 
 FRAME_OFFSETS = (-1, 0, 1)  # T = 3 frames, ordered t-1, t, t+1
 MAX_MESSAGES = 20  # skip messages kept per video for the summary
@@ -234,16 +234,11 @@ def plan_samples(video, split: str, detections: dict[int, list[Detection]] | Non
 
 
 # A joint annotated outside the frame is data: PoseTrack annotates heads and feet cut by the image edge
-# where they are (real val person 1012834000010 has head_top at (424.0, -24.9) in a 1920x1080 frame).
+# where they are (real val person 1012834000010 has head_top at (424.04, -24.94) in a 1920x1080 frame).
 # A joint more than this many image sizes beyond an edge (x < -W or x > 2W; likewise y) is an error:
 # it would need a person over twice the frame's size reaching in from outside, which a camera framing a
 # scene does not produce; such values are coordinates in other units, another resolution or swapped axes.
 MAX_OUTSIDE_IMAGE_SIZES = 1.0
-
-
-def annotated_joints(joints_xyv: np.ndarray) -> np.ndarray:
-    """(J,) bool: the joints poseval scores, i.e. every (x, y, v) except (0, 0, 0), whatever v says."""
-    return np.any(joints_xyv != 0, axis=1)
 
 
 def _check_sample(s: PlannedSample, where: str, image_wh: tuple[int, int], cfg: CropsConfig,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 # PoseTrack18 keeps COCO's 17 slots but names slots 1 and 2 head_bottom and head_top
 # (COCO's left_eye / right_eye); the official poseval maps keypoints by these names.
 JOINT_NAMES: tuple[str, ...] = (
@@ -32,3 +34,9 @@ SKELETON: tuple[tuple[int, int], ...] = (
 
 UPPER_BODY: tuple[int, ...] = tuple(range(0, 11))
 LOWER_BODY: tuple[int, ...] = tuple(range(11, 17))
+
+
+def annotated_joints(keypoints_xyv: np.ndarray) -> np.ndarray:
+    """(..., J) bool of (..., J, 3) keypoints: the joints poseval scores, every (x, y, v) but (0, 0, 0),
+    whatever v says (a v=0 joint with coordinates is annotated for poseval)."""
+    return np.any(np.asarray(keypoints_xyv) != 0, axis=-1)

@@ -14,7 +14,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import shapely
 
-from vremd.data.joints import NUM_JOINTS
+from vremd.data.joints import NUM_JOINTS, annotated_joints
 from vremd.data.posetrack import Frame, Person, Video, read_video, write_video
 
 __all__ = ["PredictionError", "write_predictions", "read_gt_videos", "GTPersonRef", "scored_gt_persons",
@@ -116,26 +116,21 @@ class GTPersonRef:
                 f"person {self.person_id}")
 
 
-def _inside_any(polygons: Sequence[np.ndarray], xy: np.ndarray) -> np.ndarray:
-    """(N,) bool: points of (N, 2) `xy` strictly inside any polygon (poseval's `contains`, boundary outside)."""
-    inside = np.zeros(len(xy), dtype=bool)
-    for vertices in polygons:
-        if len(vertices) >= 3:
-            inside |= shapely.contains_xy(shapely.Polygon(vertices), xy[:, 0], xy[:, 1])
-    return inside
-
-
 def scored_gt_persons(video: Video) -> list[GTPersonRef]:
     """The GT persons of a video that poseval counts (POSEVAL_SPEC §2): at least one annotated keypoint
-    (any (x, y, v) but (0, 0, 0)) left after removing those strictly inside the frame's ignore regions."""
+    (any (x, y, v) but (0, 0, 0)) left after removing those strictly inside the frame's ignore regions
+    (shapely's `contains`, as poseval: a keypoint on a region's edge stays)."""
     out = []
     for frame in video.frames:
-        for person in frame.persons:
-            kps = np.asarray(person.keypoints, np.float64)  # (17, 3)
-            annotated = np.any(kps != 0, axis=1)
-            if (annotated & ~_inside_any(frame.ignore_regions, kps[:, :2])).any():
-                out.append(GTPersonRef(video.name, frame.frame_index, frame.image_id, person.track_id,
-                                       person.person_id))
+        if not frame.persons:
+            continue
+        kps = np.stack([np.asarray(p.keypoints, np.float64) for p in frame.persons])  # (P, 17, 3)
+        kept = annotated_joints(kps)  # (P, 17)
+        for vertices in frame.ignore_regions:
+            if len(vertices) >= 3:
+                kept &= ~shapely.contains_xy(shapely.Polygon(vertices), kps[..., 0], kps[..., 1])
+        out.extend(GTPersonRef(video.name, frame.frame_index, frame.image_id, p.track_id, p.person_id)
+                   for p, keep in zip(frame.persons, kept) if keep.any())
     return out
 
 

@@ -253,8 +253,7 @@ def _validate(cfg: Config, paths: RunPaths, model: nn.Module, device: torch.devi
     index_path = Path(paths.index_dir) / "val.parquet"
     val_set = PoseTrackCrops(index_path, None, cfg.model.num_joints,
                              sigma_px=cfg.augment.sigma_px, heatmap_stride=cfg.augment.heatmap_stride)
-    result = validate(model, val_set, pd.read_parquet(index_path), Path(paths.gt_dir), pred_dir,
-                      batch_size=max(1, cfg.train.batch_size), device=device, stride=cfg.augment.heatmap_stride,
-                      flip_test=cfg.train.flip_test, protocol=cfg.eval.protocol, progress=progress,
-                      oks_nms=(cfg.detect.oks_nms, cfg.detect.keypoint_threshold))
-    return result
+    return validate(model, val_set, pd.read_parquet(index_path), Path(paths.gt_dir), pred_dir,
+                    batch_size=max(1, cfg.train.batch_size), device=device, stride=cfg.augment.heatmap_stride,
+                    flip_test=cfg.train.flip_test, protocol=cfg.eval.protocol, progress=progress,
+                    oks_nms=(cfg.detect.oks_nms, cfg.detect.keypoint_threshold))
