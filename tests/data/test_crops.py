@@ -260,6 +260,9 @@ def test_val_boxes_from_detection_json(tmp_path):
     (tmp_path / "dets.json").write_bytes(orjson.dumps([{"image_id": 1, "bbox": [1, 2, 3], "score": 1}]))
     with pytest.raises(DetectionFormatError, match=r"dets.json: entry 0: bbox: expected 4 finite numbers"):
         build_crops(tmp_path, tmp_path / "crops", CFG, "error", val_boxes=str(tmp_path / "dets.json"))
+    (tmp_path / "dets.json").write_bytes(orjson.dumps([{"image_id": 999, "bbox": [1, 2, 3, 4], "score": 1}]))
+    with pytest.raises(DetectionFormatError, match=r"dets.json: image_id: none of its 1 image ids \(e.g. 999\) is a val"):
+        build_crops(tmp_path, tmp_path / "crops", CFG, "error", val_boxes=str(tmp_path / "dets.json"))
 
 
 def _smooth_jpeg(rng, hw, path: Path) -> None:

@@ -29,7 +29,7 @@ from vremd.atomic import atomic_write_bytes, atomic_write_stream
 from vremd.config import BadInputPolicy, CropsConfig
 from vremd.data import posetrack
 from vremd.data.crops import extract_video
-from vremd.data.detections import Detection, read_detections
+from vremd.data.detections import Detection, DetectionFormatError, read_detections
 
 FORMAT_VERSION = 3  # 2: frames may be decoded at 1/2 or 1/4 resolution (crops.py); 3: out-of-frame joints kept,
 # val crops every person poseval counts (any box size, unlabeled frames with persons) and no jointless person
@@ -114,6 +114,10 @@ def _detections_by_video(val_boxes: str, dataset_dir: Path) -> dict[str, dict[in
     for json_path in posetrack.list_videos(dataset_dir, "val"):
         video = posetrack.read_video(json_path, "val")
         out[json_path.stem] = {f.image_id: by_image[f.image_id] for f in video.frames if f.image_id in by_image}
+    if by_image and not any(out.values()):  # boxes for another dataset or split: every val person would go unpredicted
+        raise DetectionFormatError(
+            f"{val_boxes}: image_id: none of its {len(by_image)} image ids (e.g. {min(by_image)}) is a val frame of "
+            f"{dataset_dir} (data.val_boxes)")
     return out
 
 
