@@ -161,10 +161,10 @@ def test_rerun_restores_and_runs_only_the_failed_trial(smoke_data, local_ray, tm
     assert "did not finish; run the same command again" in captured.err
     line = next(line for line in captured.out.splitlines() if line.startswith("DCA+BS "))
     assert "failed" in line and "0/1 (1 failed)" in line
-    assert "checkpoint file missing" in captured.out
+    assert "unreadable checkpoint" in captured.out
     trials = {t["row"]: t for t in csv.DictReader((tmp_path / "results" / "table6" / "trials.csv").open())}
     assert trials["DCA"]["status"] == "finished" and trials["DCA+BS"]["status"] == "failed"
-    assert "checkpoint file missing" in trials["DCA+BS"]["error"] and trials["DCA+BS"]["run_name"] == grid[1].run_name
+    assert "unreadable checkpoint" in trials["DCA+BS"]["error"] and trials["DCA+BS"]["run_name"] == grid[1].run_name
     runs = tmp_path / "ray_results" / "table6-smoke-runs"
     finished_ckpt = next((runs / trials["DCA"]["run_name"]).glob("checkpoint_*/*"))
     stamp = finished_ckpt.stat().st_mtime_ns

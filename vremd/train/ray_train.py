@@ -41,7 +41,7 @@ WORKER_ERROR_FILE = "worker_error.txt"  # in the run folder: the traceback of th
 
 
 class RunMismatchError(ValueError):
-    """A run folder holds checkpoints of a different configuration; the message lists the keys."""
+    """A run folder holds checkpoints of another configuration, data, code or weights; the message lists what differs."""
 
 
 class TrainingWorkerError(RuntimeError):
@@ -142,7 +142,7 @@ def check_resumable(cfg: Config, run_dir: Path, identity: RunIdentity) -> dict[s
     if diff:
         shown = ", ".join(diff[:8])
         raise RunMismatchError(
-            f"{run_dir}: holds checkpoints of a different configuration ({shown}); "
+            f"{run_dir}: holds checkpoints of a different configuration or inputs ({shown}); "
             "choose another run name or delete that folder to start afresh"
         )
     if int(state["epoch"]) > cfg.train.epochs:
