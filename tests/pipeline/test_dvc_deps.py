@@ -4,29 +4,16 @@ file for `crops`. Before: a changed weights file or detection file (same path) l
 Real DVC in a temporary copy of the repo; `dvc commit` records the present state without running stages.
 """
 
-import shutil
-import subprocess
-
 import pytest
-import yaml
-
-from test_dvc_repro import REPO, _repo_files, _run, _smoke_params
+from fresh_clone import copy_checkout, smoke_demo_params
+from test_dvc_repro import _run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
 def project(tmp_path):
-    for name in _repo_files():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, tmp_path / name)
-    (tmp_path / ".dvc").mkdir(exist_ok=True)  # the repo's own .dvc/, without a remote
-    (tmp_path / ".dvc" / "config").write_text("[core]\n    no_scm = false\n")
-    (tmp_path / "dvc.lock").unlink(missing_ok=True)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_smoke_params(), sort_keys=False))
-    for args in (["git", "init", "-q"], ["git", "add", "-A"],
-                 ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):
-        assert _run(args, tmp_path).returncode == 0, args
+    copy_checkout(tmp_path, params=smoke_demo_params())  # the repo's own .dvc/, without a remote; no dvc.lock
     for out in ("data/raw", "data/crops", "data/index", "models"):  # stand-ins: only the deps are under test
         (tmp_path / out).mkdir(parents=True)
         (tmp_path / out / "x").write_text(out)
