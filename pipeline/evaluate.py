@@ -10,6 +10,9 @@ points of one val person), reports/unpredicted_persons.txt and metrics/ap.json (
 prediction (its crop skipped under `data.on_bad_input: skip`) still costs recall: it is counted in
 the json and named on stdout and in unpredicted_persons.txt.
 `--untrained` scores the same architecture with random weights: the floor a trained model must beat.
+`--also-index DIR` scores a second index of the same val frames cut with other boxes (GT beside detector
+boxes) and prints both side by side; metrics/ap.json then holds both under `by_boxes`, and always names
+the boxes of its own AP under `boxes` ("gt" or "det").
 The checkpoint's own config builds the model and decodes its heatmaps (model.*, crops.*, augment.*); a
 `--set` that would change one of those is refused, as are crops of another size than the model's input.
 """
@@ -49,6 +52,22 @@ def _paper_row(source: str) -> dict[str, float] | None:
     return paper_row(load_paper_numbers(PAPER_NUMBERS), PAPER_TABLE[source]) if source in PAPER_TABLE else None
 
 
+def _boxes_label(rows: pd.DataFrame) -> str:
+    """Which boxes cut an index's val crops: "gt", "det" (detector boxes) or "mixed"."""
+    sources = set(rows["source"]) if "source" in rows else {"gt"}
+    return sources.pop() if len(sources) == 1 else "mixed"
+
+
+def _boxes_table(by_boxes: dict[str, dict[str, float]]) -> str:
+    """Markdown: one row per box source, the per-joint AP columns."""
+    columns = [c for c in next(iter(by_boxes.values())) if c != "Mean"] + ["Mean"]
+    names = {"gt": "GT boxes", "det": "detector boxes"}
+    lines = ["| Boxes | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    lines += [f"| {names.get(label, label)} | " + " | ".join(f"{table[c]:.1f}" for c in columns) + " |"
+              for label, table in by_boxes.items()]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
@@ -57,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports"), help="reports dir")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/ap.json"), help="AP metrics json")
     parser.add_argument("--untrained", action="store_true", help="score random weights of the same model")
+    parser.add_argument("--also-index", type=Path, default=None, metavar="DIR",
+                        help="a second index of the same val frames cut with other boxes (e.g. GT beside detector "
+                             "boxes): both APs side by side, and under by_boxes in the metrics json")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
     try:
@@ -66,20 +88,26 @@ def main(argv: list[str] | None = None) -> int:
         refuse_checkpoint_overrides(args.overrides, saved_cfg, args.model)
         index_path = index_file(args.index, "val")
         gt_dir = check_gt_dir(args.raw / cfg.data.source / "annotations" / "val")
-        check_crop_size(index_path, saved_cfg.model, str(args.model))
         if args.untrained:  # the same architecture with random weights: the floor to beat
             torch.manual_seed(cfg.train.seed)
             model = build_model(dataclasses.replace(saved_cfg.model, pretrained="")).eval()
         model = model.to(device)
-        stride = saved_cfg.augment.heatmap_stride
-        dataset = PoseTrackCrops(index_path, None, saved_cfg.model.num_joints, sigma_px=saved_cfg.augment.sigma_px,
-                                 heatmap_stride=stride)
-        pred_dir = args.out / "predictions"
-        shutil.rmtree(pred_dir, ignore_errors=True)  # no stale videos from an earlier dataset
-        result = validate(model, dataset, pd.read_parquet(index_path), gt_dir, pred_dir,
-                          batch_size=cfg.train.batch_size, device=device, stride=stride,
-                          flip_test=cfg.train.flip_test, protocol=cfg.eval.protocol, progress=not args.no_progress,
-                          oks_nms=(cfg.detect.oks_nms, cfg.detect.keypoint_threshold))
+
+        def score(index: Path, pred_dir: Path):
+            """Predictions of `index`'s val crops written to `pred_dir`, scored; and which boxes cut them."""
+            check_crop_size(index, saved_cfg.model, str(args.model))
+            rows = pd.read_parquet(index)
+            dataset = PoseTrackCrops(index, None, saved_cfg.model.num_joints, sigma_px=saved_cfg.augment.sigma_px,
+                                     heatmap_stride=saved_cfg.augment.heatmap_stride)
+            shutil.rmtree(pred_dir, ignore_errors=True)  # no stale videos from an earlier dataset
+            result = validate(model, dataset, rows, gt_dir, pred_dir, batch_size=cfg.train.batch_size, device=device,
+                              stride=saved_cfg.augment.heatmap_stride, flip_test=cfg.train.flip_test,
+                              protocol=cfg.eval.protocol, progress=not args.no_progress,
+                              oks_nms=(cfg.detect.oks_nms, cfg.detect.keypoint_threshold))
+            return result, dataset, _boxes_label(rows)
+
+        result, dataset, boxes = score(index_path, args.out / "predictions")
+        also = score(index_file(args.also_index, "val"), args.out / "predictions-also") if args.also_index else None
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 1
@@ -96,10 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {k: clean(v) for k, v in ours.items()}
     metrics["per_joint"] = {k: clean(v) for k, v in result.ap.per_joint.items()}
     metrics["unpredicted_persons"] = len(result.unpredicted)
+    metrics["boxes"] = boxes
+    if also is not None:  # the same model on the same frames with other boxes, side by side
+        by_boxes = {boxes: ours, also[2]: {("Mean" if k == "Total" else k): v for k, v in also[0].ap.table.items()}}
+        metrics["by_boxes"] = {label: {k: clean(v) for k, v in table.items()} for label, table in by_boxes.items()}
     atomic_write_text(args.out / "unpredicted_persons.txt",
                       describe_unpredicted(result.unpredicted, limit=len(result.unpredicted)) + "\n")
     atomic_write_text(args.metrics, json.dumps(metrics, indent=2) + "\n")
     print(ap_table_markdown(ours, paper), end="")
+    if also is not None:
+        print(_boxes_table(by_boxes), end="")
     if result.unpredicted:
         print(describe_unpredicted(result.unpredicted))
     print(f"{args.metrics}: Mean AP {ours['Mean']:.1f} over {result.ap.n_frames} frames, "

@@ -87,8 +87,8 @@ def _official(gt_dir: Path, pred_dir: Path) -> dict:
 def _stages(root: Path, tag: str, *sets: str) -> tuple[dict, str]:
     """crops -> preprocess -> evaluate under `tag`; returns (metrics json, evaluate's stdout)."""
     params = ["--params", str(root / "params.yaml"), *[a for s in sets for a in ("--set", s)]]
-    assert crops.main(params + ["--raw", str(root / "raw"), "--out", str(root / "crops"), "--no-progress"]) == 0
-    assert preprocess.main(["--crops", str(root / "crops"), "--out", str(root / f"index_{tag}"),
+    assert crops.main(params + ["--raw", str(root / "raw"), "--out", str(root / f"crops_{tag}"), "--no-progress"]) == 0
+    assert preprocess.main(["--crops", str(root / f"crops_{tag}"), "--out", str(root / f"index_{tag}"),
                             "--stats", str(root / f"dataset_{tag}.json")]) == 0
     return _evaluate(root, tag, params)
 
@@ -229,3 +229,19 @@ def test_predict_on_a_five_frame_video_with_the_real_boxes(real, tmp_path):
         shapes.append(frame.shape)
     cap.release()
     assert shapes == [(image["height"], image["width"], 3)] * 5
+
+
+def test_gt_box_and_detector_box_ap_side_by_side(real):
+    for tag, sets in (("gt", ()), ("det", (f"data.val_boxes={real / 'dets.json'}",))):
+        if not (real / f"index_{tag}").is_dir():
+            if tag == "det":
+                test_detector_boxes_are_taken_as_given(real)
+            else:
+                _stages(real, tag, *sets)
+    gt, _ = _evaluate(real, "gt", ["--params", str(real / "params.yaml")])
+    det, _ = _evaluate(real, "det", ["--params", str(real / "params.yaml")])
+    both, out = _evaluate(real, "det", ["--params", str(real / "params.yaml"), "--also-index", str(real / "index_gt")])
+    assert both["boxes"] == "det" and gt["boxes"] == "gt"
+    assert set(both["by_boxes"]) == {"det", "gt"}
+    assert both["by_boxes"]["det"]["Mean"] == det["Mean"] and both["by_boxes"]["gt"]["Mean"] == gt["Mean"]
+    assert "| GT boxes |" in out and "| detector boxes |" in out
