@@ -105,3 +105,21 @@ def test_paths_are_resolved_once_against_the_params_folder_or_the_cwd(tmp_path, 
     assert over.data.val_boxes == str(elsewhere / "d" / "dets.json")
     assert load_config(repo / "params.yaml", overrides=["model.pretrained=''"]).model.pretrained == ""
     assert load_config(PARAMS, profile="demo").model.pretrained == ""  # no weights stays no weights
+
+
+def test_every_param_a_dvc_stage_names_exists_in_every_profile():
+    """DVC refuses to run a stage whose `params:` key is missing from params.yaml: `make demo` would fail."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    for profile, tree in params["profiles"].items():
+        for stage, spec in stages.items():
+            for key in spec.get("params", []):
+                if not key.startswith("profiles.${profile}."):
+                    continue
+                node = tree
+                for part in key.removeprefix("profiles.${profile}.").split("."):
+                    assert isinstance(node, dict) and part in node, f"dvc.yaml {stage}: {key} missing in profile {profile}"
+                    node = node[part]
