@@ -17,9 +17,6 @@ import pytest
 import torch
 
 from vremd.config import config_to_dict, smoke_config
-from vremd.data.crop_store import build_crops
-from vremd.data.dataset import build_index
-from vremd.data.download import prepare_synthetic
 from vremd.train.ablation_grid import build_grid, identities, load_tables
 from vremd.train.ablation_reuse import adopt_finished_twin
 from vremd.train.checkpoints import load_state
@@ -30,18 +27,9 @@ from vremd.train.ray_train import RunMismatchError, fit, latest_checkpoint
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "reliability"))
 from reliability_fixtures import copy_mlflow_db, stage_env, write_params  # noqa: E402
+from test_train_loop import build_smoke_data as build_data, with_train  # noqa: E402
 
 
-def build_data(root: Path, cfg) -> RunPaths:
-    dataset_dir = root / "raw" / cfg.data.source
-    prepare_synthetic(cfg.data.synthetic, dataset_dir, progress=False)
-    build_crops(dataset_dir, root / "crops", cfg.crops, "error", progress=False)
-    build_index(root / "crops", root / "index")
-    return RunPaths(index_dir=str(root / "index"), gt_dir=str(dataset_dir / "annotations" / "val"), run_dir="")
-
-
-def with_train(cfg, **changes):
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
 
 
 @pytest.fixture(scope="module")
