@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(args.out, json.dumps(results))
     atomic_write_text(provenance_path, json.dumps(record, indent=2) + "\n")
     print(f"{args.out}: {len(results)} person boxes on {len(frames)} frames ({provenance.detector}, "
-          f"score >= {provenance.score_threshold}, weights sha256 {provenance.weights_sha256[:12]}...)")
+          f"score > {provenance.score_threshold}, weights sha256 {provenance.weights_sha256[:12]}...)")
     return 0
 
 

@@ -152,7 +152,7 @@ class DetectConfig:
 
     model: str = "fasterrcnn_resnet50_fpn_v2"  # or fasterrcnn_mobilenet_v3_large_fpn (CPU)
     weights: str = ""  # local state dict; empty: torchvision's download and cache
-    score_threshold: float = 0.2  # boxes below are dropped (DCPose VAL.IMAGE_THRE 0.2)
+    score_threshold: float = 0.2  # torchvision keeps boxes scoring above it (DCPose VAL.IMAGE_THRE 0.2, kept at >=)
     nms_iou: float = 0.5  # box NMS inside the detector (torchvision's default)
     min_size: int = 800  # input resize: shorter side (torchvision's default) ...
     max_size: int = 1333  # ... longer side at most

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if summary.detector is not None:
         d = summary.detector
         print(f"boxes: {d.detector} (weights {Path(d.weights).name}, sha256 {d.weights_sha256[:12]}..., "
-              f"score >= {d.score_threshold})")
+              f"score > {d.score_threshold})")
     overlay = f", overlay {summary.overlay_path} ({summary.overlay_frames} frames)" if summary.overlay_path else ""
     print(f"{summary.frames} frames, {summary.persons} person crops, {summary.tracks} tracks -> "
           f"{summary.json_path}{overlay}")
