@@ -37,9 +37,12 @@ def checkout_files() -> list[str]:
 
 
 def smoke_demo_params() -> dict:
-    """params.yaml whose `demo` profile is the smoke configuration, one epoch, training in-process."""
+    """params.yaml whose `demo` profile is the smoke configuration, one epoch, training in-process, on a frozen
+    backbone the `pretrain` stage makes and the `weights` stage installs, as the demo's."""
     cfg = smoke_config()
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1, num_workers=0))
+    model = dataclasses.replace(cfg.model, freeze_backbone=True, pretrained="weights/vitpose-demo.pth",
+                                pretrained_url="pretrain")
+    cfg = dataclasses.replace(cfg, model=model, train=dataclasses.replace(cfg.train, epochs=1, num_workers=0))
     demo = config_to_dict(cfg)
     demo.pop("profile")
     demo["tracking"]["run_name"] = "demo"

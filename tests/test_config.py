@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from vremd.config import (
+    PRETRAINED_CHECKPOINT,
     Config,
     ConfigError,
     config_from_dict,
@@ -104,7 +105,10 @@ def test_paths_are_resolved_once_against_the_params_folder_or_the_cwd(tmp_path, 
     assert over.model.pretrained == str(elsewhere / "mine.pth")  # typed on the command line: the cwd
     assert over.data.val_boxes == str(elsewhere / "d" / "dets.json")
     assert load_config(repo / "params.yaml", overrides=["model.pretrained=''"]).model.pretrained == ""
-    assert load_config(PARAMS, profile="demo").model.pretrained == ""  # no weights stays no weights
+    assert load_config(PARAMS, profile="demo").model.pretrained == str(PARAMS.parent / "weights" / "vitpose-demo.pth")
+    # `pretrain` names the pretrain stage's checkpoint, next to the params file; a URL stays a URL
+    assert load_config(PARAMS, profile="demo").model.pretrained_url == str(PARAMS.parent / PRETRAINED_CHECKPOINT)
+    assert load_config(PARAMS, profile="paper").model.pretrained_url.startswith("https://")
 
 
 def test_every_param_a_dvc_stage_names_exists_in_every_profile():

@@ -99,7 +99,7 @@ class ModelConfig:
     num_heads: int = 16
     freeze_backbone: bool = True
     pretrained: str = ""  # path to a ViTPose COCO .pth, empty for random init
-    pretrained_url: str = ""  # where the `weights` stage fetches `pretrained` from (URL or local path)
+    pretrained_url: str = ""  # where the `weights` stage fetches `pretrained` from (URL, local path, or `pretrain`)
     pretrained_sha256: str = ""  # its sha256, or a prefix of >= 8 hex digits
     # VREMD modules
     num_joints: int = 17  # keypoint slots of the output (PoseTrack's 17 COCO-order slots)
@@ -147,6 +147,25 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """Stage `pretrain`, the demo's stand-in for ViTPose on COCO (runs when `model.pretrained_url` is `pretrain`).
+
+    The backbone with the classic decoder (the baseline row's model, which reads only the key frame) trains
+    from scratch as a single-frame top-down pose model on synthetic stills of their own seed, and its backbone
+    is written as a ViTPose checkpoint (`PRETRAINED_CHECKPOINT`) for the `weights` stage to install. The
+    schedule is its own; `train.weight_decay`, `train.lr_gamma`, `train.grad_clip` and `train.use_gpu` are shared.
+    """
+
+    stills: SyntheticConfig = field(default_factory=lambda: SyntheticConfig(
+        seed=1, train_videos=400, val_videos=0, min_frames=4, max_frames=4, max_people=6, unlabeled_fraction=0.0))
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 2e-3
+    lr_step_epochs: tuple[int, ...] = (7,)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class DetectConfig:
     """Person detector for test-time boxes (`vremd.detect`) and the DCPose-style post-processing of its boxes."""
 
@@ -189,6 +208,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -317,11 +337,13 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
 # Keys that hold a file or folder (or a URI that may be one). `load_config` makes them absolute once, on the
 # driver: relative values in a params file are relative to that file's folder (the repo root for params.yaml),
 # `--set` values to the working directory. Workers and trials then read the same files whatever their cwd.
-PATH_KEYS = ("data.raw_dir", "data.urls", "data.val_boxes", "model.pretrained", "detect.weights",
-             "tracking.tracking_uri")
-_NOT_A_PATH = {"data.val_boxes": "gt", "model.pretrained": "", "detect.weights": ""}
+PATH_KEYS = ("data.raw_dir", "data.urls", "data.val_boxes", "model.pretrained", "model.pretrained_url",
+             "detect.weights", "tracking.tracking_uri")
+_NOT_A_PATH = {"data.val_boxes": "gt", "model.pretrained": "", "model.pretrained_url": "", "detect.weights": ""}
 # `data.val_boxes: detect` names the file the `detect` stage writes (pipeline/detect.py), relative to the repo
 DETECTED_VAL_BOXES = "detections/detected/val.json"
+# `model.pretrained_url: pretrain` names the checkpoint the `pretrain` stage writes (pipeline/pretrain.py)
+PRETRAINED_CHECKPOINT = "pretrain/vitpose-demo.pth"
 
 
 def _absolute(value: str, base: Path) -> str:
@@ -336,6 +358,8 @@ def resolve_path_value(key: str, value: Any, base: Path) -> Any:
         return value
     if key == "data.val_boxes" and value == "detect":
         value = DETECTED_VAL_BOXES
+    if key == "model.pretrained_url" and value == "pretrain":
+        value = PRETRAINED_CHECKPOINT
     if key == "tracking.tracking_uri":
         if value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
             return "sqlite:///" + _absolute(value[len("sqlite:///"):], base)
@@ -410,6 +434,10 @@ def smoke_config(**section_overrides: Any) -> Config:
         ),
         train=TrainConfig(epochs=1, batch_size=2, lr=1e-3, lr_step_epochs=(), num_workers=0,
                           checkpoint_keep=1, max_failures=0),
+        pretrain=PretrainConfig(
+            stills=SyntheticConfig(seed=1, train_videos=2, val_videos=0, min_frames=2, max_frames=2, image_height=96,
+                                   image_width=128, max_people=2, unlabeled_fraction=0.0),
+            epochs=1, batch_size=2, lr=1e-3, lr_step_epochs=()),
         tracking=TrackingConfig(run_name="smoke"),
     )
     return dataclasses.replace(cfg, **section_overrides)

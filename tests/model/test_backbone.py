@@ -12,8 +12,10 @@ from vremd.model.backbone import (
     ViTBackbone,
     VitPoseCheckpointError,
     convert_vitpose_state_dict,
+    export_vitpose_state_dict,
     load_vitpose_checkpoint,
 )
+from vremd.model.checkpoint_layouts import OFFICIAL
 
 IMG_HW = (64, 48)  # H != W: a 4x3 token grid
 PATCH, DIM, DEPTH, HEADS = 16, 24, 2, 3
@@ -105,6 +107,23 @@ def test_checkpoint_round_trip_matches_plain_vitpose(tmp_path):
     expected = plain_vitpose_forward(sd, images)
     got = backbone(images.unsqueeze(1)).squeeze(1)  # (B, 1, 3, H, W) -> (B, N, D)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_exported_backbone_loads_back_bit_identical_through_the_vitpose_loader(tmp_path):
+    """The `pretrain` stage's checkpoint: this backbone in the official layout, read by the paper's loader."""
+    torch.manual_seed(3)
+    trained = make_backbone(frozen=False)
+    exported = export_vitpose_state_dict(trained)
+    assert all(k.startswith("backbone.") for k in exported) and exported["backbone.pos_embed"].shape[1] == 4 * 3 + 1
+    assert "backbone.last_norm.weight" in exported
+    torch.save({"state_dict": exported, "meta": {"made_by": "test"}}, tmp_path / "demo.pth")
+    loaded = make_backbone()
+    assert load_vitpose_checkpoint(loaded, tmp_path / "demo.pth") == OFFICIAL
+    for key, value in trained.vit.state_dict().items():
+        assert torch.equal(loaded.vit.state_dict()[key], value), key
+    frames = torch.randn(2, 3, 3, *IMG_HW)
+    assert torch.equal(loaded(frames), trained.eval()(frames))
+    torch.testing.assert_close(plain_vitpose_forward(exported, frames[:, 0]), loaded(frames)[:, 0], atol=1e-5, rtol=1e-5)
 
 
 def test_bare_state_dict_and_module_prefix_are_accepted(tmp_path):

@@ -231,3 +231,22 @@ def test_checkpoints_of_another_layout_are_refused():
             build().load_state_dict(old, strict=strict)
     with pytest.raises(ModelStateError, match="arch_version 1"):
         build().load_state_dict({**state, "arch_version": torch.tensor(1)})
+
+
+def test_baseline_runs_the_vit_on_the_key_frame_only():
+    """The baseline reads F_t^i alone (a single-frame model, the `pretrain` stage's): the neighbours' ViT passes
+    are skipped, the output is the one of the full pass, and changing frames t-1, t+1 changes nothing."""
+    model = build(hkme=False, bmd=False).eval()
+    x = frames()
+    with torch.no_grad():
+        out = model(x)["heatmaps"]
+        full = model.forward_tokens(model.backbone(x))["heatmaps"]  # all three frames through the ViT
+        other = x.clone()
+        other[:, [0, 2]] = torch.randn_like(other[:, [0, 2]])
+        torch.testing.assert_close(out, full, atol=1e-6, rtol=1e-5)
+        assert torch.equal(model(other)["heatmaps"], out)
+    seen = []
+    model.backbone.vit.patch_embed.register_forward_hook(lambda module, args, result: seen.append(args[0].shape[0]))
+    with torch.no_grad():
+        model(x)
+    assert seen == [x.shape[0]]  # B images, not B * 3

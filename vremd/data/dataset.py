@@ -49,6 +49,14 @@ def build_index(crops_dir: Path, index_dir: Path) -> dict:
     return stats
 
 
+def rebase_index(src: Path, dst: Path) -> Path:
+    """Copy the index file `src` to `dst` (atomically), its `shard` paths made relative to `dst`'s folder."""
+    src, dst = Path(src), Path(dst)
+    df = pd.read_parquet(src)
+    df["shard"] = [os.path.relpath(src.parent / s, dst.parent) for s in df["shard"]]
+    return atomic_write(dst, lambda tmp: df.to_parquet(tmp, index=False))
+
+
 def _split_stats(df: pd.DataFrame, crop_stats: dict) -> dict:
     """Counts of one split: persons, samples, frames, videos, visible joints by name, skips."""
     joints = np.stack(df["joints_crop_xyv"].to_numpy()).reshape(len(df), -1, 3) if len(df) else np.zeros((0, len(JOINT_NAMES), 3))

@@ -32,6 +32,7 @@ __all__ = [
     "VitPoseCheckpointError",
     "convert_vitpose_state_dict",
     "load_vitpose_checkpoint",
+    "export_vitpose_state_dict",
 ]
 
 PATCH_PADDING = 2  # ViTPose PatchEmbed: padding = 4 + 2 * (ratio // 2 - 1) with ratio 1
@@ -157,6 +158,22 @@ def convert_vitpose_state_dict(
             if not any(f".{part}." in new for part in _BLOCK_PARTS):
                 new = key  # an unknown block part: reported as unexpected
         out[new if new is not None else key] = value
+    return out
+
+
+def export_vitpose_state_dict(model: ViTBackbone) -> dict[str, torch.Tensor]:
+    """``model``'s weights in the official ViTPose layout (``backbone.*``): the inverse of `convert_vitpose_state_dict`.
+
+    The position table gets a zero class slot, ``(1, 1 + N, D)``, so ViTPose's ``pos_embed[:, 1:] +
+    pos_embed[:, :1]`` gives back this model's table exactly.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in model.vit.state_dict().items():
+        if key == "pos_embed":
+            value = torch.cat([value.new_zeros(1, 1, value.shape[-1]), value], dim=1)  # (1, 1 + N, D)
+        elif key.startswith("norm."):
+            key = "last_norm." + key.removeprefix("norm.")
+        out["backbone." + key] = value.detach().clone()
     return out
 
 

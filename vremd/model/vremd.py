@@ -24,6 +24,9 @@ Table rows (experiments/ablations.yaml; tests/model/test_vremd.py asserts each):
   6(b)/(c) DA / DCA branch in the ADC block
   6(a-c) one entangled stream; 6(d) two streams + fusion (about twice the BMD parameters)
 
+The baseline runs the ViT on the key frame only (nothing reads t-1, t+1): it is a single-frame top-down
+pose model, the one the `pretrain` stage trains (vremd/train/pretrain.py).
+
 Checkpoints: the model carries `ARCH_VERSION` as a buffer; loading a state dict without it or from
 another version raises `ModelStateError` (weights of an older layout never load partially).
 """
@@ -107,6 +110,9 @@ class VREMD(nn.Module):
         B, T, C, H, W = frames.shape
         if T != 3:
             raise ValueError(f"VREMD: expected 3 frames (t-1, t, t+1), got {T}")
+        if self.hkme is None and self.bmd is None:  # the baseline reads F_t^i only: no ViT pass over t-1, t+1
+            key_tokens = self.backbone(frames[:, KEY:KEY + 1])  # (B, 1, N, E)
+            return self.forward_tokens(key_tokens.expand(B, T, *key_tokens.shape[2:]), return_aux)  # (B, 3, N, E)
         return self.forward_tokens(self.backbone(frames), return_aux)  # tokens (B, T, N, E)
 
     def forward_tokens(self, tokens: torch.Tensor, return_aux: bool = False) -> dict[str, torch.Tensor]:
