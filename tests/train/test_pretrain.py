@@ -19,7 +19,7 @@ from vremd.model.checkpoint_layouts import OFFICIAL
 from vremd.model.vremd import build_model
 from vremd.train.checkpoints import load_state
 from vremd.train.identity import file_sha256
-from vremd.train.loop import RunPaths
+from vremd.train.loop import THREADS_TAG, RunPaths
 from vremd.train.pretrain import STILLS_DIR, check_pretrain_config
 from vremd.train.ray_train import fit, latest_checkpoint
 
@@ -62,6 +62,7 @@ def test_single_frame_val_ap_is_an_mlflow_run_of_the_baseline_on_the_stills(stag
     run = MlflowClient(cfg.tracking.tracking_uri).get_run(manifest["mlflow_run_id"])
     assert run.info.run_name.startswith("smoke-pretrain-")
     assert run.data.metrics["ap/mean"] == pytest.approx(manifest["single_frame_val_ap"]["Mean"], abs=1e-4)
+    assert run.data.tags[THREADS_TAG] == str(torch.get_num_threads())  # CPU results depend on it
     params = run.data.params
     assert params["model.hkme"] == params["model.bmd"] == params["model.freeze_backbone"] == "False"
     assert params["data.synthetic.seed"] == str(cfg.pretrain.stills.seed)

@@ -182,11 +182,13 @@ def download_url(url: str, cache_dir: Path, progress: bool = True, retries: int 
     return dest
 
 
-def fetch(source: str, cache_dir: Path, expected_sha256: str = "", progress: bool = True) -> Fetched:
+def fetch(source: str, cache_dir: Path, expected_sha256: str = "", progress: bool = True,
+          sha256_key: str | None = "data.sha256") -> Fetched:
     """Make `source` available on local disk and verify its sha256 when one is expected.
 
     Raises DownloadError naming the file, the expected and the found digest on a mismatch; the
-    file is left in place (fix `data.sha256` or delete the file to download it again).
+    file is left in place (fix `sha256_key` or delete the file to download it again). Without an expected
+    digest one line says the file is unverified, naming `sha256_key`; None: the caller verifies and says so.
     """
     cache_dir = Path(cache_dir)
     if is_remote(source):
@@ -197,13 +199,13 @@ def fetch(source: str, cache_dir: Path, expected_sha256: str = "", progress: boo
             raise DownloadError(f"{source}: no such local archive {path}")
     digest = cached_sha256(path, cache_dir, progress)
     expected = expected_sha256.strip().lower()
-    if not expected:  # one line, so an unverified archive never passes unnoticed
-        print(f"download: {path.name}: no sha256 given in data.sha256, not verified (its sha256 is {digest})",
+    if not expected and sha256_key is not None:  # one line, so an unverified archive never passes unnoticed
+        print(f"download: {path.name}: no sha256 given in {sha256_key}, not verified (its sha256 is {digest})",
               file=sys.stderr, flush=True)
-    elif digest != expected:
+    elif expected and digest != expected:
         raise DownloadError(
             f"{path}: sha256 mismatch for {source}: expected {expected}, found {digest}. "
-            "Nothing was extracted; fix data.sha256 or delete the file to download it again."
+            f"Nothing was extracted; fix {sha256_key or 'the expected sha256'} or delete the file to download it again."
         )
     return Fetched(source=source, path=path, sha256=digest)
 

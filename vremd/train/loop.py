@@ -40,6 +40,7 @@ from vremd.train.validate import UNPREDICTED_TAG, Validation, ap_metrics, valida
 __all__ = ["RunPaths", "Session", "LocalSession", "EpochSampler", "train_loader", "run_training", "derive_seed"]
 
 PREDICTIONS_DIR = "predictions"  # inside a checkpoint: the val predictions of that epoch
+THREADS_TAG = "torch_threads"  # MLflow tag: intra-op threads of rank 0's loop (docs/determinism.md)
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,8 @@ def run_training(cfg: Config, paths: RunPaths, session: Session, identity: dict[
     train_set = PoseTrackCrops(Path(paths.index_dir) / "train.parquet", cfg.augment, cfg.model.num_joints, t.seed)
     loader, sampler = train_loader(train_set, t, session.rank, session.world_size, pin_memory=device.type == "cuda")
     tracker = Tracker(paths.tracking_uri, paths.mlflow_run_id or None) if rank0 and paths.tracking_uri else None
+    if tracker is not None:  # CPU numerics depend on the thread count: 1 and 2 threads train different weights
+        tracker.set_tag(THREADS_TAG, str(torch.get_num_threads()))
 
     for epoch in range(start_epoch, t.epochs):
         torch.manual_seed(derive_seed(t.seed, session.rank, epoch))
