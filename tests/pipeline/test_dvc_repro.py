@@ -41,6 +41,11 @@ def test_repro_end_to_end_then_nothing_to_do(repo):
     curve = (repo / "metrics" / "train_curve.csv").read_text().splitlines()
     assert curve[0].startswith("epoch,loss,lr") and len(curve) == 2
     assert (repo / "mlflow.db").is_file()
+    # the demo's protocol: `pretrain` made the backbone, `weights` installed that file, `train` loaded it frozen
+    pretrained = json.loads((repo / "pretrain" / "manifest.json").read_text())
+    installed = json.loads((repo / "weights" / "manifest.json").read_text())
+    assert pretrained["needed"] and installed["sha256"] == pretrained["sha256"]
+    assert "Running stage 'pretrain'" in first.stdout
     stamp = (repo / "models" / "final.pt").stat().st_mtime_ns
 
     second = _run(["dvc", "repro"], repo)
