@@ -38,7 +38,7 @@ from vremd.data.dataset import PoseTrackCrops
 from vremd.eval.predictions import describe_unpredicted
 from vremd.eval.tables import (ap_table_csv, ap_table_html, ap_table_markdown, load_paper_numbers, paper_row,
                                per_joint_bar_png)
-from vremd.model.vremd import build_model
+from vremd.model.vremd import HEADS, HeadAlone, build_model
 from vremd.predict.reports import sample_report
 from vremd.predict.runner import load_model
 from vremd.train.validate import validate
@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--also-index", type=Path, default=None, metavar="DIR",
                         help="a second index of the same val frames cut with other boxes (e.g. GT beside detector "
                              "boxes): both APs side by side, and under by_boxes in the metrics json")
+    parser.add_argument("--head", choices=("both", *HEADS), default="both",
+                        help="score H = (H_k + H_m) / 2 (both), or one head alone: motion (H_m) or keypoint (H_k)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
     try:
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.manual_seed(cfg.train.seed)
             model = build_model(dataclasses.replace(saved_cfg.model, pretrained="")).eval()
         model = model.to(device)
+        scored = model if args.head == "both" else HeadAlone(model, args.head)  # what the AP is of
 
         def score(index: Path, pred_dir: Path):
             """Predictions of `index`'s val crops written to `pred_dir`, scored; and which boxes cut them."""
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset = PoseTrackCrops(index, None, saved_cfg.model.num_joints, sigma_px=saved_cfg.augment.sigma_px,
                                      heatmap_stride=saved_cfg.augment.heatmap_stride)
             shutil.rmtree(pred_dir, ignore_errors=True)  # no stale videos from an earlier dataset
-            result = validate(model, dataset, rows, gt_dir, pred_dir, batch_size=cfg.train.batch_size, device=device,
+            result = validate(scored, dataset, rows, gt_dir, pred_dir, batch_size=cfg.train.batch_size, device=device,
                               stride=saved_cfg.augment.heatmap_stride, flip_test=cfg.train.flip_test,
                               protocol=cfg.eval.protocol, progress=not args.no_progress,
                               oks_nms=(cfg.detect.oks_nms, cfg.detect.keypoint_threshold))
@@ -113,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     ours = {("Mean" if k == "Total" else k): v for k, v in result.ap.table.items()}
     paper = _paper_row(cfg.data.source)
-    title = f"Per-joint AP, {cfg.data.source} val" + (" (untrained)" if args.untrained else "")
+    title = (f"Per-joint AP, {cfg.data.source} val" + (" (untrained)" if args.untrained else "")
+             + (f" ({args.head} head alone)" if args.head != "both" else ""))
     atomic_write_text(args.out / "per_joint.md", ap_table_markdown(ours, paper))
     atomic_write_text(args.out / "per_joint.csv", ap_table_csv(ours, paper))
     atomic_write_text(args.out / "per_joint.html", ap_table_html(ours, paper, title=title))
@@ -125,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics["per_joint"] = {k: clean(v) for k, v in result.ap.per_joint.items()}
     metrics["unpredicted_persons"] = len(result.unpredicted)
     metrics["boxes"] = boxes
+    metrics["head"] = args.head
     if also is not None:  # the same model on the same frames with other boxes, side by side
         by_boxes = {boxes: ours, also[2]: {("Mean" if k == "Total" else k): v for k, v in also[0].ap.table.items()}}
         metrics["by_boxes"] = {label: {k: clean(v) for k, v in table.items()} for label, table in by_boxes.items()}

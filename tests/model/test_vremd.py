@@ -21,7 +21,7 @@ from vremd.data.joints import ANNOTATED_JOINTS, JOINT_NAMES, NUM_JOINTS, UNANNOT
 from vremd.eval.poseval_io import CATEGORY_NAMES
 from vremd.model.cost import format_cost_table, module_flops, parameter_counts
 from vremd.model.losses import heatmap_mse
-from vremd.model.vremd import ARCH_VERSION, ModelStateError, build_model
+from vremd.model.vremd import ARCH_VERSION, HeadAlone, ModelStateError, build_model
 
 SMOKE = dataclasses.replace(smoke_config().model, dim=16)  # D=16 != E=32 != N=12 != B=2
 B, T = 2, 3
@@ -250,3 +250,18 @@ def test_baseline_runs_the_vit_on_the_key_frame_only():
     with torch.no_grad():
         model(x)
     assert seen == [x.shape[0]]  # B images, not B * 3
+
+
+def test_each_head_alone_and_their_average():
+    """`--head`: H_m and H_k scored alone; H is exactly their average, and a model without H_k refuses it."""
+    model = build().eval()
+    x = frames()
+    with torch.no_grad():
+        out = model(x, return_aux=True)
+        assert torch.equal(out["heatmaps"], (out["heatmaps_motion"] + out["heatmaps_keypoint"]) / 2)
+        assert not torch.equal(out["heatmaps_motion"], out["heatmaps_keypoint"])
+        assert torch.equal(HeadAlone(model, "keypoint")(x)["heatmaps"], out["heatmaps_keypoint"])
+    with pytest.raises(ValueError, match="no keypoint-token head"):
+        HeadAlone(build(hkme=False, bmd=True), "keypoint")
+    with pytest.raises(ValueError, match="--head: expected one of motion, keypoint"):
+        HeadAlone(model, "both")

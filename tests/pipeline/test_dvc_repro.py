@@ -71,3 +71,8 @@ def test_untrained_floor_scores_random_weights_of_the_same_model(repo):
     assert set(floor) == set(trained)
     assert floor["per_joint"] != trained["per_joint"]  # other weights, other predictions
     assert (repo / "untrained" / "predictions").is_dir()
+    alone = _run([str(BIN / "python"), "pipeline/evaluate.py", "--head", "motion", "--no-progress", "--out", "motion",
+                  "--metrics", "motion/ap.json"], repo)
+    assert alone.returncode == 0, alone.stderr[-4000:]
+    motion = json.loads((repo / "motion" / "ap.json").read_text())
+    assert motion["head"] == "motion" and trained["head"] == "both" and motion["per_joint"] != trained["per_joint"]

@@ -45,7 +45,8 @@ from vremd.model.deformable import DeformConvMotion, motion_attention_class
 from vremd.model.heads import HEATMAP_STRIDE, KeypointTokenHead, UpsampleHead
 from vremd.model.hkme import HKME, HumanMask, KeypointMask, SpatioTemporalAggregation
 
-__all__ = ["ARCH_VERSION", "KEY", "ModelStateError", "VREMD", "arch_version_problem", "build_model"]
+__all__ = ["ARCH_VERSION", "HEADS", "KEY", "HeadAlone", "ModelStateError", "VREMD", "arch_version_problem",
+           "build_model"]
 
 KEY = 1  # index of the key frame t in the (t-1, t, t+1) frame axis
 # Bump when a change makes older weights mean something else. 2: H_m from [M, F_t^i], masks as key biases,
@@ -103,8 +104,9 @@ class VREMD(nn.Module):
     def forward(self, frames: torch.Tensor, return_aux: bool = False) -> dict[str, torch.Tensor]:
         """Frames ``(B, T=3, 3, H, W)`` normalised -> ``{"heatmaps": (B, 17, H/4, W/4)}``.
 
-        With ``return_aux`` also ``human_mask`` and ``keypoint_mask`` ``(B, T, N)`` (all ones where that
-        mask is not part of the model: the features then pass unmasked) and, when BMD exists,
+        With ``return_aux`` also each head alone, ``heatmaps_motion`` (H_m) and, when H_k exists,
+        ``heatmaps_keypoint`` (laid out as ``heatmaps``); ``human_mask`` and ``keypoint_mask`` ``(B, T, N)`` (all
+        ones where that mask is not part of the model: the features then pass unmasked) and, when BMD exists,
         ``sampling_points`` ``(B, nh, N, K, 2)``, (x, y) normalised to [0, 1] (forward direction, last block).
         """
         B, T, C, H, W = frames.shape
@@ -133,18 +135,46 @@ class VREMD(nn.Module):
         if self.bmd is not None:
             motion, aux["sampling_points"] = self.bmd(feats, feature, return_points=return_aux)  # (B, N, D)
             head_in = torch.cat([motion, key_feature], dim=-1)  # (B, N, D+E): [M, F_t^i]
-        heatmaps = self.motion_head(head_in)  # H_m (B, J, h, w)
+        heads = {"motion": self.motion_head(head_in)}  # H_m (B, J, h, w)
         if self.keypoint_head is not None:
-            heatmaps = (self.keypoint_head(keypoint_tokens) + heatmaps) / 2  # H = (H_k + H_m) / 2
-        slots = heatmaps.new_zeros(B, self.num_slots, *heatmaps.shape[2:])  # (B, 17, h, w): ears stay 0
-        result = {"heatmaps": slots.index_copy(1, self.joint_slots, heatmaps)}
+            heads["keypoint"] = self.keypoint_head(keypoint_tokens)  # H_k (B, J, h, w)
+        heatmaps = sum(heads.values()) / len(heads)  # H = (H_k + H_m) / 2, or H_m
+        result = {"heatmaps": self._slots(heatmaps)}
         if return_aux:
+            result.update({f"heatmaps_{name}": self._slots(h) for name, h in heads.items()})  # each head alone
             ones = tokens.new_ones(B, T, N)
             result["human_mask"] = aux["human_mask"] if aux["human_mask"] is not None else ones
             result["keypoint_mask"] = aux["keypoint_mask"] if aux["keypoint_mask"] is not None else ones
             if aux["sampling_points"] is not None:
                 result["sampling_points"] = aux["sampling_points"]
         return result
+
+
+    def _slots(self, heatmaps: torch.Tensor) -> torch.Tensor:
+        """The J annotated joints' heatmaps ``(B, J, h, w)`` laid into the output slots ``(B, 17, h, w)``, ears 0."""
+        slots = heatmaps.new_zeros(heatmaps.shape[0], self.num_slots, *heatmaps.shape[2:])
+        return slots.index_copy(1, self.joint_slots, heatmaps)
+
+
+HEADS = ("motion", "keypoint")  # H_m, H_k: what `HeadAlone` can score
+
+
+class HeadAlone(nn.Module):
+    """One heatmap head of a trained VREMD as a model of its own, ``frames -> {"heatmaps": H_m or H_k}``: scoring
+    each head alone shows what each contributes to H = (H_k + H_m) / 2 (`pipeline/evaluate.py --head`)."""
+
+    def __init__(self, model: VREMD, head: str) -> None:
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"--head: expected one of {', '.join(HEADS)}, found {head!r}")
+        if head == "keypoint" and model.keypoint_head is None:
+            raise ValueError("--head keypoint: this model has no keypoint-token head H_k (no HKME keypoint stage)")
+        self.model, self.head = model, head
+
+    def forward(self, frames: torch.Tensor, return_aux: bool = False) -> dict[str, torch.Tensor]:
+        out = self.model(frames, return_aux=True)
+        out["heatmaps"] = out[f"heatmaps_{self.head}"]  # (B, 17, h, w)
+        return out
 
 
 def reads_enhanced_feature(cfg: ModelConfig) -> bool:
