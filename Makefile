@@ -1,11 +1,12 @@
 # Two commands for a fresh machine:  `make demo` (the main job)  and  `make test` (the suite).
-# The packages live outside the clone in one shared virtualenv, keyed by a hash of pyproject.toml,
-# so a fresh clone with an unchanged pyproject.toml reuses it in seconds. `.venv` is this clone's
+# The packages live outside the clone in one shared virtualenv, installed with hashes from requirements.lock
+# (the whole environment pinned, `make lock` regenerates it from pyproject.toml) and keyed by a hash of both
+# files, so a fresh clone with unchanged ones reuses it in seconds. `.venv` is this clone's
 # own small virtualenv layered on it (.ci/clone_venv.py): `source .venv/bin/activate`, then every
 # README command works, and each clone imports its own `vremd`.
 SHELL := /bin/bash
 PYTHON_BASE ?= python3.11
-VENV_KEY := $(shell sha256sum pyproject.toml | cut -c1-16)
+VENV_KEY := $(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
 VENV_HOME ?= $(HOME)/.cache/vremd-venv
 VENV_REAL := $(VENV_HOME)/$(VENV_KEY)
 PY := .venv/bin/python
@@ -14,17 +15,20 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: demo test test-fast bench venv clean-venv mlflow-ui
+PIP_TOOLS := $(VENV_HOME)/pip-tools-7.6.2
+POSEVAL ?=
+
+.PHONY: demo test test-fast bench bench-gpu lock venv clean-venv mlflow-ui
 
 # `venv` is cheap when the shared environment exists: it (re)builds .venv, this clone's layer on it.
 # Nothing in the shared environment names a clone, so clones sharing it never import each other's code.
 venv:
 	@if [ ! -f "$(VENV_REAL)/.complete" ]; then \
-	  echo "Creating the environment in $(VENV_REAL) (about 2 minutes, once per pyproject.toml)"; \
+	  echo "Creating the environment in $(VENV_REAL) from requirements.lock (about 2 minutes, once per lock)"; \
 	  rm -rf "$(VENV_REAL)" && mkdir -p "$(VENV_HOME)" && \
 	  $(PYTHON_BASE) -m venv "$(VENV_REAL)" && \
 	  "$(VENV_REAL)/bin/pip" install -q --upgrade pip && \
-	  "$(VENV_REAL)/bin/pip" install -q -r <("$(VENV_REAL)/bin/python" .ci/requirements.py) && \
+	  "$(VENV_REAL)/bin/pip" install -q --require-hashes --no-deps -r requirements.lock && \
 	  touch "$(VENV_REAL)/.complete" || exit 1; \
 	fi
 	@"$(VENV_REAL)/bin/python" .ci/clone_venv.py "$(VENV_REAL)"
@@ -41,8 +45,28 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow and not gpu" tests
 
+# Every benchmark runs, whatever the others did; results.json and the README table are rewritten, and the
+# exit status is non-zero at the end when a target was missed. POSEVAL=PATH: the official poseval checkout
+# the evaluator is timed against (not measured without it).
 bench: venv
-	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+	@$(PY) -m benchmarks.run $(if $(POSEVAL),--poseval "$(POSEVAL)"); rc=$$?; \
+	  $(PY) -m benchmarks.report && exit $$rc
+
+# On a machine with a GPU: every `--device cuda` figure in under 8 minutes, into gpu_results.json.
+bench-gpu: venv
+	bash benchmarks/gpu.sh gpu_results.json
+
+# The lock: every package of the environment, pinned with hashes, from pyproject.toml (and its test extra)
+# by pip-tools, resolved with pip's own configuration. Existing pins are kept unless pyproject.toml needs
+# another version; `make lock LOCK_ARGS=--upgrade` moves everything to the newest allowed.
+lock:
+	@if [ ! -x "$(PIP_TOOLS)/bin/pip-compile" ]; then \
+	  rm -rf "$(PIP_TOOLS)" && $(PYTHON_BASE) -m venv "$(PIP_TOOLS)" && \
+	  "$(PIP_TOOLS)/bin/pip" install -q pip-tools==7.6.2 || exit 1; \
+	fi
+	CUSTOM_COMPILE_COMMAND="make lock" "$(PIP_TOOLS)/bin/pip-compile" --quiet --generate-hashes --allow-unsafe \
+	  --strip-extras --no-emit-index-url --no-emit-find-links --extra test $(LOCK_ARGS) \
+	  --output-file requirements.lock pyproject.toml
 
 mlflow-ui: venv
 	.venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

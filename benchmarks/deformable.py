@@ -1,4 +1,4 @@
-"""Benchmark: DCA forward+backward time / dense cross-attention time, and fast vs reference sampling error.
+"""Benchmark: DCA's cost as a multiple of dense cross-attention (forward+backward), and sampling error.
 
 For each size (``demo`` from params.yaml: dim, heads, grid = img / patch, batch = train.batch_size; ``paper``:
 dim 256, heads 8, grid 16x12, batch 32) and K in (4, 8) it times forward + backward, the median of repeats
@@ -11,18 +11,19 @@ disturb less than wall time, though not at all; on CUDA it is wall time after sy
 - ``dca-loop``: the same module sampling with a Python loop over heads (one ``grid_sample`` per head);
 - ``da`` and ``dc``: the other two motion attentions, for the cost side of paper table 6.
 
-It also prints the max |fast - reference| of ``deformable_sample`` in float32 at each size.
+It also prints the max |fast - reference| of ``deformable_sample`` in float32 at each size. The figure
+``dca/dense`` is a cost multiple (lower is better); the target is <= 2x at paper size (K=4).
 
-    python benchmarks/deformable.py                      # CPU, 1 thread
-    python benchmarks/deformable.py --device cuda --repeats 50
+    python -m benchmarks.deformable                      # CPU, 1 thread
+    python -m benchmarks.deformable --device cuda --repeats 50
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,11 @@ from torch import nn
 from vremd.config import load_config
 from vremd.model.deformable import DeformAttnMotion, DeformConvMotion, DeformCrossAttnMotion
 from vremd.model.sampling import deformable_sample, deformable_sample_reference
+
+from benchmarks.result import Result, write_results
+from benchmarks.timing import Timing, interleaved
+
+TARGET_COST = 2.0  # DCA at most 2x dense attention at paper size, K=4
 
 
 @dataclass(frozen=True)
@@ -87,19 +93,16 @@ def _clock(device: torch.device) -> float:
 
 def time_fwd_bwd(
     variants: dict[str, nn.Module], x: torch.Tensor, cond: torch.Tensor, warmup: int, repeats: int
-) -> dict[str, float]:
-    """Median milliseconds of one forward + backward per variant, variants interleaved repeat by repeat."""
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for i in range(warmup + repeats):
-        for name, module in variants.items():
-            start = _clock(x.device)
-            module(x, cond).square().mean().backward()  # grads into the module and both inputs
-            elapsed_ms = (_clock(x.device) - start) * 1e3
-            if i >= warmup:
-                times[name].append(elapsed_ms)
-            module.zero_grad(set_to_none=True)
-            x.grad = cond.grad = None
-    return {name: statistics.median(values) for name, values in times.items()}
+) -> dict[str, Timing]:
+    """Seconds of one forward + backward per variant, variants interleaved repeat by repeat."""
+
+    def step(module: nn.Module) -> None:
+        module(x, cond).square().mean().backward()  # grads into the module and both inputs
+        module.zero_grad(set_to_none=True)
+        x.grad = cond.grad = None
+
+    return interleaved({name: (lambda m=m: step(m)) for name, m in variants.items()}, repeats, warmup,
+                       clock=lambda: _clock(x.device))
 
 
 def sampling_error(size: Size, num_points: int, device: torch.device, gen: torch.Generator) -> float:
@@ -122,8 +125,8 @@ def sizes_from_params(params: str) -> list[Size]:
     ]
 
 
-def run(size: Size, num_points: int, device: torch.device, warmup: int, repeats: int) -> dict[str, float]:
-    """Milliseconds per batch (fwd + bwd) of each variant at one size and K."""
+def run(size: Size, num_points: int, device: torch.device, warmup: int, repeats: int) -> dict[str, Timing]:
+    """Seconds per batch (fwd + bwd) of each variant at one size and K."""
     gen = torch.Generator().manual_seed(0)
     h, w = size.grid_hw
     x = torch.randn(size.batch, h * w, size.dim, generator=gen).to(device).requires_grad_()
@@ -150,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, nargs="+", default=[4, 8], help="K values (default 4 8)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--json", type=Path, help="write the results here (benchmarks/result.py)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -158,16 +162,31 @@ def main(argv: list[str] | None = None) -> int:
           f"repeats={args.repeats} (median ms per batch, forward+backward, {clock}, variants interleaved)")
     print("size   B   D    nh grid   K  dense_ms  dca_ms  dca/dense  loop_ms  loop/dense  da_ms  dc_ms  "
           "max|fast-ref|")
+    results = []
+    command = "python -m benchmarks.deformable" + (f" --device {args.device}" if args.device != "cpu" else "")
     for size in sizes_from_params(args.params):
         for k in args.points:
-            ms = run(size, k, device, args.warmup, args.repeats)
+            t = run(size, k, device, args.warmup, args.repeats)
+            ms = {name: timing.median * 1e3 for name, timing in t.items()}
             err = sampling_error(size, k, device, torch.Generator().manual_seed(1))
             grid = f"{size.grid_hw[0]}x{size.grid_hw[1]}"
             print(f"{size.name:6s} {size.batch:<3d} {size.dim:<4d} {size.heads:<2d} {grid:6s} {k:<2d} "
                   f"{ms['dense']:8.2f} {ms['dca']:7.2f} {ms['dca'] / ms['dense']:9.2f}x "
                   f"{ms['dca-loop']:8.2f} {ms['dca-loop'] / ms['dense']:9.2f}x "
                   f"{ms['da']:6.2f} {ms['dc']:6.2f}  {err:.2e}", flush=True)
-    return 0
+            if k == 4:
+                target = {"target": TARGET_COST, "op": "<="} if size.name == "paper" else {}
+                results.append(Result(
+                    f"deformable.{size.name}", f"DCA forward+backward, {size.name} size ({grid} grid, D={size.dim}, "
+                    f"{size.heads} heads, batch {size.batch}, K=4), {device.type}",
+                    "dense cross-attention (SDPA, same projections)", ms["dca"] / ms["dense"], "x cost", command,
+                    details=f"ms: DCA {t['dca'].text(1e3, 'ms')}, dense {t['dense'].text(1e3, 'ms')}; "
+                            f"max |fast - reference| sampling {err:.1e}",
+                    extra={name: {"median_ms": timing.median * 1e3, "min_ms": timing.min * 1e3}
+                           for name, timing in t.items()}, **target))
+    if args.json:
+        write_results(args.json, results)
+    return 1 if any(r.passed is False for r in results) else 0
 
 
 if __name__ == "__main__":

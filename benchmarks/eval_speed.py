@@ -1,19 +1,23 @@
-"""Speed of the vectorised PoseTrack AP evaluator against a per-person Python loop (and the official poseval).
+"""Speed of the vectorised PoseTrack AP evaluator against the official poseval, end to end.
 
 Generates a PoseTrack18-val-sized set (seeded: ~170 videos x ~30 labeled frames x ~5 persons, GT and
-noisy predictions in 2018 json), then prints end-to-end seconds of `evaluate_dirs` (json parsing
-included), compute-only seconds of `evaluate_frames` vs `reference_evaluate` below (asserting equal
-numbers), and with `--poseval PATH` the official code's end-to-end time on the same folders.
+noisy predictions in 2018 json), then, in this one process, times `evaluate_dirs` (json parsing included)
+and the official poseval's `load_data_dir` + `evaluateAP` on the same folders (its import excluded),
+interleaved `--repeats` times (median and min of this process's CPU seconds), and checks that both give the same AP. The
+official code comes from `--poseval PATH` (a checkout of leonid-pishchulin/poseval, the version DCPose
+uses); without it that figure is reported as not measured. `--check-reference` also compares the
+compute-only result with `reference_evaluate` below, a plain per-person loop of the spec (a correctness
+check, not a baseline).
 
-    python benchmarks/eval_speed.py [--videos 170] [--poseval /path/to/poseval-checkout]
+    python -m benchmarks.eval_speed [--videos 170] [--poseval /path/to/poseval-checkout] [--hard]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import io
 import math
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +30,11 @@ import shapely
 from vremd.data.joints import JOINT_NAMES
 from vremd.eval.poseval_io import NUM_EVAL_JOINTS, read_frames
 from vremd.eval.posetrack_ap import PCKH_THRESHOLD, _result, _select, evaluate_dirs, evaluate_frames
+
+from benchmarks.result import Result, write_results
+from benchmarks.timing import cpu_clock, interleaved
+
+TARGET_SPEEDUP = 20.0
 
 # ---------------------------------------------------------------------------------------------
 # data generator (also used by tests to compare the fast path with the reference)
@@ -233,65 +242,87 @@ def _parsed_pairs(gt_dir: Path, pred_dir: Path, protocol: str):
     return pairs
 
 
-def _best_of(fn, repeat: int) -> tuple[float, object]:
-    best, out = math.inf, None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+def _official(poseval: Path):
+    """The official poseval's end-to-end AP as a function of (gt_dir, pred_dir) -> per-joint + total AP list;
+    its import happens here, outside any timing."""
+    sys.path.insert(0, str(poseval))
+    try:
+        from poseval import eval_helpers
+        from poseval.evaluateAP import evaluateAP
+    except ImportError as exc:
+        raise SystemExit(f"eval_speed: --poseval {poseval}: cannot import poseval from there ({exc})") from exc
 
+    def run(gt_dir: Path, pred_dir: Path) -> list:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                tempfile.TemporaryDirectory() as out:
+            gt, pr = eval_helpers.load_data_dir(["", f"{gt_dir}/", f"{pred_dir}/"])
+            ap, _, _ = evaluateAP(gt, pr, out, False, False)
+        return [None if x != x else float(x) for x in ap.ravel().tolist()]
 
-def _official(poseval: Path, gt_dir: Path, pred_dir: Path) -> tuple[float, list]:
-    """Run the official poseval AP in a subprocess (its own imports); return (seconds, ap list)."""
-    code = (
-        "import sys,json,time,io,contextlib,tempfile;sys.path.insert(0,sys.argv[1]);t=time.perf_counter()\n"
-        "from poseval import eval_helpers\nfrom poseval.evaluateAP import evaluateAP\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n"
-        " g,p=eval_helpers.load_data_dir(['',sys.argv[2]+'/',sys.argv[3]+'/'])\n"
-        " ap,_,_=evaluateAP(g,p,tempfile.mkdtemp(),False,False)\n"
-        "print(json.dumps({'s':time.perf_counter()-t,'ap':[None if x!=x else x for x in ap.ravel().tolist()]}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code, str(poseval), str(gt_dir), str(pred_dir)],
-                         capture_output=True, text=True, check=True)
-    got = json.loads(out.stdout.strip().splitlines()[-1])
-    return got["s"], got["ap"]
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=170)
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--persons", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timed rounds of both evaluators")
     parser.add_argument("--hard", action="store_true", help="add ignore regions and awkward cases")
     parser.add_argument("--cache", type=Path, help="folder to keep the generated data in (default: temp)")
-    parser.add_argument("--poseval", type=Path, help="checkout of leonid-pishchulin/poseval to time as well")
+    parser.add_argument("--poseval", type=Path, help="checkout of leonid-pishchulin/poseval: the baseline")
+    parser.add_argument("--check-reference", action="store_true", help="also compare with the per-person loop")
+    parser.add_argument("--json", type=Path, help="write the results here (benchmarks/result.py)")
     args = parser.parse_args(argv)
+    official = _official(args.poseval) if args.poseval else None
+    command = "python -m benchmarks.eval_speed --poseval PATH" + (" --hard" if args.hard else "")
+    name = "eval_speed" + (".hard" if args.hard else "")
+    what = (f"PoseTrack AP evaluator end to end (json parsing included), {args.videos} generated videos"
+            + (" with ignore regions and awkward cases" if args.hard else ""))
     with tempfile.TemporaryDirectory() as tmp:
         root = args.cache or Path(tmp)
         root = root / f"v{args.videos}_f{args.frames}_p{args.persons}_s{args.seed}{'_hard' if args.hard else ''}"
         if not (root / "pred").is_dir():
             write_dataset(root, args.seed, args.videos, args.frames, args.persons, args.hard)
         gt_dir, pred_dir = root / "gt", root / "pred"
-        t_e2e, fast = _best_of(lambda: evaluate_dirs(gt_dir, pred_dir), args.repeat)
+        out: dict[str, object] = {}
+        variants = {"vremd": lambda: out.__setitem__("vremd", evaluate_dirs(gt_dir, pred_dir))}
+        if official is not None:
+            variants["poseval"] = lambda: out.__setitem__("poseval", official(gt_dir, pred_dir))
+        t = interleaved(variants, args.repeats, clock=cpu_clock)  # single-threaded Python: per-core figures
+        fast = out["vremd"]
         pairs = _parsed_pairs(gt_dir, pred_dir, "posetrack18")
-        t_fast, fast_sorted = _best_of(lambda: evaluate_frames(pairs), args.repeat)
-        t_ref, ref = _best_of(lambda: reference_evaluate(pairs), 1)
         n_persons = sum(len(g.xy) for g, _ in pairs)
         print(f"data: {args.videos} videos, {len(pairs)} frames, {n_persons} GT persons; Total AP {fast.table['Total']:.4f}")
-        np.testing.assert_allclose(list(fast_sorted.per_joint.values()), list(ref.per_joint.values()), rtol=0, atol=1e-9)
-        print(f"end-to-end evaluate_dirs (json parsing included): {t_e2e:.3f} s")
-        print(f"compute only: vectorised {t_fast:.3f} s, per-person loop {t_ref:.3f} s, ratio {t_ref / t_fast:.1f}x "
-              f"(target >= 20x); numbers identical to 1e-9")
-        if args.poseval:
-            t_off, ap_off = _official(args.poseval, gt_dir, pred_dir)
-            ours = list(fast.per_joint.values()) + [fast.table["Total"]]
-            diff = max(abs(a - b) for a, b in zip(ours, ap_off) if b is not None)
-            print(f"official poseval end-to-end: {t_off:.3f} s, ratio {t_off / t_e2e:.1f}x (target >= 20x); "
-                  f"max |AP difference| {diff:.2e}")
-    return 0
+        print(f"vremd evaluate_dirs end to end: {t['vremd'].text()}")
+        if args.check_reference:
+            ref = reference_evaluate(pairs)
+            np.testing.assert_allclose(list(evaluate_frames(pairs).per_joint.values()), list(ref.per_joint.values()),
+                                       rtol=0, atol=1e-9)
+            print("compute-only result equals the per-person reference loop to 1e-9")
+    if official is None:
+        result = Result(name, what, "official poseval (import excluded)", None, "x", command,
+                        target=TARGET_SPEEDUP, op=">=",
+                        note=f"needs the official poseval: --poseval PATH (make bench POSEVAL=PATH); ours alone: "
+                             f"{t['vremd'].text()}")
+        print(f"official poseval: not measured ({result.note})")
+    else:
+        ours = list(fast.per_joint.values()) + [fast.table["Total"]]
+        diff = max(abs(a - b) for a, b in zip(ours, out["poseval"]) if b is not None)
+        if not diff < 1e-6:
+            raise SystemExit(f"eval_speed: our AP differs from the official poseval's by {diff:.2e}")
+        ratio = t["poseval"].median / t["vremd"].median
+        result = Result(name, what, "official poseval (import excluded)", ratio, "x", command,
+                        target=TARGET_SPEEDUP, op=">=",
+                        details=f"{n_persons:,} GT persons; s: vremd {t['vremd'].text()}, poseval {t['poseval'].text()}, "
+                                f"{args.repeats} interleaved rounds; max AP difference {diff:.1e}",
+                        extra={"vremd_s": list(t["vremd"].runs), "poseval_s": list(t["poseval"].runs)})
+        print(f"official poseval end to end: {t['poseval'].text()}; ratio of medians {ratio:.1f}x "
+              f"(target >= {TARGET_SPEEDUP:.0f}x, {'PASS' if result.passed else 'FAIL'}); max |AP difference| {diff:.2e}")
+    if args.json:
+        write_results(args.json, [result])
+    return 1 if result.passed is False else 0
 
 
 if __name__ == "__main__":

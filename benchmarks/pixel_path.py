@@ -7,7 +7,7 @@ use the same pixel rectangle per person. This scores the same model on the same 
 through both paths and prints the per-joint AP of each, their difference, and the mean absolute
 pixel difference of the crops. The figure is recorded in docs/pixel_path.md.
 
-    python benchmarks/pixel_path.py --model models/final.pt --index data/index --raw data/raw
+    python -m benchmarks.pixel_path --model models/final.pt --index data/index --raw data/raw [--json PATH]
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ from vremd.data.dataset import PoseTrackCrops
 from vremd.data.posetrack import read_video
 from vremd.predict.runner import load_model
 from vremd.train.validate import validate
+
+from benchmarks.result import Result, write_results
+
+NAME, WHAT, COMMAND = ("pixel_path", "Total AP through predict's raw crops minus through the stored JPEG crops "
+                       "(same model, samples, boxes)", "python -m benchmarks.pixel_path")
 
 
 class PredictPathCrops(PoseTrackCrops):
@@ -56,11 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=Path, default=Path("data/index"))
     parser.add_argument("--raw", type=Path, default=Path("data/raw"))
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--json", type=Path, help="write the results here (benchmarks/result.py)")
     args = parser.parse_args(argv)
     missing = [str(p) for p in (args.model, args.index / "val.parquet") if not p.is_file()]
     if missing:  # `make bench` runs every benchmark; this one measures a trained model
         print(f"pixel_path: not measured, needs a trained model and its val index ({', '.join(missing)} missing): "
               "run `make demo` first")
+        if args.json:
+            write_results(args.json, [Result(NAME, WHAT, "stored JPEG crops (train, evaluate)", None, "AP", COMMAND,
+                                             note=f"needs a trained model and its val index: run `make demo` first "
+                                                  f"({', '.join(missing)} missing)")])
         return 0
     model, cfg = load_model(args.model)
     index_path = args.index / "val.parquet"
@@ -88,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | " + " | ".join(f"{table[c]:.1f}" for c in columns) + " |")
     a, b = tables.values()
     print("| difference | " + " | ".join(f"{b[c] - a[c]:+.1f}" for c in columns) + " |")
+    if args.json:
+        write_results(args.json, [Result(
+            NAME, WHAT, "stored JPEG crops (train, evaluate)", b["Total"] - a["Total"], "AP", COMMAND,
+            details=f"{len(stored)} val samples; Total AP {a['Total']:.1f} stored vs {b['Total']:.1f} raw; mean "
+                    f"pixel difference {np.mean(diffs):.2f} / 255")])
     return 0
 
 

@@ -81,7 +81,9 @@ def shared_env() -> Path:
 
 def make_venv(clone: Path, venv_home: Path) -> subprocess.CompletedProcess:
     """`make venv VENV_HOME=venv_home` in `clone`, VENV_HOME holding a link to `shared_env()` under the clone's key."""
-    key = hashlib.sha256((clone / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    # the Makefile's VENV_KEY: `cat pyproject.toml requirements.lock | sha256sum`
+    files = (clone / "pyproject.toml").read_bytes() + (clone / "requirements.lock").read_bytes()
+    key = hashlib.sha256(files).hexdigest()[:16]
     venv_home.mkdir(parents=True, exist_ok=True)
     if not (venv_home / key).exists():
         (venv_home / key).symlink_to(shared_env())

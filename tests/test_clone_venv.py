@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fresh_clone import copy_checkout, fresh_shell, make_venv, output, shared_env
 
-NEEDED = ("Makefile", "pyproject.toml", ".ci", "vremd", "pipeline")
+NEEDED = ("Makefile", "pyproject.toml", "requirements.lock", ".ci", "vremd", "pipeline")
 
 
 def _where(clone: Path, activate: bool) -> list[str]:

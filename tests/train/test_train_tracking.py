@@ -106,3 +106,12 @@ def test_runs_record_python_and_library_versions():
     for tag, dist in (("torch_version", "torch"), ("timm_version", "timm"), ("numpy_version", "numpy"),
                       ("dvc_version", "dvc"), ("opencv_version", "opencv-python-headless")):
         assert tags[tag] == importlib.metadata.version(dist) and tags[tag][0].isdigit()
+
+
+def test_runs_record_the_lock_file_hash(tmp_path):
+    import hashlib
+
+    repo = Path(__file__).resolve().parents[2]
+    lock = (repo / "requirements.lock").read_bytes()
+    assert run_tags(smoke_config(), repo)["lock_sha256"] == hashlib.sha256(lock).hexdigest()
+    assert run_tags(smoke_config(), tmp_path)["lock_sha256"] == "none"  # no lock file there

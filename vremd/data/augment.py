@@ -73,6 +73,14 @@ def apply_augmentation(frames: np.ndarray, joints_xy: np.ndarray, visible: np.nd
     for t in range(T):
         cv2.warpAffine(frames[t], affine, (W, H), dst=out[t], flags=cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return (out, *augment_joints(joints_xy, visible, affine, flip, (W, H)))
+
+
+def augment_joints(joints_xy: np.ndarray, visible: np.ndarray, affine: np.ndarray, flip: bool,
+                   crop_wh: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Map (J, 2) joints by `affine` into a `crop_wh` crop, swapping left/right when flipped; joints that
+    leave the crop become invisible (0, 0). Returns joints_xy (J, 2) and visible (J,)."""
+    W, H = crop_wh
     xy = joints_xy @ affine[:, :2].T + affine[:, 2]
     vis = visible.copy()
     if flip:
@@ -80,4 +88,4 @@ def apply_augmentation(frames: np.ndarray, joints_xy: np.ndarray, visible: np.nd
     inside = (xy[:, 0] >= -0.5) & (xy[:, 0] <= W - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] <= H - 0.5)
     vis = vis * inside
     xy[vis == 0] = 0.0
-    return out, xy, vis
+    return xy, vis

@@ -125,6 +125,24 @@ class PoseTrackCrops(Dataset):
         """Sample `i`'s stored crops, (T, H, W, 3) uint8 RGB, t-1, t, t+1, before augmentation."""
         return np.asarray(self._crops(i))
 
+    def _augmented(self, epoch: int, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Sample `i`'s frames (T, H, W, 3) uint8 RGB, joints_xy (J, 2), visible (J,) and crop_to_image (2, 3),
+        with `epoch`'s augmentation applied when training."""
+        frames = self._crops(i)
+        T, H, W, _ = frames.shape
+        joints_xy, visible = self.joints[i, :, :2].copy(), (self.joints[i, :, 2] > 0).astype(np.float64)
+        crop_to_image = self.crop_to_image[i]
+        if self.augment is not None:
+            affine, flip = self.augmentation(epoch, i, joints_xy, visible, (W, H))
+            frames, joints_xy, visible = apply_augmentation(frames, joints_xy, visible, affine, flip)
+            crop_to_image = compose_affine(crop_to_image, invert_affine(affine))
+        return frames, joints_xy, visible, crop_to_image
+
+    def augmentation(self, epoch: int, i: int, joints_xy: np.ndarray, visible: np.ndarray,
+                     crop_wh: tuple[int, int]) -> tuple[np.ndarray, bool]:
+        """The (2, 3) crop-in -> crop-out affine and flip of sample `i` in `epoch` (drawn from (seed, epoch, i))."""
+        return sample_affine(np.random.default_rng([self.seed, epoch, i]), self.augment, joints_xy, visible, crop_wh)
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """Sample `key`: an index (epoch 0's augmentation), or `(epoch, index)` as `EpochSampler` yields.
 
@@ -133,15 +151,8 @@ class PoseTrackCrops(Dataset):
         """
         _cap_opencv_threads_in_loader_worker()
         epoch, i = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (0, int(key))
-        frames = self._crops(i)
+        frames, joints_xy, visible, crop_to_image = self._augmented(epoch, i)
         T, H, W, _ = frames.shape
-        joints_xy, visible = self.joints[i, :, :2].copy(), (self.joints[i, :, 2] > 0).astype(np.float64)
-        crop_to_image = self.crop_to_image[i]
-        if self.augment is not None:
-            rng = np.random.default_rng([self.seed, epoch, i])
-            affine, flip = sample_affine(rng, self.augment, joints_xy, visible, (W, H))
-            frames, joints_xy, visible = apply_augmentation(frames, joints_xy, visible, affine, flip)
-            crop_to_image = compose_affine(crop_to_image, invert_affine(affine))
         heatmaps, weight = encode(joints_xy, visible, (H // self.stride, W // self.stride), self.stride, self.sigma_px)
         pixels = (frames.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD  # (T, H, W, 3)
         return {

@@ -37,7 +37,8 @@ from vremd.train.checkpoints import LocalCheckpointStore, load_state, rng_state,
 from vremd.train.tracking import Tracker
 from vremd.train.validate import UNPREDICTED_TAG, Validation, ap_metrics, validate
 
-__all__ = ["RunPaths", "Session", "LocalSession", "EpochSampler", "train_loader", "run_training", "derive_seed"]
+__all__ = ["RunPaths", "Session", "LocalSession", "EpochSampler", "train_loader", "train_step", "run_training",
+           "derive_seed"]
 
 PREDICTIONS_DIR = "predictions"  # inside a checkpoint: the val predictions of that epoch
 THREADS_TAG = "torch_threads"  # MLflow tag: intra-op threads of rank 0's loop (docs/determinism.md)
@@ -137,20 +138,27 @@ def _train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Op
     model.train()
     loss_sum, seen = 0.0, 0
     for batch in tqdm(loader, desc=f"epoch {epoch + 1}", disable=not progress, leave=False):
-        frames = batch["frames"].to(device)  # (B, T, 3, H, W)
-        target = batch["heatmaps"].to(device)  # (B, J, h, w)
-        weight = batch["target_weight"].to(device)  # (B, J)
-        with _autocast(device):
-            pred = model(frames)["heatmaps"]  # (B, J, h, w)
-        loss = heatmap_mse(pred.float(), target, weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, grad_clip)
-        optimizer.step()
-        loss_sum += float(loss.detach()) * len(frames)
-        seen += len(frames)
+        loss = train_step(model, batch, optimizer, grad_clip, trainable, device)
+        loss_sum += float(loss) * len(batch["frames"])
+        seen += len(batch["frames"])
     return loss_sum, seen
+
+
+def train_step(model: nn.Module, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, grad_clip: float,
+               trainable: list[nn.Parameter], device: torch.device) -> torch.Tensor:
+    """One optimizer step on a loader batch (bf16 autocast on CUDA); return the detached loss (on `device`)."""
+    frames = batch["frames"].to(device)  # (B, T, 3, H, W)
+    target = batch["heatmaps"].to(device)  # (B, J, h, w)
+    weight = batch["target_weight"].to(device)  # (B, J)
+    with _autocast(device):
+        pred = model(frames)["heatmaps"]  # (B, J, h, w)
+    loss = heatmap_mse(pred.float(), target, weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(trainable, grad_clip)
+    optimizer.step()
+    return loss.detach()
 
 
 def _all_sum(values: list[float], device: torch.device) -> list[float]:

@@ -9,6 +9,7 @@ store that is down never stops training: the first failure warns once, later cal
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import math
 import platform
@@ -24,8 +25,8 @@ from mlflow.tracking import MlflowClient
 from vremd.config import Config
 from vremd.train.identity import RunIdentity, dvc_dir_md5
 
-__all__ = ["Tracker", "resolve_tracking_uri", "run_tags", "library_versions", "AP_METRIC_NAMES",
-           "VERSION_TAGS"]
+__all__ = ["Tracker", "resolve_tracking_uri", "run_tags", "library_versions", "lock_sha256", "AP_METRIC_NAMES",
+           "VERSION_TAGS", "LOCK_FILE", "LOCK_TAG"]
 
 # evaluator table column -> MLflow metric name
 AP_METRIC_NAMES: dict[str, str] = {
@@ -38,6 +39,8 @@ _VERSIONED = {"torch_version": "torch", "torchvision_version": "torchvision", "t
               "numpy_version": "numpy", "opencv_version": "opencv-python-headless", "ray_version": "ray",
               "mlflow_version": "mlflow", "dvc_version": "dvc"}
 VERSION_TAGS = ("python_version", *_VERSIONED)
+LOCK_FILE = "requirements.lock"  # the whole environment with hashes (`make lock`), beside pyproject.toml
+LOCK_TAG = "lock_sha256"
 
 
 def resolve_tracking_uri(uri: str, base_dir: Path) -> str:
@@ -80,9 +83,16 @@ def run_tags(cfg: Config, repo_dir: Path, index_dir: Path | None = None,
         "profile": cfg.profile,
         "host": platform.node(),
         **library_versions(),
+        LOCK_TAG: lock_sha256(repo_dir),
         "dvc_data_hash": data,
         **hashes,
     }
+
+
+def lock_sha256(repo_dir: Path) -> str:
+    """sha256 of the repo's lock file (`requirements.lock`), the environment a run was built from; "none" without one."""
+    path = Path(repo_dir) / LOCK_FILE
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "none"
 
 
 def library_versions() -> dict[str, str]:

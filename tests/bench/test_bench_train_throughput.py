@@ -1,0 +1,67 @@
+"""The training-throughput benchmark measures the real path: its DCPose-style baseline draws the same
+augmentation and targets as the real loader, and `train_step` is the step training runs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from benchmarks.train_throughput import PerSampleLoader, build_data, check_same_targets, loader_timings
+from vremd.config import load_config
+from vremd.data.dataset import IMAGENET_MEAN, IMAGENET_STD, PoseTrackCrops
+from vremd.model.losses import heatmap_mse
+from vremd.model.vremd import build_model
+from vremd.train.loop import train_loader, train_step
+
+
+BLACK = torch.from_numpy(-IMAGENET_MEAN / IMAGENET_STD)[:, None, None]  # (3, 1, 1): a 0 pixel, normalised
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    cfg = load_config("params.yaml", profile="demo")
+    index, _ = build_data(tmp_path_factory.mktemp("tt"), cfg, cfg.data.synthetic, videos=1, frames=6)
+    return cfg, index
+
+
+def test_the_per_sample_baseline_yields_the_real_loaders_samples(data):
+    cfg, index = data
+    real = PoseTrackCrops(index, cfg.augment, cfg.model.num_joints, seed=3)
+    base = PerSampleLoader(index, cfg.augment, cfg.model.num_joints, 3, (cfg.crops.width, cfg.crops.height))
+    check_same_targets(real, base)  # raises when they differ
+    for i in range(0, len(real), 3):
+        a, b = real[(2, i)], base[(2, i)]
+        assert a["frames"].shape == b["frames"].shape
+        # where the stored crop has pixels (a zoomed-out augmentation leaves black borders there, while the
+        # full frame has more image), the same pixels up to JPEG and resampling error
+        inside = (a["frames"] != BLACK).any(dim=1, keepdim=True).expand_as(a["frames"])  # (T, 3, H, W)
+        assert inside.float().mean() > 0.3
+        assert (a["frames"] - b["frames"])[inside].abs().mean() < 0.15
+        assert torch.allclose(a["crop_to_image"], b["crop_to_image"])
+    with pytest.raises(RuntimeError, match="differ"):
+        check_same_targets(real, PerSampleLoader(index, cfg.augment, cfg.model.num_joints, 4,
+                                                 (cfg.crops.width, cfg.crops.height)))
+
+
+def test_loader_timings_count_the_samples_they_time(data):
+    cfg, index = data
+    timings, n = loader_timings(cfg, index, samples=8, repeats=1)
+    assert n == 8 and set(timings) == {"vremd", "per-sample"} and all(t.min > 0 for t in timings.values())
+
+
+def test_train_step_is_one_optimizer_step_on_a_loader_batch(data):
+    cfg, index = data
+    torch.manual_seed(0)
+    model = build_model(cfg.model).train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    t = dataclasses.replace(cfg.train, loader_workers=0, batch_size=4, max_train_samples=4)
+    batch = next(iter(train_loader(PoseTrackCrops(index, cfg.augment, cfg.model.num_joints), t, 0, 1)[0]))
+    with torch.no_grad():
+        expected = heatmap_mse(model(batch["frames"])["heatmaps"], batch["heatmaps"], batch["target_weight"])
+    before = [p.detach().clone() for p in trainable]
+    loss = train_step(model, batch, optimizer, 1.0, trainable, torch.device("cpu"))
+    assert not loss.requires_grad and torch.allclose(loss, expected)
+    assert any(not torch.equal(b, p) for b, p in zip(before, trainable))
