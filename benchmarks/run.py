@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "predict": ["--detector", "none"],
     "train_throughput": [],
     "pixel_path": [],
+    "frozen_trial": [],
 }
 
 
