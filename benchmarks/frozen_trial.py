@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                    "x", COMMAND, details=details, extra={"rows": rows, "samples": args.samples}),
             Result(f"{NAME}.freezing", "the same trial, frozen vs unfrozen backbone (both in-process)",
                    "unfrozen backbone, in-process",
-                   round(rows[UNFROZEN]["trial_minutes"] / rows[NOW]["trial_minutes"], 2), "x", COMMAND, details=details),
+                   round(rows[UNFROZEN]["trial_minutes"] / rows[NOW]["trial_minutes"], 2), "x", COMMAND,
+                   details=details),
         ])
     return 0
 
