@@ -18,6 +18,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["postgres", "mlflow_server", "wait_for_http", "TrackingServerError", "DB_NAME", "DB_USER"]
+__all__ = ["postgres", "mlflow_server", "wait_for_http", "free_port", "TrackingServerError", "DB_NAME", "DB_USER"]
 
 DB_NAME = "mlflow"
 DB_USER = "vremd"
@@ -34,6 +35,13 @@ DB_USER = "vremd"
 
 class TrackingServerError(RuntimeError):
     """PostgreSQL or the MLflow server could not be started; the message names the command and its log."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _as_user(os_user: str | None) -> list[str]:
