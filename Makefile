@@ -18,7 +18,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 PIP_TOOLS := $(VENV_HOME)/pip-tools-7.6.2
 POSEVAL ?=
 
-.PHONY: demo test test-fast bench bench-gpu lock venv clean-venv mlflow-ui
+.PHONY: demo test test-fast bench bench-gpu lock venv clean-venv mlflow-ui tracking-server
 
 # `venv` is cheap when the shared environment exists: it (re)builds .venv, this clone's layer on it.
 # Nothing in the shared environment names a clone, so clones sharing it never import each other's code.
@@ -70,6 +70,11 @@ lock:
 
 mlflow-ui: venv
 	.venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+# A team's server: PostgreSQL backend store + served artifacts in tracking/, on 127.0.0.1:5000 until Ctrl-C;
+# then `export MLFLOW_TRACKING_URI=http://127.0.0.1:5000` where you train (see docs/ray_cluster.md).
+tracking-server: venv
+	$(PY) pipeline/tracking_server.py --root tracking --port 5000
 
 clean-venv:
 	rm -rf "$(VENV_REAL)" .venv

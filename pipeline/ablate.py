@@ -1,7 +1,7 @@
 """Regenerate a paper table: every row of experiments/ablations.yaml x seed as a Ray Tune trial.
 
     python pipeline/ablate.py --table 6 [--profile demo|paper|smoke] [--seeds 2] [--set train.epochs=4]
-        [--max-concurrent 2] [--resources-per-trial cpu=2,gpu=1] [--max-failures 1] [--dry-run] [--fresh]
+        [--max-concurrent 2] [--resources-per-trial cpu=2,gpu=1] [--max-failures 1] [--dry-run] [--fresh] [--verbose]
 
 Tables 4-6 are the paper's ablations, 1-3 the full model on PoseTrack17/18/21 among its peers (pass
 e.g. --index 'data/index-{source}' when each dataset has its own index). Prints the paper beside us
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-failures", type=int, default=None, help="retries of a failed trial (default: train.max_failures)")
     parser.add_argument("--ray-address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS or local)")
     parser.add_argument("--dry-run", action="store_true", help="print the trial grid and exit")
+    parser.add_argument("--verbose", action="store_true", help="show Tune's trial tables and Ray Train's per-epoch lines")
     parser.add_argument("--fresh", action="store_true", help="start a new Tune experiment instead of restoring")
     parser.add_argument("--index", default="data/index", help="sample index dir; '{source}' is replaced per row")
     parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw data root (val GT json)")
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         result = ablation.run_ablation(
             tables[args.table], trials, base, storage_path=args.storage, out_dir=args.out / f"table{args.table}",
             index_dir=index, raw_dir=args.raw, tracking_uri=uri, repo_dir=Path.cwd(), paper_tables=paper,
-            resources=resources, fresh=args.fresh, note=note,
+            resources=resources, fresh=args.fresh, note=note, verbose=2 if args.verbose else 1,
             max_concurrent=args.max_concurrent or (1 if base.train.num_workers else None),  # workers take the CPUs
             max_failures=base.train.max_failures if args.max_failures is None else args.max_failures)
     except ablation_grid.AblationError as exc:

@@ -1,7 +1,7 @@
 """Stage `train`: train VREMD on Ray Train, log to MLflow, write models/final.pt and the training curve.
 
     python pipeline/train.py --index data/index --raw data/raw --out models [--run-name NAME]
-                             [--ray-address ADDR] [--storage ray_results] [--set train.epochs=2]
+                             [--ray-address ADDR] [--storage ray_results] [--set train.epochs=2] [--verbose]
 
 Joins an existing Ray cluster with --ray-address or RAY_ADDRESS, else starts Ray locally. MLflow
 goes to `tracking.tracking_uri` unless MLFLOW_TRACKING_URI is set. The run name defaults to
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-name", default=None, help="run folder / MLflow run name (default: name-confighash)")
     parser.add_argument("--ray-address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS or local)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--verbose", action="store_true", help="show Ray Train's per-epoch report and checkpoint lines")
     args = parser.parse_args(argv)
     try:  # every input is checked before Ray starts or an MLflow run is created
         cfg = config_from_args(args)
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         init_ray(address)
     try:
         outcome = train_and_track(cfg, paths, args.storage, run_name, uri, Path.cwd(), dataset_dir,
-                                  Path(args.params), progress=not args.no_progress, identity=identity)
+                                  Path(args.params), progress=not args.no_progress, identity=identity,
+                                  ray_logs=args.verbose)
         state = outcome.fit.state
         atomic_torch_save({"model": state["model"], "config": state["config"], "epoch": state["epoch"],
                            "history": state["history"], "mlflow_run_id": outcome.mlflow_run_id},

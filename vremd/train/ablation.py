@@ -58,6 +58,7 @@ class TrialContext:
     tracking_uri: str
     parent_run_id: str
     repo_dir: str
+    ray_logs: bool = False  # Ray Train's per-epoch INFO lines on the console
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def ablation_trial(config: dict[str, Any], context: TrialContext) -> None:
                      gt_dir=str(dataset_dir / "annotations" / "val"), run_dir="")
     try:
         outcome = train_and_track(cfg, paths, runs_dir, run_name, context.tracking_uri, Path(context.repo_dir),
-                                  dataset_dir, identity=identity)
+                                  dataset_dir, identity=identity, ray_logs=context.ray_logs)
     except BaseException:
         tracker.finish("FAILED")
         raise
@@ -223,7 +224,7 @@ def run_ablation(table: TableSpec, trials: Sequence[TrialSpec], base: Config, *,
     (exp_dir / GRID_FILE).write_text(json.dumps(_grid_record(trials), indent=1))
     parent = _parent_run(exp_dir, tracking_uri, base, table, len({t.repeat for t in trials}), Path(repo_dir))
     context = TrialContext(table.number, str(index_dir), str(Path(raw_dir).resolve()), str(runs_dir), tracking_uri,
-                           parent.run_id or "", str(Path(repo_dir).resolve()))
+                           parent.run_id or "", str(Path(repo_dir).resolve()), ray_logs=verbose > 1)
     trainable = tune.with_resources(tune.with_parameters(ablation_trial, context=context), dict(resources))
     if restored:
         tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, restart_errored=True)

@@ -12,12 +12,14 @@ a run folder trained on other data or code is never resumed or returned (`check_
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import ray
 import ray.train
 import ray.train.torch
@@ -106,8 +108,32 @@ def init_ray(address: str | None) -> None:
         ray.init(address="local", include_dashboard=False, logging_config=ray.LoggingConfig(log_level="ERROR"))
 
 
+_RAY_DIR = str(Path(ray.__file__).parent)
+
+
+class _RayInfoFilter(logging.Filter):
+    """Drops INFO (and lower) records logged from Ray's own source files; warnings and errors pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.pathname.startswith(_RAY_DIR)
+
+
+def quiet_ray_console() -> None:
+    """Hide Ray's per-report INFO lines on this worker's console (Ray's session log files keep them).
+
+    Ray Train V2 logs "Reporting training result ..." (a logger named by its file path, so
+    `LoggingConfig.log_level`, which filters `ray.train.*` names, misses it) and "Checkpoint successfully
+    created ..." on every worker at every report; Ray forwards the worker's console to the driver's.
+    """
+    for handler in [*logging.getLogger().handlers, *logging.getLogger("ray.train").handlers]:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.addFilter(_RayInfoFilter())
+
+
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point of one worker: rebuild the config, then run the shared loop."""
+    if not loop_config.get("ray_logs", False):
+        quiet_ray_console()
     cfg = config_from_dict(loop_config["config"])
     paths = RunPaths(**loop_config["paths"])
     # DDP's bucket views of depthwise-conv grads: a performance note, printed on every rank each epoch
@@ -184,11 +210,12 @@ def _worker_error(error: ray.train.TrainingFailedError, run_dir: Path) -> Traini
 
 
 def fit(cfg: Config, paths: RunPaths, storage_path: Path, run_name: str, progress: bool = False,
-        identity: RunIdentity | None = None) -> FitResult:
+        identity: RunIdentity | None = None, ray_logs: bool = False) -> FitResult:
     """Train (or resume) the run `<storage_path>/<run_name>`; return its final checkpoint and history.
 
     `paths.run_dir` is ignored and replaced by that folder. `identity` defaults to the one of `paths`'
     index and GT with the code imported here. Needs `ray.init` beforehand unless `cfg.train.num_workers == 0`.
+    `ray_logs` keeps Ray Train's per-epoch INFO lines on the console (hidden by default).
     """
     run_dir = Path(storage_path).resolve() / run_name
     paths = dataclasses.replace(paths, run_dir=str(run_dir))
@@ -203,7 +230,7 @@ def fit(cfg: Config, paths: RunPaths, storage_path: Path, run_name: str, progres
             trainer = TorchTrainer(
                 train_worker,
                 train_loop_config={"config": config_to_dict(cfg), "paths": dataclasses.asdict(paths),
-                                   "identity": identity.as_dict(), "progress": progress},
+                                   "identity": identity.as_dict(), "progress": progress, "ray_logs": ray_logs},
                 scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                              resources_per_worker={"CPU": _cpus_per_worker(cfg)}),
                 run_config=RunConfig(
@@ -235,7 +262,8 @@ class TrainOutcome:
 
 def train_and_track(cfg: Config, paths: RunPaths, storage_path: Path, run_name: str, tracking_uri: str,
                     repo_dir: Path, dataset_dir: Path, params_path: Path | None = None,
-                    progress: bool = False, identity: RunIdentity | None = None) -> TrainOutcome:
+                    progress: bool = False, identity: RunIdentity | None = None,
+                    ray_logs: bool = False) -> TrainOutcome:
     """Open (or reopen, on resume) the MLflow run, fit, then log the run's tables, figures and predictions.
 
     The MLflow run id is kept in `<run_dir>/mlflow_run_id`, so resuming a run name continues its MLflow run.
@@ -246,14 +274,16 @@ def train_and_track(cfg: Config, paths: RunPaths, storage_path: Path, run_name: 
     run_dir.mkdir(parents=True, exist_ok=True)
     id_file = run_dir / "mlflow_run_id"
     previous = id_file.read_text().strip() if id_file.is_file() else None
-    tracker = Tracker.start(tracking_uri, cfg.tracking.experiment, run_name, flatten(cfg),
-                            run_tags(cfg, repo_dir, Path(paths.index_dir), identity), resume_run_id=previous)
+    tags = run_tags(cfg, repo_dir, Path(paths.index_dir), identity)
+    tracker = Tracker.start(tracking_uri, cfg.tracking.experiment, run_name, flatten(cfg), tags, resume_run_id=previous)
     if tracker.run_id is not None:
         id_file.write_text(tracker.run_id)
+    sizes = {split: pq.read_metadata(Path(paths.index_dir) / f"{split}.parquet").num_rows for split in ("train", "val")}
+    tracker.log_dataset(cfg.data.source, tags["dvc_data_hash"], Path(paths.index_dir), sizes)  # kept once per run
     paths = dataclasses.replace(paths, tracking_uri=tracking_uri if tracker.active else "",
                                 mlflow_run_id=tracker.run_id or "")
     try:
-        result = fit(cfg, paths, storage_path, run_name, progress, identity)
+        result = fit(cfg, paths, storage_path, run_name, progress, identity, ray_logs)
     except BaseException:
         tracker.finish("FAILED")
         raise

@@ -5,21 +5,29 @@ from (git commit, dirty tree, dataset, profile, host, library versions, the DVC-
 folder trained on, and the run identity's data, code and weights hashes). A tracking
 store that is down never stops training: the first failure warns once, later calls are skipped, and
 `Tracker.failure` says why so the CLI can report that only local files were written.
+
+Transient store errors are retried with backoff before they count as a failure: SQLite takes one writer
+at a time, and 8 concurrent Tune trials on one `mlflow.db` otherwise lose runs and metrics to "database is
+locked" and to the schema migration every new process races (measured by tests/train/test_tracking_server.py).
+Two processes creating the same experiment is not an error either: the loser uses the winner's.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
+import json
 import math
 import platform
+import random
 import subprocess
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.tracking import MlflowClient
 
 from vremd.config import Config
@@ -41,6 +49,12 @@ _VERSIONED = {"torch_version": "torch", "torchvision_version": "torchvision", "t
 VERSION_TAGS = ("python_version", *_VERSIONED)
 LOCK_FILE = "requirements.lock"  # the whole environment with hashes (`make lock`), beside pyproject.toml
 LOCK_TAG = "lock_sha256"
+# substrings of errors that a later attempt can get past: SQLite's writer lock, two processes migrating a new
+# database's schema or creating the same experiment at once
+_TRANSIENT = ("database is locked", "OperationalError", "already exists")
+_ATTEMPTS = 10  # backoff 0.05 s doubling to 2 s, with jitter: about 10 s before a store counts as failed
+# experiment tag the MLflow 3 UI reads to open an experiment on its runs, not on the GenAI overview (traces)
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_tracking_uri(uri: str, base_dir: Path) -> str:
@@ -114,7 +128,9 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.failure = failure
+        self.retries = 0  # transient store errors got past
         self._client = None
+        self._jitter = random.Random()  # backoff jitter only (unseeded: concurrent writers must not retry in step)
 
     @property
     def active(self) -> bool:
@@ -126,10 +142,44 @@ class Tracker:
             warnings.warn(self.failure + "; training continues, results are kept in local files only",
                           RuntimeWarning, stacklevel=3)
 
+    def _call(self, fn, *args, **kwargs):
+        """`fn(*args, **kwargs)`, attempted again with backoff while the store's error is transient."""
+        for attempt in range(_ATTEMPTS):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if attempt == _ATTEMPTS - 1 or not any(t in f"{type(exc).__name__}: {exc}" for t in _TRANSIENT):
+                    raise
+                self.retries += 1
+                time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + self._jitter.random()))
+
+    def _experiment_id(self, name: str) -> str:
+        """The id of experiment `name`, created (as a training experiment) when absent."""
+        client = self.client()
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            return client.create_experiment(name, artifact_location=_artifact_root(self.tracking_uri),
+                                            tags=EXPERIMENT_KIND)
+        if exp.tags.get("mlflow.experimentKind") is None:  # made before this tag was set: the UI would guess
+            for key, value in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(exp.experiment_id, key, value)
+        return exp.experiment_id
+
     def client(self):
-        """The `MlflowClient` of this tracker (created on first use)."""
+        """The `MlflowClient` of this tracker (created on first use).
+
+        A sqlite store is opened under an exclusive lock on `<db>.lock`: opening a new database creates and
+        migrates its schema, and two processes doing that at once leave it half-migrated.
+        """
         if self._client is None:
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            if self.tracking_uri.startswith("sqlite:///"):
+                with open(self.tracking_uri[len("sqlite:///"):] + ".lock", "a") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+                    client = MlflowClient(tracking_uri=self.tracking_uri)
+                    client.search_experiments(max_results=1)  # opens the store: schema created or migrated here
+            else:
+                client = MlflowClient(tracking_uri=self.tracking_uri)
+            self._client = client
         return self._client
 
     @classmethod
@@ -138,23 +188,21 @@ class Tracker:
         """Create (or reopen `resume_run_id`) a run with flat params and tags; a failing store gives an inactive tracker."""
         tracker = cls(tracking_uri, None)
         try:
-            client = tracker.client()
+            client = tracker._call(tracker.client)
             if resume_run_id is not None:
                 try:
-                    client.get_run(resume_run_id)
-                    client.update_run(resume_run_id, status="RUNNING")
+                    tracker._call(client.get_run, resume_run_id)
+                    tracker._call(client.update_run, resume_run_id, status="RUNNING")
                     tracker.run_id = resume_run_id
                     return tracker
                 except Exception:  # deleted or from another store: start a new run
                     pass
-            exp = client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else client.create_experiment(
-                experiment, artifact_location=_artifact_root(tracking_uri))
-            run = client.create_run(exp_id, run_name=run_name, tags=dict(tags))
+            exp_id = tracker._call(tracker._experiment_id, experiment)
+            run = tracker._call(client.create_run, exp_id, run_name=run_name, tags=dict(tags))
             tracker.run_id = run.info.run_id
             items = [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()]
             for i in range(0, len(items), 100):  # MLflow's batch limit
-                client.log_batch(tracker.run_id, params=items[i:i + 100])
+                tracker._call(client.log_batch, tracker.run_id, params=items[i:i + 100])
         except Exception as exc:
             tracker._fail("starting the run", exc)
         return tracker
@@ -167,7 +215,7 @@ class Tracker:
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()
                  if isinstance(v, (int, float)) and math.isfinite(float(v))]
         try:
-            self.client().log_batch(self.run_id, metrics=items)
+            self._call(self.client().log_batch, self.run_id, metrics=items)
         except Exception as exc:
             self._fail("logging metrics", exc)
 
@@ -181,17 +229,33 @@ class Tracker:
             return
         try:
             if Path(path).is_dir():
-                self.client().log_artifacts(self.run_id, str(path), artifact_path)
+                self._call(self.client().log_artifacts, self.run_id, str(path), artifact_path)
             else:
-                self.client().log_artifact(self.run_id, str(path), artifact_path)
+                self._call(self.client().log_artifact, self.run_id, str(path), artifact_path)
         except Exception as exc:
             self._fail(f"uploading {path}", exc)
+
+    def log_dataset(self, name: str, digest: str, source: Path, split_sizes: Mapping[str, int]) -> None:
+        """Record the training data as the run's input (the UI's Dataset column): name, hash, folder, sizes.
+
+        `split_sizes` (`{"train": 120, "val": 40}`, samples per split) is the dataset's profile.
+        """
+        if not self.active:
+            return
+        dataset = Dataset(name=name, digest=digest[:36], source_type="local",
+                          source=json.dumps({"uri": Path(source).resolve().as_uri()}),
+                          profile=json.dumps({f"{split}_samples": n for split, n in split_sizes.items()}))
+        inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])]
+        try:
+            self._call(self.client().log_inputs, self.run_id, datasets=inputs)
+        except Exception as exc:
+            self._fail("logging the dataset", exc)
 
     def set_tag(self, key: str, value: str) -> None:
         if not self.active:
             return
         try:
-            self.client().set_tag(self.run_id, key, value)
+            self._call(self.client().set_tag, self.run_id, key, value)
         except Exception as exc:
             self._fail("setting a tag", exc)
 
@@ -200,6 +264,6 @@ class Tracker:
         if not self.active:
             return
         try:
-            self.client().set_terminated(self.run_id, status=status)
+            self._call(self.client().set_terminated, self.run_id, status=status)
         except Exception as exc:
             self._fail("closing the run", exc)

@@ -1,0 +1,148 @@
+"""The team tracking server (PostgreSQL + `mlflow server`), 8 concurrent writers, and the MLflow UI in Chromium.
+
+The server tests start a real PostgreSQL 15 cluster and `mlflow server` (tens of seconds on a shared
+2-core machine: marked slow); the fixture stops both even when a test fails. Chromium is the Debian
+package `chromium`, installed here when missing (we run as root in CI; elsewhere install it yourself).
+"""
+
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.train.test_train_tracking import _free_port
+
+from vremd.train.tracking import AP_METRIC_NAMES, Tracker, resolve_tracking_uri
+from vremd.train.tracking_load import concurrent_writers
+from vremd.train.tracking_server import TrackingServerError, mlflow_server, postgres
+
+
+@pytest.fixture(scope="module")
+def team_server():
+    """PostgreSQL + mlflow server on free ports; yields (http URI, artifacts dir). Both stopped on exit.
+
+    The folder is a fresh /tmp/vts* (mode 755), not pytest's tmp_path: PostgreSQL runs as the `postgres`
+    user, who cannot enter root's 0700 pytest folders.
+    """
+    root = Path(tempfile.mkdtemp(prefix="vts", dir="/tmp"))
+    root.chmod(0o755)
+    try:
+        with postgres(root / "postgres", _free_port()) as db_uri:
+            with mlflow_server(db_uri, root / "artifacts", _free_port(), log=root / "server.log") as uri:
+                yield uri, root / "artifacts"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_new_experiment_opens_on_training_runs_and_runs_record_their_dataset(tmp_path):
+    uri = resolve_tracking_uri("sqlite:///mlflow.db", tmp_path)
+    tracker = Tracker.start(uri, "vremd-kind", "run", {}, {})
+    tracker.log_dataset("synthetic", "0123456789abcdef0123456789abcdef.dir", tmp_path, {"train": 12, "val": 5})
+    tracker.log_dataset("synthetic", "0123456789abcdef0123456789abcdef.dir", tmp_path, {"train": 12, "val": 5})
+    client = MlflowClient(tracking_uri=uri)
+    # MLflow 3's UI reads this tag: without it an experiment opens on the GenAI overview (traces)
+    assert client.get_experiment_by_name("vremd-kind").tags["mlflow.experimentKind"] == "custom_model_development"
+    inputs = client.get_run(tracker.run_id).inputs.dataset_inputs
+    assert len(inputs) == 1, "the same dataset logged twice is one input"
+    dataset = inputs[0].dataset
+    assert (dataset.name, dataset.digest) == ("synthetic", "0123456789abcdef0123456789abcdef.dir")
+    assert json.loads(dataset.profile) == {"train_samples": 12, "val_samples": 5}
+    assert json.loads(dataset.source)["uri"] == tmp_path.as_uri()
+
+
+def test_an_experiment_made_without_the_kind_gets_it(tmp_path):
+    uri = resolve_tracking_uri("sqlite:///mlflow.db", tmp_path)
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment("old")
+    Tracker.start(uri, "old", "run", {}, {})
+    assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_postgres_refuses_a_user_that_does_not_exist(tmp_path):
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("the unprivileged user is only needed when running as root")
+    with pytest.raises(TrackingServerError, match="no-such-vremd-user: no such user"):
+        with postgres(tmp_path / "pg", _free_port(), os_user="no-such-vremd-user"):
+            pass
+
+
+@pytest.mark.slow
+def test_eight_writers_on_sqlite_lose_nothing(tmp_path):
+    """A new database: the first writers race its schema creation, then SQLite's single writer lock."""
+    result = concurrent_writers(resolve_tracking_uri("sqlite:///mlflow.db", tmp_path), writers=8, epochs=10,
+                                metrics_per_epoch=8)
+    assert result.failures == ()
+    assert result.found == result.expected == 8 * 10 * 8
+
+
+@pytest.mark.slow
+def test_eight_writers_on_the_postgres_server_lose_nothing(team_server, tmp_path):
+    uri, artifacts = team_server
+    result = concurrent_writers(uri, writers=8, epochs=10, metrics_per_epoch=8)
+    assert result.failures == ()
+    assert result.found == result.expected == 8 * 10 * 8
+    tracker = Tracker.start(uri, "vremd-artifacts", "with-artifact", {}, {})
+    (tmp_path / "table.md").write_text("| Head |\n")
+    tracker.log_artifact(tmp_path / "table.md", "tables")
+    assert tracker.failure is None
+    assert [p.name for p in artifacts.rglob("table.md")] == ["table.md"], "served artifacts land on the server"
+
+
+def _chromium() -> str:
+    """The chromium binary, installed with apt-get when missing (root only)."""
+    found = shutil.which("chromium")
+    if found is None:
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, capture_output=True)
+        found = shutil.which("chromium")
+    return found
+
+
+def render(url: str, screenshot: Path | None = None, budget_ms: int = 30000) -> str:
+    """The DOM of `url` after headless Chromium ran its scripts for `budget_ms` of virtual time."""
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           f"--virtual-time-budget={budget_ms}", "--window-size=1600,1000"]
+    if screenshot is not None:
+        subprocess.run([*cmd, f"--screenshot={screenshot}", url], check=True, capture_output=True, timeout=180)
+    out = subprocess.run([*cmd, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=180)
+    return out.stdout
+
+
+def log_two_runs(uri: str, experiment: str) -> tuple[str, list[str], dict[str, list[float]]]:
+    """Two finished runs with per-joint AP metrics; returns (experiment id, run ids, metric -> values)."""
+    values = {name: [] for name in AP_METRIC_NAMES.values()}
+    run_ids = []
+    for k, run in enumerate(("baseline", "vremd")):
+        tracker = Tracker.start(uri, experiment, run, {"model.bmd": str(bool(k))}, {})
+        metrics = {name: round(50.0 + 3.1 * i + 11.7 * k, 1) for i, name in enumerate(AP_METRIC_NAMES.values())}
+        tracker.log_metrics(metrics, step=1)
+        tracker.finish()
+        run_ids.append(tracker.run_id)
+        for name, value in metrics.items():
+            values[name].append(value)
+    return MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment).experiment_id, run_ids, values
+
+
+@pytest.mark.slow
+def test_the_ui_shows_per_joint_ap_of_both_runs(team_server, tmp_path):
+    """The runs table opens on training runs (MLflow 3.17 hides metric columns there until chosen, so it
+    lists the runs); the compare view shows every per-joint AP of both runs."""
+    uri, _ = team_server
+    exp_id, run_ids, values = log_two_runs(uri, "vremd-ui")
+    table = render(f"{uri}/#/experiments/{exp_id}/runs")
+    (tmp_path / "runs_table.html").write_text(table)
+    for text in ("Training runs", "baseline", "vremd", "Dataset"):
+        assert text in table, f"runs table: {text!r} not in the page ({tmp_path / 'runs_table.html'})"
+    compare = render(f"{uri}/#/compare-runs?runs={json.dumps(run_ids)}&experiments={json.dumps([exp_id])}",
+                     screenshot=tmp_path / "compare.png")
+    (tmp_path / "compare.html").write_text(compare)
+    assert (tmp_path / "compare.png").stat().st_size > 10_000
+    for name, per_run in values.items():
+        assert name in compare, f"compare view: metric {name} not in the page ({tmp_path / 'compare.html'})"
+        for value in per_run:
+            assert f"{value:g}" in compare, f"compare view: {name} = {value:g} not in the page"
