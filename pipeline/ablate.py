@@ -17,10 +17,11 @@ import sys
 from pathlib import Path
 
 from pipeline.cli_config import REPO_DIR, add_config_args
+from vremd.ablation import grid
+from vremd.ablation.trials import run_ablation
 from vremd.config import ConfigError, config_to_dict, load_config, parse_override, smoke_config
 from vremd.eval.tables import load_paper_numbers
 from vremd.model.config_check import check_model_config
-from vremd.train import ablation, ablation_grid
 from vremd.train.ray_train import init_ray
 from vremd.train.tracking import resolve_tracking_uri
 
@@ -29,7 +30,7 @@ def _base_config(args: argparse.Namespace):
     """The profile's config with --set applied; `smoke` is the test config built in code."""
     if args.profile == "smoke":
         overrides = dict(parse_override(text) for text in args.overrides)
-        return ablation_grid.apply_overrides(config_to_dict(smoke_config()), overrides, "--set ")
+        return grid.apply_overrides(config_to_dict(smoke_config()), overrides, "--set ")
     return load_config(args.params, profile=args.profile, overrides=args.overrides)
 
 
@@ -53,30 +54,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper", type=Path, default=REPO_DIR / "experiments" / "paper_numbers.yaml")
     args = parser.parse_args(argv)
     try:
-        tables = ablation_grid.load_tables(args.ablations)
+        tables = grid.load_tables(args.ablations)
         if args.table not in tables:
-            raise ablation_grid.AblationError(f"{args.ablations}: tables: no table {args.table}, found {sorted(tables)}")
+            raise grid.AblationError(f"{args.ablations}: tables: no table {args.table}, found {sorted(tables)}")
         base = _base_config(args)
         check_model_config(base, source=f"{args.params} (profile {base.profile})")
         fixed = [parse_override(text)[0] for text in args.overrides]
         paper = load_paper_numbers(args.paper)
-        protocol, note = ablation_grid.paper_protocol(
+        protocol, note = grid.paper_protocol(
             paper.get(f"table{args.table}", {}), base, fixed, dict(parse_override(t) for t in args.overrides))
         if protocol:  # the paper's dataset and protocol for this table
-            base = ablation_grid.apply_overrides(config_to_dict(base), protocol, f"{args.paper}: table{args.table}: ")
-        trials = ablation_grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations))
-        resources = (ablation_grid.parse_resources(args.resources_per_trial) if args.resources_per_trial
-                     else ablation_grid.default_resources(base))
+            base = grid.apply_overrides(config_to_dict(base), protocol, f"{args.paper}: table{args.table}: ")
+        trials = grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations))
+        resources = (grid.parse_resources(args.resources_per_trial) if args.resources_per_trial
+                     else grid.default_resources(base))
         index = str(Path(args.index).resolve())
         if not args.dry_run:
-            ablation_grid.check_inputs(trials, index, args.raw)
-            trials = ablation_grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations),
-                                              identity_of=ablation_grid.identities(index, args.raw))
-    except (ConfigError, ablation_grid.AblationError, OSError, ValueError) as exc:
+            grid.check_inputs(trials, index, args.raw)
+            trials = grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations),
+                                     identity_of=grid.identities(index, args.raw))
+    except (ConfigError, grid.AblationError, OSError, ValueError) as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return 1
     print(f"{tables[args.table].title}: {len(trials)} trial(s), profile {base.profile}; {note}")
-    print(ablation_grid.grid_text(trials, resources), end="")
+    print(grid.grid_text(trials, resources), end="")
     if args.dry_run:
         return 0
     import ray
@@ -86,13 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         init_ray(args.ray_address or os.environ.get("RAY_ADDRESS"))
     uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or base.tracking.tracking_uri, Path.cwd())
     try:
-        result = ablation.run_ablation(
+        result = run_ablation(
             tables[args.table], trials, base, storage_path=args.storage, out_dir=args.out / f"table{args.table}",
             index_dir=index, raw_dir=args.raw, tracking_uri=uri, repo_dir=Path.cwd(), paper_tables=paper,
             resources=resources, fresh=args.fresh, note=note,
             max_concurrent=args.max_concurrent or (1 if base.train.num_workers else None),  # workers take the CPUs
             max_failures=base.train.max_failures if args.max_failures is None else args.max_failures)
-    except ablation_grid.AblationError as exc:
+    except grid.AblationError as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -20,8 +20,8 @@ import pipeline.download as download_stage
 import pipeline.preprocess as preprocess_stage
 from vremd.config import config_to_dict, smoke_config
 from vremd.model.vremd import build_model
-from vremd.train.ablation import ATTEMPTS_FILE
-from vremd.train.ablation_grid import build_grid, identities, load_tables
+from vremd.ablation.trials import ATTEMPTS_FILE
+from vremd.ablation.grid import build_grid, identities, load_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 AP_NAMES = {"ap/head", "ap/shoulder", "ap/elbow", "ap/wrist", "ap/hip", "ap/knee", "ap/ankle", "ap/mean", "loss"}

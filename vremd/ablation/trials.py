@@ -30,10 +30,10 @@ from ray import tune
 
 from vremd.config import Config, config_from_dict, flatten
 from vremd.model.cost import parameters_outside_backbone
-from vremd.train.ablation_grid import AblationError, TableSpec, TrialSpec, slug, training_id
-from vremd.train.ablation_reuse import adopt_finished_twin
+from vremd.ablation.grid import AblationError, TableSpec, TrialSpec, slug, training_id
+from vremd.ablation.reuse import adopt_finished_twin
 from vremd.train.identity import RunIdentity
-from vremd.train.ablation_report import (COLUMN_METRICS, ReportRow, TrialOutcome, report_rows, summary_text,
+from vremd.ablation.report import (COLUMN_METRICS, ReportRow, TrialOutcome, report_rows, summary_text,
                                          write_report)
 from vremd.train.loop import RunPaths
 from vremd.train.ray_train import train_and_track
