@@ -2,11 +2,14 @@
 
     python pipeline/ablate.py --table 6 [--profile demo|paper|smoke] [--seeds 2] [--set train.epochs=4]
         [--max-concurrent 2] [--resources-per-trial cpu=2,gpu=1] [--max-failures 1] [--dry-run] [--fresh]
+        [--no-fuse] [--fuse-memory-gib 22] [--fuse-rows N]
 
 Tables 4-6 are the paper's ablations, 1-3 the full model on PoseTrack17/18/21 among its peers (pass
 e.g. --index 'data/index-{source}' when each dataset has its own index). Prints the paper beside us
 and writes experiments/results/table<N>/; one MLflow parent run with a nested run per trial.
 Interrupted or partly failed? Run the same command again: only unfinished and failed trials run.
+Rows sharing a frozen backbone and a seed train fused, one backbone pass per batch for all of them
+(exactly as alone; README "Paying for the frozen backbone once"); --no-fuse runs each row alone.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 from pathlib import Path
 
 from pipeline.cli_config import REPO_DIR, add_config_args
-from vremd.ablation import grid
+from vremd.ablation import fusion, grid
 from vremd.ablation.trials import run_ablation
 from vremd.config import ConfigError, config_to_dict, load_config, parse_override, smoke_config
 from vremd.eval.tables import load_paper_numbers
@@ -46,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray-address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS or local)")
     parser.add_argument("--dry-run", action="store_true", help="print the trial grid and exit")
     parser.add_argument("--fresh", action="store_true", help="start a new Tune experiment instead of restoring")
+    parser.add_argument("--no-fuse", action="store_true",
+                        help="train every row alone, even rows that could share one frozen-backbone pass per batch")
+    parser.add_argument("--fuse-memory-gib", type=float, default=fusion.DEFAULT_BUDGET_GIB,
+                        help="refuse a fused trial whose estimated memory exceeds this (GPU memory with train.use_gpu)")
+    parser.add_argument("--fuse-rows", type=int, default=0, metavar="N",
+                        help="at most N rows per fused trial (default 0: every row that shares the backbone)")
     parser.add_argument("--index", default="data/index", help="sample index dir; '{source}' is replaced per row")
     parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw data root (val GT json)")
     parser.add_argument("--storage", type=Path, default=Path("ray_results"), help="Tune experiments and trainings")
@@ -73,11 +82,14 @@ def main(argv: list[str] | None = None) -> int:
             grid.check_inputs(trials, index, args.raw)
             trials = grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations),
                                      identity_of=grid.identities(index, args.raw))
+        plan = fusion.plan_fusion(trials, not args.no_fuse, int(args.fuse_memory_gib * fusion.GIB), args.fuse_rows)
     except (ConfigError, grid.AblationError, OSError, ValueError) as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return 1
     print(f"{tables[args.table].title}: {len(trials)} trial(s), profile {base.profile}; {note}")
     print(grid.grid_text(trials, resources), end="")
+    fused_resources = resources if args.resources_per_trial else fusion.fused_resources(config_to_dict(base))
+    print(fusion.plan_text(plan, fused_resources), end="")
     if args.dry_run:
         return 0
     import ray
@@ -90,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_ablation(
             tables[args.table], trials, base, storage_path=args.storage, out_dir=args.out / f"table{args.table}",
             index_dir=index, raw_dir=args.raw, tracking_uri=uri, repo_dir=Path.cwd(), paper_tables=paper,
-            resources=resources, fresh=args.fresh, note=note,
+            resources=resources, fresh=args.fresh, note=note, plan=plan,
+            fused_resources=fused_resources,
             max_concurrent=args.max_concurrent or (1 if base.train.num_workers else None),  # workers take the CPUs
             max_failures=base.train.max_failures if args.max_failures is None else args.max_failures)
     except grid.AblationError as exc:
