@@ -88,10 +88,10 @@ def step_seconds(rows: list[tuple[str, Config]], batch: int, steps: int, warmup:
 
 
 def training_gflops(cfg: Config) -> tuple[float, float]:
-    """(frozen backbone forward, 3x the modules' forward) GFLOPs of one training sample of `cfg` (counted on `meta`)."""
-    with torch.device("meta"):
-        model = build_model(dataclasses.replace(cfg.model, pretrained="")).eval()
-        frames = torch.zeros(1, 3, 3, cfg.model.img_height, cfg.model.img_width)
+    """(frozen backbone forward, 3x the modules' forward) GFLOPs of one training sample of `cfg`, counted on CPU
+    as `benchmarks/model_cost.py` counts them (the `meta` device takes other attention kernels and counts more)."""
+    model = build_model(dataclasses.replace(cfg.model, pretrained="")).eval()
+    frames = torch.zeros(1, 3, 3, cfg.model.img_height, cfg.model.img_width)
     with torch.no_grad():
         total, per_child = module_flops(model, frames)
     backbone = per_child.get("backbone", 0)

@@ -1,6 +1,6 @@
 """The paper's tables as Ray Tune experiments: each row of experiments/ablations.yaml x each seed is one trial.
 
-    ablation_grid.load_tables(path) -> ablation_grid.build_grid(base_cfg, table, seeds) -> run_ablation(...)
+    grid.load_tables(path) -> grid.build_grid(base_cfg, table, seeds) -> fusion.plan_fusion(...) -> run_ablation(...)
 
 Rows that share a frozen backbone and a seed train as one fused Tune trial when the driver passes a
 `fusion.FusionPlan`: one backbone pass per batch for all of them (`fused_loop`), each row still with its
