@@ -1,12 +1,15 @@
 """Regenerate a paper table: every row of experiments/ablations.yaml x seed as a Ray Tune trial.
 
     python pipeline/ablate.py --table 6 [--profile demo|paper|smoke] [--seeds 2] [--set train.epochs=4]
-        [--max-concurrent 2] [--resources-per-trial cpu=2,gpu=1] [--max-failures 1] [--dry-run] [--fresh] [--verbose]
+        [--max-concurrent 2] [--resources-per-trial cpu=2,gpu=1] [--max-failures 1] [--dry-run] [--fresh]
+        [--no-fuse] [--fuse-memory-gib 22] [--fuse-rows N] [--verbose]
 
 Tables 4-6 are the paper's ablations, 1-3 the full model on PoseTrack17/18/21 among its peers (pass
 e.g. --index 'data/index-{source}' when each dataset has its own index). Prints the paper beside us
 and writes experiments/results/table<N>/; one MLflow parent run with a nested run per trial.
 Interrupted or partly failed? Run the same command again: only unfinished and failed trials run.
+Rows sharing a frozen backbone and a seed train fused, one backbone pass per batch for all of them
+(exactly as alone; README "Paying for the frozen backbone once"); --no-fuse runs each row alone.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import sys
 from pathlib import Path
 
 from pipeline.cli_config import REPO_DIR, add_config_args
+from vremd.ablation import fusion, grid
+from vremd.ablation.trials import run_ablation
 from vremd.config import ConfigError, config_to_dict, load_config, parse_override, smoke_config
 from vremd.eval.tables import load_paper_numbers
 from vremd.model.config_check import check_model_config
-from vremd.train import ablation, ablation_grid
 from vremd.train.ray_train import init_ray
 from vremd.train.tracking import resolve_tracking_uri
 
@@ -29,7 +33,7 @@ def _base_config(args: argparse.Namespace):
     """The profile's config with --set applied; `smoke` is the test config built in code."""
     if args.profile == "smoke":
         overrides = dict(parse_override(text) for text in args.overrides)
-        return ablation_grid.apply_overrides(config_to_dict(smoke_config()), overrides, "--set ")
+        return grid.apply_overrides(config_to_dict(smoke_config()), overrides, "--set ")
     return load_config(args.params, profile=args.profile, overrides=args.overrides)
 
 
@@ -46,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the trial grid and exit")
     parser.add_argument("--verbose", action="store_true", help="show Tune's trial tables and Ray Train's per-epoch lines")
     parser.add_argument("--fresh", action="store_true", help="start a new Tune experiment instead of restoring")
+    parser.add_argument("--no-fuse", action="store_true",
+                        help="train every row alone, even rows that could share one frozen-backbone pass per batch")
+    parser.add_argument("--fuse-memory-gib", type=float, default=fusion.DEFAULT_BUDGET_GIB,
+                        help="refuse a fused trial whose estimated memory exceeds this (GPU memory with train.use_gpu)")
+    parser.add_argument("--fuse-rows", type=int, default=0, metavar="N",
+                        help="at most N rows per fused trial (default 0: every row that shares the backbone)")
     parser.add_argument("--index", default="data/index", help="sample index dir; '{source}' is replaced per row")
     parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw data root (val GT json)")
     parser.add_argument("--storage", type=Path, default=Path("ray_results"), help="Tune experiments and trainings")
@@ -54,30 +64,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper", type=Path, default=REPO_DIR / "experiments" / "paper_numbers.yaml")
     args = parser.parse_args(argv)
     try:
-        tables = ablation_grid.load_tables(args.ablations)
+        tables = grid.load_tables(args.ablations)
         if args.table not in tables:
-            raise ablation_grid.AblationError(f"{args.ablations}: tables: no table {args.table}, found {sorted(tables)}")
+            raise grid.AblationError(f"{args.ablations}: tables: no table {args.table}, found {sorted(tables)}")
         base = _base_config(args)
         check_model_config(base, source=f"{args.params} (profile {base.profile})")
         fixed = [parse_override(text)[0] for text in args.overrides]
         paper = load_paper_numbers(args.paper)
-        protocol, note = ablation_grid.paper_protocol(
+        protocol, note = grid.paper_protocol(
             paper.get(f"table{args.table}", {}), base, fixed, dict(parse_override(t) for t in args.overrides))
         if protocol:  # the paper's dataset and protocol for this table
-            base = ablation_grid.apply_overrides(config_to_dict(base), protocol, f"{args.paper}: table{args.table}: ")
-        trials = ablation_grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations))
-        resources = (ablation_grid.parse_resources(args.resources_per_trial) if args.resources_per_trial
-                     else ablation_grid.default_resources(base))
+            base = grid.apply_overrides(config_to_dict(base), protocol, f"{args.paper}: table{args.table}: ")
+        trials = grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations))
+        resources = (grid.parse_resources(args.resources_per_trial) if args.resources_per_trial
+                     else grid.default_resources(base))
         index = str(Path(args.index).resolve())
         if not args.dry_run:
-            ablation_grid.check_inputs(trials, index, args.raw)
-            trials = ablation_grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations),
-                                              identity_of=ablation_grid.identities(index, args.raw))
-    except (ConfigError, ablation_grid.AblationError, OSError, ValueError) as exc:
+            grid.check_inputs(trials, index, args.raw)
+            trials = grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations),
+                                     identity_of=grid.identities(index, args.raw))
+        plan = fusion.plan_fusion(trials, not args.no_fuse, int(args.fuse_memory_gib * fusion.GIB), args.fuse_rows)
+    except (ConfigError, grid.AblationError, OSError, ValueError) as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return 1
     print(f"{tables[args.table].title}: {len(trials)} trial(s), profile {base.profile}; {note}")
-    print(ablation_grid.grid_text(trials, resources), end="")
+    print(grid.grid_text(trials, resources), end="")
+    fused_resources = resources if args.resources_per_trial else fusion.fused_resources(config_to_dict(base))
+    print(fusion.plan_text(plan, fused_resources), end="")
     if args.dry_run:
         return 0
     import ray
@@ -87,13 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         init_ray(args.ray_address or os.environ.get("RAY_ADDRESS"))
     uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or base.tracking.tracking_uri, Path.cwd())
     try:
-        result = ablation.run_ablation(
+        result = run_ablation(
             tables[args.table], trials, base, storage_path=args.storage, out_dir=args.out / f"table{args.table}",
             index_dir=index, raw_dir=args.raw, tracking_uri=uri, repo_dir=Path.cwd(), paper_tables=paper,
-            resources=resources, fresh=args.fresh, note=note, verbose=2 if args.verbose else 1,
+            resources=resources, fresh=args.fresh, note=note, plan=plan, fused_resources=fused_resources,
+            verbose=2 if args.verbose else 1,
             max_concurrent=args.max_concurrent or (1 if base.train.num_workers else None),  # workers take the CPUs
             max_failures=base.train.max_failures if args.max_failures is None else args.max_failures)
-    except ablation_grid.AblationError as exc:
+    except grid.AblationError as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -1,4 +1,4 @@
-"""Imports point one way: pipeline -> vremd.train -> vremd.{data, model, eval} -> vremd.config."""
+"""Imports point one way: pipeline -> vremd.ablation -> vremd.train -> vremd.{data, model, eval} -> vremd.config."""
 
 import ast
 from pathlib import Path
@@ -9,14 +9,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # package -> packages it must never import
 FORBIDDEN = {
-    "vremd.config": ("vremd.data", "vremd.model", "vremd.eval", "vremd.train", "vremd.predict", "pipeline"),
-    "vremd.data": ("vremd.model", "vremd.eval", "vremd.train", "vremd.predict", "pipeline", "ray", "mlflow"),
-    "vremd.model": ("vremd.data", "vremd.eval", "vremd.train", "vremd.predict", "pipeline", "ray", "mlflow"),
-    "vremd.eval": ("vremd.model", "vremd.train", "vremd.predict", "pipeline", "torch", "ray", "mlflow"),
-    "vremd.train": ("vremd.predict", "pipeline"),
-    "vremd.predict": ("vremd.train", "pipeline", "ray"),
-    "vremd.detect": ("vremd.data", "vremd.model", "vremd.eval", "vremd.train", "vremd.predict", "pipeline", "ray",
-                     "mlflow"),
+    "vremd.config": ("vremd.data", "vremd.model", "vremd.eval", "vremd.train", "vremd.ablation", "vremd.predict",
+                     "pipeline"),
+    "vremd.data": ("vremd.model", "vremd.eval", "vremd.train", "vremd.ablation", "vremd.predict", "pipeline", "ray",
+                   "mlflow"),
+    "vremd.model": ("vremd.data", "vremd.eval", "vremd.train", "vremd.ablation", "vremd.predict", "pipeline", "ray",
+                    "mlflow"),
+    "vremd.eval": ("vremd.model", "vremd.train", "vremd.ablation", "vremd.predict", "pipeline", "torch", "ray",
+                   "mlflow"),
+    "vremd.train": ("vremd.ablation", "vremd.predict", "pipeline"),  # one training run; sweeps live in vremd.ablation
+    "vremd.ablation": ("vremd.predict", "pipeline"),
+    "vremd.predict": ("vremd.train", "vremd.ablation", "pipeline", "ray"),
+    "vremd.detect": ("vremd.data", "vremd.model", "vremd.eval", "vremd.train", "vremd.ablation", "vremd.predict",
+                     "pipeline", "ray", "mlflow"),
 }
 
 

@@ -18,7 +18,7 @@ from vremd.config import smoke_config
 from vremd.model.bmd import BMD, ADCBlock, DeformConvBlock, EntangledBMD
 from vremd.model.deformable import DeformAttnMotion, DeformCrossAttnMotion
 from vremd.model.vremd import KEY, build_model
-from vremd.train.ablation_grid import load_tables
+from vremd.ablation.grid import load_tables
 
 ABLATIONS = Path(__file__).resolve().parents[2] / "experiments" / "ablations.yaml"
 SMOKE = dataclasses.replace(smoke_config().model, dim=16)  # D=16 < E=32: the projection path

@@ -20,8 +20,8 @@ import pipeline.download as download_stage
 import pipeline.preprocess as preprocess_stage
 from vremd.config import config_to_dict, smoke_config
 from vremd.model.vremd import build_model
-from vremd.train.ablation import ATTEMPTS_FILE
-from vremd.train.ablation_grid import build_grid, identities, load_tables
+from vremd.ablation.trials import ATTEMPTS_FILE
+from vremd.ablation.grid import build_grid, identities, load_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 AP_NAMES = {"ap/head", "ap/shoulder", "ap/elbow", "ap/wrist", "ap/hip", "ap/knee", "ap/ankle", "ap/mean", "loss"}
@@ -68,6 +68,9 @@ def test_table6_smoke_runs_four_trials_and_reports_beside_the_paper(smoke_data, 
     out = capsys.readouterr().out
     assert rc == 0, out
     table = out[out.index("Table 6: motion attention"):]
+    assert "fused trial 1 (seed 0, one backbone pass per batch" in out  # the smoke backbone is frozen
+    experiment = tmp_path / "ray_results" / "table6-smoke"
+    assert [p.name.split("-")[0] for p in experiment.iterdir() if p.is_dir()] == ["fused4"]  # one Tune trial
     for row, paper in (("DC", "84.7"), ("DA", "85.8"), ("DCA", "87.1"), ("DCA+BS", "87.6")):
         line = next(line for line in table.splitlines() if line.startswith(row + " "))
         assert paper in line and line.rstrip().endswith("1/1"), line
@@ -95,6 +98,19 @@ def test_table6_smoke_runs_four_trials_and_reports_beside_the_paper(smoke_data, 
         assert run.data.params["model.motion_attention"] == row.split("+")[0].lower()
         assert run.data.params["model.bidirectional_separation"] == str(row == "DCA+BS")
         assert run.data.metrics["ap/mean"] == pytest.approx(float(means[row]["ours"]))
+
+    # Unfused, the same rows are the same trainings: the restored experiment refuses the other grouping, and a
+    # fresh one finds every row's training finished in its folder and trains nothing.
+    unfused = ["--table", "6", "--seeds", "1", "--no-fuse", *cli_args(smoke_data, tmp_path)]
+    assert ablate.main(unfused) == 1
+    assert "another grid (the fused groups" in capsys.readouterr().err
+    states = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray_results" / "table6-smoke-runs").glob("*/*/state.pt")}
+    assert len(states) == 4
+    assert ablate.main([*unfused, "--fresh"]) == 0
+    assert "fused trial" not in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in states} == states
+    again = {r["row"]: r for r in csv.DictReader((results / "table6.csv").open()) if r["column"] == "Mean"}
+    assert {r: again[r]["ours"] for r in again} == {r: means[r]["ours"] for r in means}
 
     # Table 4's VREMD row is table 6's DCA+BS (the full model): it takes that finished training, no retraining.
     ablations = tmp_path / "ablations.yaml"
@@ -202,6 +218,24 @@ def test_dry_run_prints_the_grid_and_runs_nothing(tmp_path, capsys):
     assert "model.hkme=false, model.bmd=false" in lines[0] and all("cpu=2, gpu=1" in line for line in lines)
     assert "synthetic data (profile smoke), not the paper's posetrack17 val" in out.splitlines()[0]  # the header
     assert not (tmp_path / "ray_results").exists() and not (tmp_path / "results").exists()
+
+
+def test_dry_run_shows_the_fused_trials_and_refuses_one_over_the_memory_budget(tmp_path, capsys):
+    args = ["--table", "6", "--seeds", "2", "--dry-run", *cli_args(tmp_path / "no-data", tmp_path)]
+    assert ablate.main(args) == 0
+    out = capsys.readouterr().out
+    for seed in (0, 1):
+        assert f"fused trial {seed + 1} (seed {seed}, one backbone pass per batch" in out
+        assert "trains in the trial's process): DC, DA, DCA, DCA+BS" in out.splitlines()[-3 + seed]
+    assert out.splitlines()[-1] == "2 fused trial(s), 0 ordinary trial(s)"
+    assert ablate.main([*args, "--no-fuse"]) == 0
+    assert "fused" not in capsys.readouterr().out
+    assert ablate.main([*args, "--fuse-rows", "3"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "2 fused trial(s), 2 ordinary trial(s)"
+    assert ablate.main([*args, "--fuse-memory-gib", "0.001"]) == 1
+    err = capsys.readouterr().err
+    assert "over the memory budget of 0.0 GiB (seed 0: DC, DA, DCA, DCA+BS needs ~" in err
+    assert "nothing was run" in err and not (tmp_path / "ray_results").exists()
 
 
 def test_bad_requests_fail_with_a_clear_message(tmp_path, capsys):

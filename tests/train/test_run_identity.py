@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from vremd.config import config_to_dict, smoke_config
-from vremd.train.ablation_grid import build_grid, identities, load_tables
-from vremd.train.ablation_reuse import adopt_finished_twin
+from vremd.ablation.grid import build_grid, identities, load_tables
+from vremd.ablation.reuse import adopt_finished_twin
 from vremd.train.checkpoints import load_state
 from vremd.train.identity import code_hash, data_hash, run_identity, training_digest, training_keys
 from vremd.train.loop import RunPaths

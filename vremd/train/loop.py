@@ -38,7 +38,7 @@ from vremd.train.tracking import Tracker
 from vremd.train.validate import UNPREDICTED_TAG, Validation, ap_metrics, validate
 
 __all__ = ["RunPaths", "Session", "LocalSession", "EpochSampler", "train_loader", "train_step", "run_training",
-           "derive_seed"]
+           "derive_seed", "RunState", "start_run", "optimise", "end_epoch", "autocast_for", "THREADS_TAG"]
 
 PREDICTIONS_DIR = "predictions"  # inside a checkpoint: the val predictions of that epoch
 THREADS_TAG = "torch_threads"  # MLflow tag: intra-op threads of rank 0's loop (docs/determinism.md)
@@ -128,7 +128,8 @@ def train_loader(train_set: PoseTrackCrops, t: TrainConfig, rank: int, world_siz
     return loader, sampler
 
 
-def _autocast(device: torch.device):
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA, nothing on CPU: what every training forward runs under."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
@@ -138,27 +139,32 @@ def _train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Op
     model.train()
     loss_sum, seen = 0.0, 0
     for batch in tqdm(loader, desc=f"epoch {epoch + 1}", disable=not progress, leave=False):
-        loss = train_step(model, batch, optimizer, grad_clip, trainable, device)
-        loss_sum += float(loss) * len(batch["frames"])
+        loss_sum += train_step(model, batch, optimizer, grad_clip, trainable, device) * len(batch["frames"])
         seen += len(batch["frames"])
     return loss_sum, seen
 
 
 def train_step(model: nn.Module, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, grad_clip: float,
-               trainable: list[nn.Parameter], device: torch.device) -> torch.Tensor:
-    """One optimizer step on a loader batch (bf16 autocast on CUDA); return the detached loss (on `device`)."""
+               trainable: list[nn.Parameter], device: torch.device) -> float:
+    """One optimizer step on a loader batch (bf16 autocast on CUDA); return its loss."""
     frames = batch["frames"].to(device)  # (B, T, 3, H, W)
     target = batch["heatmaps"].to(device)  # (B, J, h, w)
     weight = batch["target_weight"].to(device)  # (B, J)
-    with _autocast(device):
+    with autocast_for(device):
         pred = model(frames)["heatmaps"]  # (B, J, h, w)
+    return optimise(pred, target, weight, optimizer, trainable, grad_clip)
+
+
+def optimise(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, optimizer: torch.optim.Optimizer,
+             trainable: list[nn.Parameter], grad_clip: float) -> float:
+    """One optimiser step on the heatmap MSE of `pred` (B, J, h, w) against `target` (B, J, h, w), `weight` (B, J)."""
     loss = heatmap_mse(pred.float(), target, weight)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(trainable, grad_clip)
     optimizer.step()
-    return loss.detach()
+    return float(loss.detach())
 
 
 def _all_sum(values: list[float], device: torch.device) -> list[float]:
@@ -182,12 +188,44 @@ def run_training(cfg: Config, paths: RunPaths, session: Session, identity: dict[
     Only rank 0 validates, writes checkpoints (with `identity`, the run's data/code/weights hashes) and
     logs to MLflow; every rank reports each epoch.
     """
-    rank0, device, t = session.rank == 0, session.device, cfg.train
-    if device.type == "cpu":
+    t = cfg.train
+    run = start_run(cfg, session, paths)
+    train_set = PoseTrackCrops(Path(paths.index_dir) / "train.parquet", cfg.augment, cfg.model.num_joints, t.seed)
+    loader, sampler = train_loader(train_set, t, session.rank, session.world_size,
+                                   pin_memory=session.device.type == "cuda")
+    for epoch in range(run.start_epoch, t.epochs):
+        torch.manual_seed(derive_seed(t.seed, session.rank, epoch))
+        sampler.set_epoch(epoch)
+        lr = run.optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        loss_sum, seen = _train_epoch(run.model, loader, run.optimizer, t.grad_clip, run.trainable, session.device,
+                                      progress and session.rank == 0, epoch)
+        end_epoch(cfg, paths, session, run, identity, epoch, lr, loss_sum, seen, time.perf_counter() - start, progress)
+    return run.history
+
+
+@dataclass
+class RunState:
+    """One run's model, optimiser and LR schedule, restored from its session's latest checkpoint if any."""
+
+    model: nn.Module  # on the session's device (DDP-wrapped when distributed)
+    bare: nn.Module  # unwrapped, for evaluation and saving
+    trainable: list[nn.Parameter]  # the frozen backbone stays out
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    start_epoch: int
+    history: list[dict[str, float]]
+    tracker: Tracker | None  # rank 0's MLflow run, None when untracked
+
+
+def start_run(cfg: Config, session: Session, paths: RunPaths | None = None) -> RunState:
+    """Build the model from `cfg.train.seed` (identical on every rank) and restore the session's latest state."""
+    t = cfg.train
+    if session.device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     model = build_model(cfg.model)
-    trainable = [p for p in model.parameters() if p.requires_grad]  # the frozen backbone stays out
+    trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(t.lr_step_epochs), gamma=t.lr_gamma)
     start_epoch, history = 0, []
@@ -199,46 +237,43 @@ def run_training(cfg: Config, paths: RunPaths, session: Session, identity: dict[
         start_epoch, history = int(state["epoch"]), list(state["history"])
         set_rng_state(state["rng"])
     model = session.prepare_model(model)
-    bare = model.module if hasattr(model, "module") else model  # unwrapped (DDP) for eval and saving
-
-    train_set = PoseTrackCrops(Path(paths.index_dir) / "train.parquet", cfg.augment, cfg.model.num_joints, t.seed)
-    loader, sampler = train_loader(train_set, t, session.rank, session.world_size, pin_memory=device.type == "cuda")
-    tracker = Tracker(paths.tracking_uri, paths.mlflow_run_id or None) if rank0 and paths.tracking_uri else None
-    if tracker is not None:  # CPU numerics depend on the thread count: 1 and 2 threads train different weights
+    bare = model.module if hasattr(model, "module") else model
+    tracker = None
+    if session.rank == 0 and paths is not None and paths.tracking_uri:
+        tracker = Tracker(paths.tracking_uri, paths.mlflow_run_id or None)
+        # CPU numerics depend on the thread count: 1 and 2 threads train different weights
         tracker.set_tag(THREADS_TAG, str(torch.get_num_threads()))
+    return RunState(model, bare, trainable, optimizer, scheduler, start_epoch, history, tracker)
 
-    for epoch in range(start_epoch, t.epochs):
-        torch.manual_seed(derive_seed(t.seed, session.rank, epoch))
-        sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        start = time.perf_counter()
-        loss_sum, seen = _train_epoch(model, loader, optimizer, t.grad_clip, trainable, device, progress and rank0, epoch)
-        elapsed = time.perf_counter() - start
-        scheduler.step()
-        loss_sum, seen = _all_sum([loss_sum, float(seen)], device)  # over all ranks
-        metrics = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "lr": lr,
-                   "samples_per_s": seen / max(elapsed, 1e-9)}
-        with tempfile.TemporaryDirectory(prefix="vremd-ckpt-") as tmp:
-            checkpoint_dir = None
-            if rank0:
-                if _should_validate(cfg, epoch):
-                    validation = _validate(cfg, paths, bare, device, Path(tmp) / PREDICTIONS_DIR, progress)
-                    metrics.update(ap_metrics(validation))
-                    _report_unpredicted(validation, tracker)
-                history.append(metrics)
-                save_state(tmp, {
-                    "model": bare.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "rng": rng_state(),
-                    "config": config_to_dict(cfg), "identity": dict(identity), "history": history,
-                })
-                checkpoint_dir = Path(tmp)
-                if tracker is not None:
-                    tracker.log_epoch(metrics)  # step = epoch + 1
-                print(_epoch_line(metrics, t.epochs), flush=True)
-            else:
-                history.append(metrics)
-            session.report(metrics, checkpoint_dir, epoch + 1)
-    return history
+
+def end_epoch(cfg: Config, paths: RunPaths, session: Session, run: RunState, identity: dict[str, str], epoch: int,
+              lr: float, loss_sum: float, seen: int, elapsed: float, progress: bool = False) -> None:
+    """Close `epoch` of `run`: step the LR, average the loss over ranks, and on rank 0 validate (when due),
+    checkpoint (with `identity`, the run's data/code/weights hashes), log to MLflow and print; every rank reports.
+    """
+    run.scheduler.step()
+    loss_sum, seen = _all_sum([loss_sum, float(seen)], session.device)  # over all ranks
+    metrics = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "lr": lr, "samples_per_s": seen / max(elapsed, 1e-9)}
+    with tempfile.TemporaryDirectory(prefix="vremd-ckpt-") as tmp:
+        checkpoint_dir = None
+        if session.rank == 0:
+            if _should_validate(cfg, epoch):
+                validation = _validate(cfg, paths, run.bare, session.device, Path(tmp) / PREDICTIONS_DIR, progress)
+                metrics.update(ap_metrics(validation))
+                _report_unpredicted(validation, run.tracker)
+            run.history.append(metrics)
+            save_state(tmp, {
+                "model": run.bare.state_dict(), "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(), "epoch": epoch + 1, "rng": rng_state(),
+                "config": config_to_dict(cfg), "identity": dict(identity), "history": run.history,
+            })
+            checkpoint_dir = Path(tmp)
+            if run.tracker is not None:
+                run.tracker.log_epoch(metrics)  # step = epoch + 1
+            print(_epoch_line(metrics, cfg.train.epochs), flush=True)
+        else:
+            run.history.append(metrics)
+        session.report(metrics, checkpoint_dir, epoch + 1)
 
 
 def _epoch_line(metrics: dict[str, float], epochs: int) -> str:

@@ -37,7 +37,8 @@ from vremd.train.plots import plot_training_curve, pose_overlays
 from vremd.train.tracking import AP_METRIC_NAMES, Tracker, run_tags
 
 __all__ = ["RunMismatchError", "TrainingWorkerError", "FitResult", "TrainOutcome", "fit", "train_and_track",
-           "latest_checkpoint", "train_worker", "RaySession", "training_keys", "init_ray", "cpus_per_worker"]
+           "latest_checkpoint", "train_worker", "RaySession", "training_keys", "init_ray", "cpus_per_worker",
+           "open_tracking", "close_tracking", "fit_result", "check_resumable"]
 
 WORKER_ERROR_FILE = "worker_error.txt"  # in the run folder: the traceback of the last failed worker
 
@@ -244,6 +245,11 @@ def fit(cfg: Config, paths: RunPaths, storage_path: Path, run_name: str, progres
                 trainer.fit()
             except ray.train.TrainingFailedError as exc:
                 raise _worker_error(exc, run_dir) from None
+    return fit_result(run_dir)
+
+
+def fit_result(run_dir: Path) -> FitResult:
+    """The `FitResult` of a run folder whose training finished: its newest complete checkpoint."""
     final = latest_checkpoint(run_dir)
     if final is None:
         raise CheckpointReadError(f"{run_dir}: training finished without writing a checkpoint")
@@ -270,6 +276,18 @@ def train_and_track(cfg: Config, paths: RunPaths, storage_path: Path, run_name: 
     Its tags record the data, code and weights hashes of `identity` (default: computed from `paths`).
     """
     identity = identity or run_identity(cfg, Path(paths.index_dir), Path(paths.gt_dir))
+    tracker, paths = open_tracking(cfg, paths, storage_path, run_name, tracking_uri, repo_dir, identity)
+    try:
+        result = fit(cfg, paths, storage_path, run_name, progress, identity, ray_logs)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    return close_tracking(tracker, cfg, result, Path(paths.gt_dir), dataset_dir, params_path)
+
+
+def open_tracking(cfg: Config, paths: RunPaths, storage_path: Path, run_name: str, tracking_uri: str, repo_dir: Path,
+                  identity: RunIdentity) -> tuple[Tracker, RunPaths]:
+    """Open (or reopen by `<run_dir>/mlflow_run_id`) the run's MLflow run; `paths` with its URI and run id."""
     run_dir = Path(storage_path).resolve() / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     id_file = run_dir / "mlflow_run_id"
@@ -280,14 +298,14 @@ def train_and_track(cfg: Config, paths: RunPaths, storage_path: Path, run_name: 
         id_file.write_text(tracker.run_id)
     sizes = {split: pq.read_metadata(Path(paths.index_dir) / f"{split}.parquet").num_rows for split in ("train", "val")}
     tracker.log_dataset(cfg.data.source, tags["dvc_data_hash"], Path(paths.index_dir), sizes)  # kept once per run
-    paths = dataclasses.replace(paths, tracking_uri=tracking_uri if tracker.active else "",
-                                mlflow_run_id=tracker.run_id or "")
-    try:
-        result = fit(cfg, paths, storage_path, run_name, progress, identity, ray_logs)
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
-    _log_artifacts(tracker, cfg, result, Path(paths.gt_dir), dataset_dir, params_path)
+    return tracker, dataclasses.replace(paths, tracking_uri=tracking_uri if tracker.active else "",
+                                        mlflow_run_id=tracker.run_id or "")
+
+
+def close_tracking(tracker: Tracker, cfg: Config, result: FitResult, gt_dir: Path, dataset_dir: Path,
+                   params_path: Path | None = None) -> TrainOutcome:
+    """Log a finished fit's tables, figures and predictions to its MLflow run and finish that run."""
+    _log_artifacts(tracker, cfg, result, gt_dir, dataset_dir, params_path)
     tracker.finish("FINISHED")
     return TrainOutcome(result, tracker.run_id, tracker.failure)
 

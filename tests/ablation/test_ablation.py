@@ -15,10 +15,10 @@ from vremd.config import config_from_dict, smoke_config
 from vremd.eval.tables import load_paper_numbers
 from vremd.model.cost import parameters_outside_backbone
 from vremd.model.vremd import build_model
-from vremd.train.ablation import _row_params
-from vremd.train.ablation_grid import (AblationError, TableSpec, apply_overrides, build_grid, check_inputs,
+from vremd.ablation.trials import _row_params
+from vremd.ablation.grid import (AblationError, TableSpec, apply_overrides, build_grid, check_inputs,
                                        default_resources, grid_text, load_tables, paper_protocol, parse_resources)
-from vremd.train.ablation_report import TrialOutcome, report_rows, summary_markdown, summary_text, write_report
+from vremd.ablation.report import TrialOutcome, report_rows, summary_markdown, summary_text, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 ABLATIONS = ROOT / "experiments" / "ablations.yaml"

@@ -1,7 +1,10 @@
 """The paper's tables as Ray Tune experiments: each row of experiments/ablations.yaml x each seed is one trial.
 
-    ablation_grid.load_tables(path) -> ablation_grid.build_grid(base_cfg, table, seeds) -> run_ablation(...)
+    grid.load_tables(path) -> grid.build_grid(base_cfg, table, seeds) -> fusion.plan_fusion(...) -> run_ablation(...)
 
+Rows that share a frozen backbone and a seed train as one fused Tune trial when the driver passes a
+`fusion.FusionPlan`: one backbone pass per batch for all of them (`fused_loop`), each row still with its
+own training folder, checkpoints, nested MLflow run and report line, exactly as its own trial.
 Every trial runs the function trainable `ablation_trial`: it rebuilds the `Config` from the dict in
 its Tune config (Train V2 style), opens a nested MLflow run under the table's parent run, calls
 `ray_train.train_and_track` (`train.num_workers` 0 trains inside the trial's process, otherwise a
@@ -14,6 +17,7 @@ the Tune experiment: finished trials are kept, unfinished and errored ones run a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -30,13 +34,15 @@ from ray import tune
 
 from vremd.config import Config, config_from_dict, flatten
 from vremd.model.cost import parameters_outside_backbone
-from vremd.train.ablation_grid import AblationError, TableSpec, TrialSpec, slug, training_id
-from vremd.train.ablation_reuse import adopt_finished_twin
+from vremd.ablation.fused_loop import FusedRow, fit_fused
+from vremd.ablation.fusion import FusionPlan
+from vremd.ablation.grid import AblationError, TableSpec, TrialSpec, slug, training_id
+from vremd.ablation.reuse import adopt_finished_twin
 from vremd.train.identity import RunIdentity
-from vremd.train.ablation_report import (COLUMN_METRICS, ReportRow, TrialOutcome, report_rows, summary_text,
+from vremd.ablation.report import (COLUMN_METRICS, ReportRow, TrialOutcome, report_rows, summary_text,
                                          write_report)
 from vremd.train.loop import RunPaths
-from vremd.train.ray_train import train_and_track
+from vremd.train.ray_train import close_tracking, open_tracking, train_and_track
 from vremd.train.tracking import Tracker, run_tags
 
 __all__ = ["TrialContext", "AblationResult", "ablation_trial", "run_ablation", "GRID_FILE", "PARENT_RUN_FILE",
@@ -45,6 +51,7 @@ __all__ = ["TrialContext", "AblationResult", "ablation_trial", "run_ablation", "
 GRID_FILE = "ablation_grid.json"  # in the Tune experiment folder: the trials it was started with
 PARENT_RUN_FILE = "mlflow_parent_run_id"  # in the Tune experiment folder
 ATTEMPTS_FILE = "attempts.jsonl"  # in a trial's run folder: one line per start of that trial
+RAY_NAMES = {"cpu": "CPU", "gpu": "GPU"}  # our resource keys -> Ray's
 
 
 @dataclass(frozen=True)
@@ -79,15 +86,34 @@ class AblationResult:
 
 
 def ablation_trial(config: dict[str, Any], context: TrialContext) -> None:
-    """Tune function trainable: train one (row, seed), log it as a nested MLflow run, report the final AP."""
+    """Tune function trainable: train one (row, seed), or a fused group of them, each logged as a nested
+    MLflow run; report the final AP (of each row of a group, as `rows/<k>/<metric>`)."""
     spec = config["trial"]
+    if "fused" in spec:
+        _fused_trial(spec["fused"], context)
+        return
+    cfg, identity, tracker, paths = _prepare_row(spec, context)
+    try:
+        outcome = train_and_track(cfg, paths, Path(context.runs_dir), spec["run_name"], context.tracking_uri,
+                                  Path(context.repo_dir), Path(context.raw_dir) / cfg.data.source, identity=identity,
+                                  ray_logs=context.ray_logs)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tune.report({**_final_metrics(outcome.fit.history, int(outcome.fit.state["epoch"])), "row": spec["row"],
+                 "seed": int(spec["seed"]), "mlflow_run_id": outcome.mlflow_run_id or ""})
+
+
+def _prepare_row(spec: Mapping[str, Any], context: TrialContext,
+                 fused: bool = False) -> tuple[Config, RunIdentity, Tracker, RunPaths]:
+    """Rebuild the row's config, note the attempt, adopt a finished twin, open its nested MLflow run."""
     cfg = config_from_dict(spec["config"])  # rebuilt on the trial's first line: strict, typed
     runs_dir, run_name = Path(context.runs_dir), spec["run_name"]
     _note_attempt(runs_dir / run_name)
     identity = RunIdentity(**spec["identity"])  # hashed once on the driver: the data, code and weights
     adopted = adopt_finished_twin(cfg, identity, runs_dir, run_name, training_id(spec["config"], spec["identity"]))
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
-    if cfg.train.num_workers == 0 and cpus >= 1:
+    if (fused or cfg.train.num_workers == 0) and cpus >= 1:
         torch.set_num_threads(int(cpus))  # the loop runs here: use exactly what the trial was given
     tracker = _open_nested_run(cfg, identity, spec, context)
     if adopted is not None:  # the twin's per-epoch metrics, so MLflow's compare view shows this row's curve
@@ -95,20 +121,42 @@ def ablation_trial(config: dict[str, Any], context: TrialContext) -> None:
         tracker.set_tag("ablation.adopted_training", str(adopted.source))
         for entry in adopted.history:
             tracker.log_epoch(entry)
-    dataset_dir = Path(context.raw_dir) / cfg.data.source
     paths = RunPaths(index_dir=context.index_dir.format(source=cfg.data.source),
-                     gt_dir=str(dataset_dir / "annotations" / "val"), run_dir="")
-    try:
-        outcome = train_and_track(cfg, paths, runs_dir, run_name, context.tracking_uri, Path(context.repo_dir),
-                                  dataset_dir, identity=identity, ray_logs=context.ray_logs)
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
-    history = outcome.fit.history
+                     gt_dir=str(Path(context.raw_dir) / cfg.data.source / "annotations" / "val"), run_dir="")
+    return cfg, identity, tracker, paths
+
+
+def _final_metrics(history: Sequence[Mapping[str, float]], epochs: int) -> dict[str, float]:
     last_ap = next((h for h in reversed(history) if "ap/mean" in h), {})
     metrics = {m: float(last_ap.get(m, math.nan)) for m in COLUMN_METRICS.values()}
-    tune.report({**metrics, "loss": float(history[-1]["loss"]), "epochs": int(outcome.fit.state["epoch"]),
-                 "row": spec["row"], "seed": int(spec["seed"]), "mlflow_run_id": outcome.mlflow_run_id or ""})
+    return {**metrics, "loss": float(history[-1]["loss"]), "epochs": epochs}
+
+
+def _fused_trial(specs: Sequence[Mapping[str, Any]], context: TrialContext) -> None:
+    """Train the group's rows side by side on one backbone pass per batch (`fused_loop`), each in its own
+    folder and MLflow run, as its ordinary trial would."""
+    runs_dir, prepared, trackers = Path(context.runs_dir), [], []
+    try:
+        for spec in specs:
+            cfg, identity, nested, paths = _prepare_row(spec, context, fused=True)
+            trackers.append(nested)
+            tracker, paths = open_tracking(cfg, paths, runs_dir, spec["run_name"], context.tracking_uri,
+                                           Path(context.repo_dir), identity)
+            trackers.append(tracker)
+            prepared.append((cfg, tracker, FusedRow(cfg, dataclasses.replace(
+                paths, run_dir=str(runs_dir.resolve() / spec["run_name"])), identity.as_dict())))
+        results = fit_fused([row for _, _, row in prepared])
+    except BaseException:
+        for tracker in trackers:
+            tracker.finish("FAILED")
+        raise
+    report: dict[str, Any] = {"rows": len(specs)}
+    for k, ((cfg, tracker, row), result, spec) in enumerate(zip(prepared, results, specs)):
+        outcome = close_tracking(tracker, cfg, result, Path(row.paths.gt_dir), Path(context.raw_dir) / cfg.data.source)
+        metrics = _final_metrics(result.history, int(result.state["epoch"]))
+        report.update({f"rows/{k}/{name}": value for name, value in metrics.items()})
+        report[f"rows/{k}/mlflow_run_id"] = outcome.mlflow_run_id or ""
+    tune.report(report)
 
 
 def _note_attempt(run_dir: Path) -> None:
@@ -144,6 +192,8 @@ def _open_nested_run(cfg: Config, identity: RunIdentity, spec: Mapping[str, Any]
 
 def _trial_name(trial) -> str:
     spec = trial.config["trial"]
+    if "fused" in spec:
+        return f"fused{len(spec['fused'])}-{slug(spec['fused'][0]['row'])}-seed{spec['fused'][0]['seed']}"
     return f"{slug(spec['row'])}-seed{spec['seed']}"
 
 
@@ -151,40 +201,51 @@ def _trial_dirname(trial) -> str:
     return f"{_trial_name(trial)}-{trial.trial_id}"
 
 
-def _grid_record(trials: Sequence[TrialSpec]) -> list[dict[str, Any]]:
-    return [{"row": t.row, "seed": t.seed, "run_name": t.run_name} for t in trials]
+def _grid_record(trials: Sequence[TrialSpec], plan: FusionPlan | None = None) -> list[dict[str, Any]]:
+    """The trials in grid order; a fused row also names its group (its Tune trial)."""
+    group = {(t.row, t.seed): n for n, i in enumerate(plan.fused if plan else []) for t in plan.units[i]}
+    return [{"row": t.row, "seed": t.seed, "run_name": t.run_name,
+             **({"fused": group[(t.row, t.seed)]} if (t.row, t.seed) in group else {})} for t in trials]
 
 
-def _check_same_grid(exp_dir: Path, trials: Sequence[TrialSpec]) -> None:
+def _check_same_grid(exp_dir: Path, trials: Sequence[TrialSpec], plan: FusionPlan | None) -> None:
     """Refuse to restore an experiment that was started with other rows, seeds or configurations."""
     recorded_path = exp_dir / GRID_FILE
     if not recorded_path.is_file():
         return
-    recorded, ours = json.loads(recorded_path.read_text()), _grid_record(trials)
+    recorded, ours = json.loads(recorded_path.read_text()), _grid_record(trials, plan)
     if recorded != ours:
         old = {(r["row"], r["seed"]): r["run_name"] for r in recorded}
         new = {(r["row"], r["seed"]): r["run_name"] for r in ours}
         diff = [f"{row} seed {seed}: {old.get((row, seed), 'absent')} -> {new.get((row, seed), 'absent')}"
                 for row, seed in dict.fromkeys([*old, *new]) if old.get((row, seed)) != new.get((row, seed))]
+        diff = diff or ["the fused groups (--no-fuse or the memory budget changed)"]
         raise AblationError(f"{exp_dir}: was started with another grid ({'; '.join(diff[:6])}); re-run with "
                             "--fresh to start a new experiment (finished trainings of unchanged rows are reused)")
 
 
 def _outcomes(results, trials: Sequence[TrialSpec]) -> list[TrialOutcome]:
-    """One `TrialOutcome` per planned trial, in grid order; a trial Tune has no result for is `not run`."""
+    """One `TrialOutcome` per planned trial, in grid order; a trial Tune has no result for is `not run`.
+
+    A fused Tune trial holds several rows: row k's metrics are its `rows/<k>/...` entries; if the
+    group failed, each of its rows is failed with the group's error."""
     found = {}
     for result in results:
-        spec = (result.config or {}).get("trial", {})
+        unit = (result.config or {}).get("trial", {})
         metrics = dict(result.metrics or {})
+        specs = unit["fused"] if "fused" in unit else [unit]
         if result.error is not None:
             lines = [ln for ln in str(result.error).strip().splitlines() if ln.strip()]
             status, error = "failed", (lines[-1].strip() if lines else type(result.error).__name__)
-        else:
-            status, error = ("finished" if "ap/mean" in metrics else "not run"), ""
-        kept = {k: v for k, v in metrics.items() if k in (*COLUMN_METRICS.values(), "loss", "epochs")}
-        found[(spec.get("row"), spec.get("seed"))] = TrialOutcome(
-            spec.get("row", "?"), int(spec.get("seed", -1)), status, kept, error[:500], spec.get("run_name", ""),
-            str(metrics.get("mlflow_run_id", "")))
+        for k, spec in enumerate(specs):
+            own = ({name[len(f"rows/{k}/"):]: v for name, v in metrics.items() if name.startswith(f"rows/{k}/")}
+                   if "fused" in unit else metrics)
+            if result.error is None:
+                status, error = ("finished" if "ap/mean" in own else "not run"), ""
+            kept = {n: v for n, v in own.items() if n in (*COLUMN_METRICS.values(), "loss", "epochs")}
+            found[(spec.get("row"), spec.get("seed"))] = TrialOutcome(
+                spec.get("row", "?"), int(spec.get("seed", -1)), status, kept, error[:500], spec.get("run_name", ""),
+                str(own.get("mlflow_run_id", "")))
     return [found.get((t.row, t.seed), TrialOutcome(t.row, t.seed, "not run", run_name=t.run_name)) for t in trials]
 
 
@@ -206,11 +267,14 @@ def _parent_run(exp_dir: Path, tracking_uri: str, base: Config, table: TableSpec
 def run_ablation(table: TableSpec, trials: Sequence[TrialSpec], base: Config, *, storage_path: Path, out_dir: Path,
                  index_dir: str, raw_dir: Path, tracking_uri: str, repo_dir: Path, paper_tables: Mapping[str, Any],
                  resources: Mapping[str, float], max_concurrent: int | None, max_failures: int,
-                 fresh: bool = False, verbose: int = 1, note: str = "") -> AblationResult:
+                 fresh: bool = False, verbose: int = 1, note: str = "",
+                 plan: FusionPlan | None = None, fused_resources: Mapping[str, float] | None = None) -> AblationResult:
     """Run (or restore and finish) the table's Tune experiment, then write and log the report.
 
     Needs `ray.init` beforehand. The experiment is `<storage_path>/table<N>-<profile>`; trainings go to
     `<storage_path>/table<N>-<profile>-runs/`. `max_failures` retries a failed trial that many times.
+    `plan` (`fusion.plan_fusion`) makes each fused group one Tune trial, asking `fused_resources` (default:
+    `resources`); without a plan every trial runs alone.
     """
     name = f"table{table.number}-{base.profile}"
     storage_path = Path(storage_path).resolve()
@@ -219,18 +283,21 @@ def run_ablation(table: TableSpec, trials: Sequence[TrialSpec], base: Config, *,
         shutil.rmtree(exp_dir)
     restored = tune.Tuner.can_restore(str(exp_dir))
     if restored:
-        _check_same_grid(exp_dir, trials)
+        _check_same_grid(exp_dir, trials, plan)
     exp_dir.mkdir(parents=True, exist_ok=True)
-    (exp_dir / GRID_FILE).write_text(json.dumps(_grid_record(trials), indent=1))
+    (exp_dir / GRID_FILE).write_text(json.dumps(_grid_record(trials, plan), indent=1))
     parent = _parent_run(exp_dir, tracking_uri, base, table, len({t.repeat for t in trials}), Path(repo_dir))
     context = TrialContext(table.number, str(index_dir), str(Path(raw_dir).resolve()), str(runs_dir), tracking_uri,
                            parent.run_id or "", str(Path(repo_dir).resolve()), ray_logs=verbose > 1)
-    trainable = tune.with_resources(tune.with_parameters(ablation_trial, context=context), dict(resources))
+    plan = plan or FusionPlan([[t] for t in trials], {})
+    units = [{"fused": [_spec(t) for t in unit]} if len(unit) > 1 else _spec(unit[0]) for unit in plan.units]
+    trainable = tune.with_resources(tune.with_parameters(ablation_trial, context=context),
+                                    _resources_of(resources, plan, fused_resources))
     if restored:
         tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, restart_errored=True)
     else:
         tuner = tune.Tuner(
-            trainable, param_space={"trial": tune.grid_search([{**asdict(t), "run_name": t.run_name} for t in trials])},
+            trainable, param_space={"trial": tune.grid_search(units)},
             tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, trial_name_creator=_trial_name,
                                         trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(name=name, storage_path=str(storage_path), verbose=verbose,
@@ -245,6 +312,19 @@ def run_ablation(table: TableSpec, trials: Sequence[TrialSpec], base: Config, *,
     failed = sum(o.status != "finished" for o in outcomes)
     _finish_parent(parent, rows, paths, failed)
     return AblationResult(outcomes, rows, summary_text(rows, title), paths, parent.run_id, restored, failed)
+
+
+def _spec(t: TrialSpec) -> dict[str, Any]:
+    return {**asdict(t), "run_name": t.run_name}
+
+
+def _resources_of(resources: Mapping[str, float], plan: FusionPlan, fused: Mapping[str, float] | None):
+    """What Tune gives each trial: `resources`, and `fused` to a fused group (a callable only when there is one)."""
+    if not plan.fused or fused is None:
+        return dict(resources)
+    bundles = {key: tune.PlacementGroupFactory([{RAY_NAMES.get(k, k): v for k, v in asks.items() if v}])
+               for key, asks in (("one", resources), ("fused", fused))}
+    return lambda config: bundles["fused" if "fused" in config["trial"] else "one"]
 
 
 def _row_params(trials: Sequence[TrialSpec]) -> dict[str, int]:

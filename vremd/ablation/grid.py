@@ -3,7 +3,7 @@
 A row is a set of `dotted.key: value` overrides applied to the profile's config; each (row, seed)
 becomes a `TrialSpec` holding the resolved config as a plain dict (what crosses to the Tune trial) and
 the `RunIdentity` (data, code, weights hashes) its training reads, computed once on the driver.
-No Ray here: `vremd.train.ablation` runs the specs.
+No Ray here: `vremd.ablation.trials` runs the specs.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The paper's tables beside ours: per-row mean ± std over seeds, failed trials shown, never dropped.
 
 Plain data in, files out (markdown, CSV, HTML, PNG, JSON); no Ray, no MLflow. `TrialOutcome` is what
-`vremd.train.ablation` collects from each Tune trial; `write_report` renders one table from them with
+`vremd.ablation.trials` collects from each Tune trial; `write_report` renders one table from them with
 the per-joint helpers of `vremd.eval.tables`.
 """
 
