@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         final = outcome.fit.history[-1]
         ap = {("Mean" if col == "Total" else col): round(final[name], 4)
               for col, name in AP_METRIC_NAMES.items() if name in final}
+        # no run id or time in the file: the same pretraining writes the same bytes (and sha256)
         export_backbone(outcome.fit.state["model"], cfg, checkpoint,
-                        {"made_by": "vremd pretrain stage", "mlflow_run_id": outcome.mlflow_run_id or "",
-                         "val_mean_ap": ap.get("Mean", float("nan"))})
+                        {"made_by": "vremd pretrain stage", "val_mean_ap": ap.get("Mean", float("nan"))})
     except (ValueError, OSError) as exc:  # ConfigError, bad or missing data, unreadable checkpoints
         print(f"pretrain: error: {exc}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ from vremd.model.vremd import build_model
 from vremd.train.checkpoints import load_state
 from vremd.train.identity import file_sha256
 from vremd.train.loop import THREADS_TAG, RunPaths
-from vremd.train.pretrain import STILLS_DIR, check_pretrain_config
+from vremd.train.pretrain import STILLS_DIR, check_pretrain_config, export_backbone
 from vremd.train.ray_train import fit, latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,6 +55,16 @@ def test_checkpoint_is_the_trained_backbone_in_the_vitpose_layout(stage):
     for key, value in backbone.vit.state_dict().items():
         assert torch.equal(value, trained[f"backbone.vit.{key}"]), key
     assert trained["motion_head.final.weight"].shape[0] == len(m.annotated_joints)  # the classic decoder's output
+
+
+def test_the_same_pretraining_writes_the_same_bytes(stage, tmp_path):
+    """The checkpoint holds no run id or time: a rerun gives the same sha256, so `train` can be reused."""
+    root, cfg, manifest = stage
+    run_dir = next((root / "pretrain" / "runs").iterdir())
+    state = load_state(latest_checkpoint(run_dir))["model"]
+    again = export_backbone(state, cfg, tmp_path / "again.pth", {"made_by": "vremd pretrain stage",
+                                                                  "val_mean_ap": manifest["single_frame_val_ap"]["Mean"]})
+    assert file_sha256(again) == manifest["sha256"]
 
 
 def test_single_frame_val_ap_is_an_mlflow_run_of_the_baseline_on_the_stills(stage):
