@@ -36,6 +36,8 @@ BENCHMARKS: dict[str, list[str]] = {
     "train_throughput": [],
     "pixel_path": [],
     "frozen_trial": [],
+    "sweep_cost": ["--skip-paper-steps", "--demo-steps", "2"],  # the ViT-L CPU steps take tens of minutes
+    "tracking_stores": [],
 }
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.result import Result, write_results
 from vremd.ablation.fusion import GIB, estimate_bytes
 from vremd.ablation.grid import build_grid, load_tables, training_id
 from vremd.config import Config, config_from_dict, config_to_dict, load_config
@@ -98,17 +99,23 @@ def training_gflops(cfg: Config) -> tuple[float, float]:
     return backbone / 1e9, 3 * (total - backbone) / 1e9
 
 
-def timing_section(name: str, base: Config, batch: int, steps: int, warmup: int, tables: list[int]) -> None:
+def timing_section(name: str, base: Config, batch: int, steps: int, warmup: int,
+                   tables: list[int]) -> dict[int, float]:
     print(f"\n{name}: one training step of each table's rows, batch {batch}, median of {steps} after {warmup} "
           f"warm-up(s) (ViT {base.model.embed_dim}x{base.model.depth}, model.dim {base.model.dim})")
     print("| table | rows | alone (s) | fused (s) | fused / alone |\n|---:|---:|---:|---:|---:|")
+    ratios = {}  # table -> fused / alone step time
     for table in tables:
         rows = table_configs(base, table)
         alone, fused = step_seconds(rows, batch, steps, warmup)
+        ratios[table] = fused / alone
         print(f"| {table} | {len(rows)} | {alone:.3f} | {fused:.3f} | {fused / alone:.2f} |", flush=True)
+    return ratios
 
 
-def sweep_section(paper: Config, seeds: int, samples: int, tflops: float) -> None:
+def sweep_section(paper: Config, seeds: int, samples: int, tflops: float) -> tuple[float, float, float]:
+    """Print the sweep's GFLOPs and GPU-hours both ways; return its GFLOPs per sample and seed, alone and fused,
+    and the floor ratio of one fused trial for the whole sweep."""
     cost: dict[str, tuple[float, float]] = {}  # training id -> (backbone, modules) GFLOPs per sample
     print(f"\npaper profile, model.dim {paper.model.dim}: training GFLOPs per sample (backbone forward + 3x modules "
           "forward)")
@@ -145,6 +152,7 @@ def sweep_section(paper: Config, seeds: int, samples: int, tflops: float) -> Non
     print(f"the floor with every unique training in one fused trial (one backbone pass per batch for the whole "
           f"sweep): {floor:.2f}; the modules' own forward+backward ({sum(m for _, m in cost.values()):.0f} GFLOPs) "
           "is what remains")
+    return alone, fused, floor
 
 
 def memory_section(paper: Config, samples: int) -> None:
@@ -182,15 +190,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--train-samples", type=int, default=80_000, help="PoseTrack17 train: about 80k samples")
     parser.add_argument("--achieved-tflops", type=float, default=33.0)
+    parser.add_argument("--json", type=Path, help="write the results here (benchmarks/result.py)")
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     demo, paper = (load_config(args.params, profile=p) for p in ("demo", "paper"))
+    steps = {}
     if not args.skip_demo_steps:
-        timing_section("demo", demo, args.demo_batch, args.demo_steps, 1, list(TABLES))
+        steps["demo"] = timing_section("demo", demo, args.demo_batch, args.demo_steps, 1, list(TABLES))
     if not args.skip_paper_steps:  # ViT-L on CPU: no warm-up, the step itself is seconds long
-        timing_section("paper shape", paper, args.paper_batch, args.paper_steps, 0, args.paper_tables)
-    sweep_section(paper, args.seeds, args.train_samples, args.achieved_tflops)
+        steps["paper shape"] = timing_section("paper shape", paper, args.paper_batch, args.paper_steps, 0,
+                                              args.paper_tables)
+    alone, fused, floor = sweep_section(paper, args.seeds, args.train_samples, args.achieved_tflops)
     memory_section(paper, args.train_samples)
+    if args.json:
+        command = "python -m benchmarks.sweep_cost"
+        results = [Result("sweep_cost.gflops", f"tables 4-6 sweep, training GFLOPs per sample, fused trials "
+                          f"(paper profile, model.dim {paper.model.dim})", "every row alone",
+                          round(fused / alone, 3), "x cost", command, target=0.2, op="<=",
+                          details=f"alone {alone:.0f}, fused {fused:.0f} GFLOPs per sample and seed; floor with one "
+                                  f"fused trial for the whole sweep {floor:.2f} (the modules' own cost remains)")]
+        results += [Result(f"sweep_cost.step.{where.replace(' ', '_')}.table{table}",
+                           f"one training step of table {table}'s rows, fused ({where}, CPU)", "every row alone",
+                           round(ratio, 3), "x cost", command)
+                    for where, ratios in steps.items() for table, ratio in ratios.items()]
+        write_results(args.json, results)
     return 0
 
 
