@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:  # ConfigError, bad or missing data, unreadable checkpoints
         print(f"pretrain: error: {exc}", file=sys.stderr)
         return 1
-    manifest = {"needed": True, "checkpoint": str(args.out / checkpoint.name), "sha256": file_sha256(checkpoint), "layout": "official ViTPose (backbone.*)",
-                "stills": stills, "single_frame_val_ap": ap, "mlflow_run_id": outcome.mlflow_run_id}
+    manifest = {"needed": True, "checkpoint": str(args.out / checkpoint.name), "sha256": file_sha256(checkpoint),
+                "layout": "official ViTPose (backbone.*)", "stills": stills, "single_frame_val_ap": ap,
+                "mlflow_run_id": outcome.mlflow_run_id}
     atomic_write_text(args.out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     print(f"{args.out / checkpoint.name}: ViTPose-layout backbone, sha256 {manifest['sha256'][:12]}...; single-frame "
           "val AP " + ", ".join(f"{col} {value:.1f}" for col, value in ap.items()))

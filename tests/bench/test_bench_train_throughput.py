@@ -54,7 +54,7 @@ def test_loader_timings_count_the_samples_they_time(data):
 def test_train_step_is_one_optimizer_step_on_a_loader_batch(data):
     cfg, index = data
     torch.manual_seed(0)
-    model = build_model(cfg.model).train()
+    model = build_model(dataclasses.replace(cfg.model, pretrained="")).train()  # random weights, as the benchmark
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-2)
     t = dataclasses.replace(cfg.train, loader_workers=0, batch_size=4, max_train_samples=4)

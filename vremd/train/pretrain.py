@@ -15,11 +15,12 @@ on the video data's val split: the demo's counterpart of the paper's single-fram
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 
 import torch
 
-from vremd.atomic import atomic_write
+from vremd.atomic import atomic_write_bytes
 from vremd.config import Config, ConfigError
 from vremd.data.crop_store import build_crops
 from vremd.data.dataset import build_index, rebase_index
@@ -80,4 +81,6 @@ def export_backbone(state: dict[str, torch.Tensor], cfg: Config, path: Path, met
     model = build_model(pretraining_config(cfg).model)
     model.load_state_dict(state)
     payload = {"state_dict": export_vitpose_state_dict(model.backbone), "meta": dict(meta)}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    buffer = io.BytesIO()  # torch.save names its zip records after the file: a temp file's random name would
+    torch.save(payload, buffer)  # make every export's bytes (and sha256) differ; a buffer's records are fixed
+    return atomic_write_bytes(path, buffer.getvalue())
