@@ -24,7 +24,7 @@ import torch
 from pipeline.cli_config import (add_config_args, add_data_args, check_crop_size, check_gt_dir, config_from_args,
                                  index_file, warn_if_untracked)
 from vremd.atomic import atomic_write_text
-from vremd.config import ConfigError, config_to_dict
+from vremd.config import Config, ConfigError, config_to_dict
 from vremd.model.config_check import check_model_config
 from vremd.train.checkpoints import CheckpointReadError, CheckpointWriteError, atomic_torch_save
 from vremd.train.identity import run_identity, training_digest
@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray-address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS or local)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--verbose", action="store_true", help="show Ray Train's per-epoch report and checkpoint lines")
+    parser.add_argument("--no-mlflow-model", action="store_true",
+                        help="do not log final.pt as the run's MLflow model (runs:/<run id>/model)")
     args = parser.parse_args(argv)
     try:  # every input is checked before Ray starts or an MLflow run is created
         cfg = config_from_args(args)
@@ -110,7 +112,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"MLflow was not reachable ({outcome.tracking_failure}); results are in {args.out} and {args.curve} only")
     else:
         print(f"MLflow run {outcome.mlflow_run_id} at {uri}")
+        if not args.no_mlflow_model:
+            _log_model(uri, outcome.mlflow_run_id, args.out / "final.pt", cfg)
     return 0
+
+
+def _log_model(uri: str, run_id: str, checkpoint: Path, cfg: Config) -> None:
+    """final.pt as the run's MLflow model; a store that fails here leaves the stage's outputs as they are."""
+    from vremd.train.mlflow_model import log_trained_model  # imports vremd.predict: only when logging
+
+    try:
+        print(f"MLflow model {log_trained_model(uri, run_id, checkpoint, cfg)} "
+              "(mlflow.pyfunc.load_model(...).predict(crops))")
+    except Exception as exc:  # the model file is written; MLflow is a copy of it
+        print(f"MLflow model: not logged ({type(exc).__name__}: {exc}); {checkpoint} is the trained model")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def test_repro_end_to_end_then_nothing_to_do(repo):
     installed = json.loads((repo / "weights" / "manifest.json").read_text())
     assert pretrained["needed"] and installed["sha256"] == pretrained["sha256"]
     assert "Running stage 'pretrain'" in first.stdout
+    _check_mlflow_model(repo, first.stdout)
     stamp = (repo / "models" / "final.pt").stat().st_mtime_ns
 
     second = _run(["dvc", "repro"], repo)
@@ -76,3 +77,21 @@ def test_untrained_floor_scores_random_weights_of_the_same_model(repo):
     assert alone.returncode == 0, alone.stderr[-4000:]
     motion = json.loads((repo / "motion" / "ap.json").read_text())
     assert motion["head"] == "motion" and trained["head"] == "both" and motion["per_joint"] != trained["per_joint"]
+
+
+def _check_mlflow_model(repo: Path, stdout: str) -> None:
+    """The train stage logged final.pt as its run's MLflow model: it loads from the store and predicts."""
+    import mlflow
+    import numpy as np
+    import torch
+
+    uri = next(w for line in stdout.splitlines() if line.startswith("MLflow model ") for w in line.split()
+               if w.startswith("runs:/"))
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model(uri)
+    cfg = smoke_demo_params()["profiles"]["demo"]["model"]
+    crops = np.zeros((2, 3, cfg["img_height"], cfg["img_width"], 3), dtype=np.uint8)
+    joints = model.predict(crops)  # (B, 17, 3)
+    assert joints.shape == (2, cfg["num_joints"], 3) and np.isfinite(joints).all()
+    final = torch.load(repo / "models" / "final.pt", map_location="cpu", weights_only=True)
+    assert uri == f"runs:/{final['mlflow_run_id']}/model"

@@ -1,0 +1,64 @@
+"""The trained model logged as an MLflow model loads back through `mlflow.pyfunc` and predicts as `vremd.predict` does."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from vremd.config import config_to_dict, smoke_config
+from vremd.model.vremd import build_model
+from vremd.predict.runner import load_model, predict_crops
+from vremd.train.mlflow_model import log_trained_model
+from vremd.train.tracking import Tracker
+
+
+@pytest.fixture()
+def trained(tmp_path):
+    cfg = smoke_config()
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=""))
+    torch.manual_seed(3)
+    model = build_model(cfg.model)
+    checkpoint = tmp_path / "final.pt"
+    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg)}, checkpoint)
+    return cfg, checkpoint
+
+
+def test_logged_model_loads_back_and_predicts_as_the_predict_path(trained, tmp_path):
+    cfg, checkpoint = trained
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker.start(uri, "vremd-test", "run", {"a": 1}, {})
+    tracker.finish()
+    model_uri = log_trained_model(uri, tracker.run_id, checkpoint, cfg)
+    assert model_uri == f"runs:/{tracker.run_id}/model"
+
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED"  # reopened for the upload, closed again
+    logged = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert [m.source_run_id for m in logged] == [tracker.run_id]  # the UI's Model column
+
+    mlflow.set_tracking_uri(uri)
+    pyfunc = mlflow.pyfunc.load_model(model_uri)
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (2, 3, cfg.model.img_height, cfg.model.img_width, 3), dtype=np.uint8)
+    got = pyfunc.predict(crops)  # (B, J, 3)
+    direct = predict_crops(load_model(checkpoint)[0], crops)
+    assert got.shape == (2, cfg.model.num_joints, 3)
+    np.testing.assert_array_equal(got[..., :2], direct["joints_xy"])
+    np.testing.assert_array_equal(got[..., 2], direct["scores"])
+
+
+def test_signature_refuses_crops_of_another_size(trained, tmp_path):
+    cfg, checkpoint = trained
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker.start(uri, "vremd-test", "run", {}, {})
+    mlflow.set_tracking_uri(uri)
+    pyfunc = mlflow.pyfunc.load_model(log_trained_model(uri, tracker.run_id, checkpoint, cfg))
+    wrong = np.zeros((1, 3, cfg.model.img_height + 8, cfg.model.img_width, 3), dtype=np.uint8)
+    with pytest.raises(Exception, match="shape"):
+        pyfunc.predict(wrong)
