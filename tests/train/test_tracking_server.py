@@ -2,12 +2,13 @@
 
 The server tests start a real PostgreSQL 15 cluster and `mlflow server` (tens of seconds on a shared
 2-core machine: marked slow); the fixture stops both even when a test fails. Chromium is the Debian
-package `chromium`, installed here when missing (we run as root in CI; elsewhere install it yourself).
+package `chromium`, installed when missing (we run as root in CI; elsewhere install it yourself).
 """
 
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from tests.train.test_train_tracking import _free_port
 from vremd.train.tracking import AP_METRIC_NAMES, Tracker, resolve_tracking_uri
 from vremd.train.tracking_load import concurrent_writers
 from vremd.train.tracking_server import TrackingServerError, mlflow_server, postgres
+from vremd.train.ui_snapshot import ablation_runs, compare_url, render
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -94,25 +98,6 @@ def test_eight_writers_on_the_postgres_server_lose_nothing(team_server, tmp_path
     assert [p.name for p in artifacts.rglob("table.md")] == ["table.md"], "served artifacts land on the server"
 
 
-def _chromium() -> str:
-    """The chromium binary, installed with apt-get when missing (root only)."""
-    found = shutil.which("chromium")
-    if found is None:
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, capture_output=True)
-        found = shutil.which("chromium")
-    return found
-
-
-def render(url: str, screenshot: Path | None = None, budget_ms: int = 30000) -> str:
-    """The DOM of `url` after headless Chromium ran its scripts for `budget_ms` of virtual time."""
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           f"--virtual-time-budget={budget_ms}", "--window-size=1600,1000"]
-    if screenshot is not None:
-        subprocess.run([*cmd, f"--screenshot={screenshot}", url], check=True, capture_output=True, timeout=180)
-    out = subprocess.run([*cmd, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=180)
-    return out.stdout
-
-
 def log_two_runs(uri: str, experiment: str) -> tuple[str, list[str], dict[str, list[float]]]:
     """Two finished runs with per-joint AP metrics; returns (experiment id, run ids, metric -> values)."""
     values = {name: [] for name in AP_METRIC_NAMES.values()}
@@ -138,11 +123,35 @@ def test_the_ui_shows_per_joint_ap_of_both_runs(team_server, tmp_path):
     (tmp_path / "runs_table.html").write_text(table)
     for text in ("Training runs", "baseline", "vremd", "Dataset"):
         assert text in table, f"runs table: {text!r} not in the page ({tmp_path / 'runs_table.html'})"
-    compare = render(f"{uri}/#/compare-runs?runs={json.dumps(run_ids)}&experiments={json.dumps([exp_id])}",
-                     screenshot=tmp_path / "compare.png")
+    compare = render(compare_url(uri, exp_id, run_ids), screenshot=tmp_path / "compare.png")
     (tmp_path / "compare.html").write_text(compare)
     assert (tmp_path / "compare.png").stat().st_size > 10_000
     for name, per_run in values.items():
         assert name in compare, f"compare view: metric {name} not in the page ({tmp_path / 'compare.html'})"
         for value in per_run:
             assert f"{value:g}" in compare, f"compare view: {name} = {value:g} not in the page"
+
+
+@pytest.mark.slow
+def test_ui_screenshot_shows_an_ablation_tables_trial_runs(tmp_path, monkeypatch):
+    """`pipeline/ui_screenshot.py --table N` finds the table's newest parent run and its nested trials in a
+    SQLite store, serves it, and writes the compare view as a PNG; a table never run is a one-line error."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = Tracker.start(uri, "vremd", "table6-smoke", {}, {"ablation.table": "6"})
+    for k, row in enumerate(("DC", "DCA+BS")):
+        trial = Tracker.start(uri, "vremd", f"table6/{row}/seed0", {}, {"mlflow.parentRunId": parent.run_id})
+        trial.log_metrics({"ap/mean": 40.0 + 7.3 * k}, step=1)
+        trial.finish()
+    parent.finish()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    out = tmp_path / "shot" / "compare.png"
+    proc = subprocess.run([sys.executable, "pipeline/ui_screenshot.py", "--table", "6", "--out", str(out),
+                           "--port", str(_free_port())], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 trial runs" in proc.stdout and out.stat().st_size > 10_000
+    exp_id, parent_id, runs = ablation_runs(uri, "vremd", 6)
+    assert parent_id == parent.run_id and len(runs) == 2
+
+    missing = subprocess.run([sys.executable, "pipeline/ui_screenshot.py", "--table", "5", "--out", str(out)],
+                             cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert missing.returncode == 1 and "has no run of table 5" in missing.stderr, missing.stderr

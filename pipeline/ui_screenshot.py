@@ -1,0 +1,53 @@
+"""Screenshot the MLflow UI's compare view of an ablation table's trial runs (headless Chromium).
+
+    python pipeline/ui_screenshot.py --table 5 --out docs/images/table5_compare.png
+
+Reads the newest parent run of `pipeline/ablate.py --table N` in the tracking store (MLFLOW_TRACKING_URI,
+else the profile's `tracking.tracking_uri`) and its nested trial runs. A SQLite store is served for the
+duration by a private `mlflow server` on --port; an http(s) store is used as it is. Needs the Debian
+package `chromium` (installed when missing and run as root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from contextlib import nullcontext
+from pathlib import Path
+
+from pipeline.cli_config import add_config_args, config_from_args
+from vremd.config import ConfigError
+from vremd.train.tracking import resolve_tracking_uri
+from vremd.train.tracking_server import TrackingServerError, mlflow_server
+from vremd.train.ui_snapshot import UISnapshotError, ablation_runs, compare_url, render
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    parser.add_argument("--table", type=int, required=True, help="the ablation table whose trial runs to compare")
+    parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    parser.add_argument("--port", type=int, default=5055, help="port of the private server for a SQLite store")
+    parser.add_argument("--size", default="1600,1200", help="browser window, width,height")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.tracking_uri, Path.cwd())
+        with tempfile.TemporaryDirectory(prefix="vremd-ui-") as tmp:
+            served = (mlflow_server(uri, Path(tmp) / "artifacts", args.port, log=Path(tmp) / "server.log")
+                      if uri.startswith("sqlite:") else nullcontext(uri))
+            with served as server:  # queried through the server: a second SQLite reader would stall its start
+                exp_id, parent, runs = ablation_runs(server, cfg.tracking.experiment, args.table)
+                render(compare_url(server, exp_id, runs), screenshot=args.out, size=args.size)
+    except (ConfigError, UISnapshotError, TrackingServerError, OSError, subprocess.SubprocessError) as exc:
+        print(f"ui_screenshot: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: compare view of table {args.table}'s {len(runs)} trial runs (parent run {parent})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

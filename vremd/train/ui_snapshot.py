@@ -1,0 +1,69 @@
+"""The MLflow UI as a user sees it: pages rendered by headless Chromium, and an ablation's compare view.
+
+Chromium is the Debian package `chromium` (`apt-get install -y chromium`); `chromium()` installs it
+when missing and we are root, and otherwise names the package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+
+class UISnapshotError(RuntimeError):
+    """Chromium is missing, or the store holds no such ablation table."""
+
+
+def chromium() -> str:
+    """The chromium binary, installed with apt-get when missing (as root only)."""
+    found = shutil.which("chromium")
+    if found is None and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, capture_output=True)
+        found = shutil.which("chromium")
+    if found is None:
+        raise UISnapshotError("chromium not found: install the Debian package `chromium` (apt-get install -y chromium)")
+    return found
+
+
+def render(url: str, screenshot: Path | None = None, budget_ms: int = 30000, size: str = "1600,1000") -> str:
+    """The DOM of `url` after headless Chromium ran its scripts for `budget_ms` of virtual time.
+
+    With `screenshot`, the page is also saved there as a PNG of window `size` ("width,height").
+    """
+    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           f"--virtual-time-budget={budget_ms}", f"--window-size={size}"]
+    if screenshot is not None:
+        Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([*cmd, f"--screenshot={screenshot}", url], check=True, capture_output=True, timeout=180)
+    out = subprocess.run([*cmd, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=180)
+    return out.stdout
+
+
+def compare_url(server: str, experiment_id: str, run_ids: list[str]) -> str:
+    """The UI's compare view of `run_ids` (all in experiment `experiment_id`)."""
+    return f"{server}/#/compare-runs?runs={json.dumps(run_ids)}&experiments={json.dumps([experiment_id])}"
+
+
+def ablation_runs(tracking_uri: str, experiment: str, table: int) -> tuple[str, str, list[str]]:
+    """The newest MLflow parent run of ablation table `table`: (experiment id, parent run id, its nested run ids)."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise UISnapshotError(f"{tracking_uri}: no experiment {experiment!r}")
+    tagged = client.search_runs([exp.experiment_id], f"tags.`ablation.table` = '{table}'",
+                                order_by=["attributes.start_time DESC"], max_results=500)
+    parents = [r.info.run_id for r in tagged if "mlflow.parentRunId" not in r.data.tags]  # trials carry the tag too
+    if not parents:
+        raise UISnapshotError(f"{tracking_uri}: experiment {experiment!r} has no run of table {table} "
+                              f"(run `python pipeline/ablate.py --table {table}` first)")
+    parent = parents[0]
+    nested = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'",
+                                order_by=["attributes.run_name ASC"], max_results=200)
+    if not nested:
+        raise UISnapshotError(f"{tracking_uri}: table {table}'s parent run {parent} has no nested trial runs yet")
+    return exp.experiment_id, parent, [r.info.run_id for r in nested]
