@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _log_model(uri: str, run_id: str, checkpoint: Path, cfg: Config) -> None:
     """final.pt as the run's MLflow model; a store that fails here leaves the stage's outputs as they are."""
-    from vremd.train.mlflow_model import log_trained_model  # imports vremd.predict: only when logging
+    from vremd.predict.mlflow_model import log_trained_model  # imports mlflow.pyfunc: only when logging
 
     try:
         print(f"MLflow model {log_trained_model(uri, run_id, checkpoint, cfg)} "

@@ -11,6 +11,7 @@ The input is a batch of 3-frame person crops (frames t-1, t, t+1) at the model's
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from vremd.config import Config
 from vremd.predict.runner import load_model, predict_crops
 
 ARTIFACT = "model"  # the run's artifact folder: runs:/<run id>/model
+_ENTRY = "import mlflow\nfrom vremd.predict.mlflow_model import PoseModel\nmlflow.models.set_model(PoseModel())\n"
 _REQUIREMENTS = ("torch", "torchvision", "timm", "numpy", "mlflow", "opencv-python-headless", "pyarrow", "pandas")
 
 
@@ -62,12 +64,16 @@ def _pins() -> list[str]:
 def log_trained_model(tracking_uri: str, run_id: str, checkpoint: Path, cfg: Config) -> str:
     """Log `checkpoint` (training's final.pt) as the MLflow model of run `run_id`; returns its `runs:/` URI.
 
-    The run is reopened for the upload and closed again as FINISHED.
+    The run is reopened for the upload and closed again as FINISHED. The model is logged "from code":
+    MLflow stores `_ENTRY`, a two-line script naming `PoseModel`, and runs it when the model loads.
     """
     mlflow.set_tracking_uri(tracking_uri)
     package = Path(__file__).resolve().parents[1]  # vremd/
-    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")  # its input-example advice
-        mlflow.pyfunc.log_model(name=ARTIFACT, python_model=str(Path(__file__).with_name("mlflow_entry.py")), artifacts={"checkpoint": str(checkpoint)},
-                                code_paths=[str(package)], signature=signature(cfg), pip_requirements=_pins())
+    with tempfile.TemporaryDirectory(prefix="vremd-mlflow-model-") as tmp:
+        entry = Path(tmp) / "vremd_pose_model.py"
+        entry.write_text(_ENTRY)
+        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")  # its input-example advice
+            mlflow.pyfunc.log_model(name=ARTIFACT, python_model=str(entry), artifacts={"checkpoint": str(checkpoint)},
+                                    code_paths=[str(package)], signature=signature(cfg), pip_requirements=_pins())
     return f"runs:/{run_id}/{ARTIFACT}"
