@@ -84,6 +84,8 @@ def test_table6_smoke_runs_four_trials_and_reports_beside_the_paper(smoke_data, 
     for png in ("table6.png", "table6_joints.png"):
         assert imread(results / png).shape[0] > 100
     assert "| DCA+BS | 87.6 |" in (results / "table6.md").read_text()
+    trials = list(csv.DictReader((results / "trials.csv").open()))  # each row says where its fused trial ran
+    assert [t["node_id"] for t in trials] == [ray.get_runtime_context().get_node_id()] * 4
 
     saved = json.loads((results / "results.json").read_text())
     client, parent, children = nested_runs(tmp_path, saved["mlflow_parent_run_id"])

@@ -1,22 +1,14 @@
 """`pipeline/train.py --ray-address` joins an existing Ray cluster started with `ray start --head`.
 
-The head is started with `--block` as this test's own child process and stopped by terminating it,
-so no other Ray instance on the machine is touched (a plain `ray stop` would stop them all).
+The head is started with `--block` as this test's own child process (tests/ray_nodes.py) and stopped by
+terminating its process group, so no other Ray instance on the machine is touched (a plain `ray stop`
+would stop them all).
 """
-
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from ray_nodes import free_port, start_node, wait_for_nodes
 
 from vremd.config import config_to_dict, smoke_config
 from vremd.data.crop_store import build_crops
@@ -25,50 +17,19 @@ from vremd.data.download import prepare_synthetic
 
 pytestmark = pytest.mark.slow
 
-RAY = Path(sys.executable).parent / "ray"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
-def ray_head(tmp_path, monkeypatch):
-    port = _free_port()
+def ray_head(monkeypatch):
+    port = free_port()
     # `ray start --head` enables token authentication (token in ~/.ray/auth_token); clients must opt in
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-    env.pop("RAY_ADDRESS", None)
-    # a private --temp-dir: `ray start` writes its address file there, not in /tmp/ray where every
-    # later argument-less ray.init() on this machine would try to join this (soon stopped) head
-    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's unix socket paths are length-limited
-    head = subprocess.Popen(
-        [str(RAY), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-         "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp_dir}"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    head = start_node("--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false")
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            status = subprocess.run([str(RAY), "status", f"--address=127.0.0.1:{port}"], env=env,
-                                    capture_output=True, text=True)
-            if status.returncode == 0:
-                break
-            assert head.poll() is None, head.stdout.read()
-            time.sleep(2)
-        else:
-            pytest.fail("ray start --head did not come up within 120 s")
+        wait_for_nodes(f"127.0.0.1:{port}", 1, [head], timeout_s=120)
         yield f"127.0.0.1:{port}"
     finally:
-        os.killpg(head.pid, signal.SIGTERM)  # the head's own process group: only what it started
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        head.stop()
 
 
 def test_train_cli_joins_existing_cluster(ray_head, tmp_path, monkeypatch):

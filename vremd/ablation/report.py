@@ -38,6 +38,7 @@ class TrialOutcome:
     error: str = ""
     run_name: str = ""
     mlflow_run_id: str = ""
+    node_id: str = ""  # the Ray node that reported the result (hex id); "" without one
 
 
 @dataclass(frozen=True)
@@ -197,10 +198,10 @@ def _trials_csv(outcomes: Sequence[TrialOutcome]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     metric_names = list(COLUMN_METRICS.values()) + ["loss", "epochs"]
-    writer.writerow(["row", "seed", "status", *metric_names, "run_name", "mlflow_run_id", "error"])
+    writer.writerow(["row", "seed", "status", *metric_names, "run_name", "mlflow_run_id", "node_id", "error"])
     for o in outcomes:
         writer.writerow([o.row, o.seed, o.status, *(o.metrics.get(m, "") for m in metric_names), o.run_name,
-                         o.mlflow_run_id, o.error])
+                         o.mlflow_run_id, o.node_id, o.error])
     return buf.getvalue()
 
 

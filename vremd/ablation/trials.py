@@ -101,7 +101,7 @@ def ablation_trial(config: dict[str, Any], context: TrialContext) -> None:
         tracker.finish("FAILED")
         raise
     tune.report({**_final_metrics(outcome.fit.history, int(outcome.fit.state["epoch"])), "row": spec["row"],
-                 "seed": int(spec["seed"]), "mlflow_run_id": outcome.mlflow_run_id or ""})
+                 "seed": int(spec["seed"]), "mlflow_run_id": outcome.mlflow_run_id or "", "node_id": _node_id()})
 
 
 def _prepare_row(spec: Mapping[str, Any], context: TrialContext,
@@ -150,7 +150,7 @@ def _fused_trial(specs: Sequence[Mapping[str, Any]], context: TrialContext) -> N
         for tracker in trackers:
             tracker.finish("FAILED")
         raise
-    report: dict[str, Any] = {"rows": len(specs)}
+    report: dict[str, Any] = {"rows": len(specs), "node_id": _node_id()}
     for k, ((cfg, tracker, row), result, spec) in enumerate(zip(prepared, results, specs)):
         outcome = close_tracking(tracker, cfg, result, Path(row.paths.gt_dir), Path(context.raw_dir) / cfg.data.source)
         metrics = _final_metrics(result.history, int(result.state["epoch"]))
@@ -159,10 +159,17 @@ def _fused_trial(specs: Sequence[Mapping[str, Any]], context: TrialContext) -> N
     tune.report(report)
 
 
+def _node_id() -> str:
+    """The Ray node this trial runs on (hex id, as `ray status` and `ray.nodes()` name it)."""
+    return ray.get_runtime_context().get_node_id()
+
+
 def _note_attempt(run_dir: Path) -> None:
-    """Append one line to `<run_dir>/attempts.jsonl`: how often this trial was started, where and when."""
+    """Append one line to `<run_dir>/attempts.jsonl`: how often this trial was started, where (host, Ray node,
+    process) and when."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": socket.gethostname(), "pid": os.getpid()})
+    line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": socket.gethostname(), "node_id": _node_id(),
+                       "pid": os.getpid()})
     with open(run_dir / ATTEMPTS_FILE, "a") as f:
         f.write(line + "\n")
 
@@ -228,7 +235,8 @@ def _outcomes(results, trials: Sequence[TrialSpec]) -> list[TrialOutcome]:
     """One `TrialOutcome` per planned trial, in grid order; a trial Tune has no result for is `not run`.
 
     A fused Tune trial holds several rows: row k's metrics are its `rows/<k>/...` entries; if the
-    group failed, each of its rows is failed with the group's error."""
+    group failed, each of its rows is failed with the group's error. `node_id` is the Ray node of the trial's
+    last result (of its last attempt, after retries)."""
     found = {}
     for result in results:
         unit = (result.config or {}).get("trial", {})
@@ -245,7 +253,7 @@ def _outcomes(results, trials: Sequence[TrialSpec]) -> list[TrialOutcome]:
             kept = {n: v for n, v in own.items() if n in (*COLUMN_METRICS.values(), "loss", "epochs")}
             found[(spec.get("row"), spec.get("seed"))] = TrialOutcome(
                 spec.get("row", "?"), int(spec.get("seed", -1)), status, kept, error[:500], spec.get("run_name", ""),
-                str(own.get("mlflow_run_id", "")))
+                str(own.get("mlflow_run_id", "")), str(metrics.get("node_id", "")))
     return [found.get((t.row, t.seed), TrialOutcome(t.row, t.seed, "not run", run_name=t.run_name)) for t in trials]
 
 
