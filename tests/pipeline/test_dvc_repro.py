@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from fresh_clone import copy_checkout, smoke_demo_params
 
+from vremd.predict.mlflow_model import tracking_uri_as
+
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
@@ -87,8 +89,8 @@ def _check_mlflow_model(repo: Path, stdout: str) -> None:
 
     uri = next(w for line in stdout.splitlines() if line.startswith("MLflow model ") for w in line.split()
                if w.startswith("runs:/"))
-    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
-    model = mlflow.pyfunc.load_model(uri)
+    with tracking_uri_as(f"sqlite:///{repo / 'mlflow.db'}"):  # not left set for later tests in this process
+        model = mlflow.pyfunc.load_model(uri)
     cfg = smoke_demo_params()["profiles"]["demo"]["model"]
     crops = np.zeros((2, 3, cfg["img_height"], cfg["img_width"], 3), dtype=np.uint8)
     joints = model.predict(crops)  # (B, 17, 3)

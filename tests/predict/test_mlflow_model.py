@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import mlflow
 import numpy as np
@@ -13,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from vremd.config import config_to_dict, smoke_config
 from vremd.model.vremd import build_model
 from vremd.predict.runner import load_model, predict_crops
-from vremd.predict.mlflow_model import log_trained_model
+from vremd.predict.mlflow_model import log_trained_model, tracking_uri_as
 from vremd.train.tracking import Tracker
 
 
@@ -31,9 +32,11 @@ def trained(tmp_path):
 def test_logged_model_loads_back_and_predicts_as_the_predict_path(trained, tmp_path):
     cfg, checkpoint = trained
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     tracker = Tracker.start(uri, "vremd-test", "run", {"a": 1}, {})
     tracker.finish()
     model_uri = log_trained_model(uri, tracker.run_id, checkpoint, cfg)
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before
     assert model_uri == f"runs:/{tracker.run_id}/model"
 
     client = MlflowClient(tracking_uri=uri)
@@ -42,8 +45,9 @@ def test_logged_model_loads_back_and_predicts_as_the_predict_path(trained, tmp_p
     logged = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert [m.source_run_id for m in logged] == [tracker.run_id]  # the UI's Model column
 
-    mlflow.set_tracking_uri(uri)
-    pyfunc = mlflow.pyfunc.load_model(model_uri)
+    with tracking_uri_as(uri):
+        pyfunc = mlflow.pyfunc.load_model(model_uri)
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before  # nothing leaks to later runs in this process
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, (2, 3, cfg.model.img_height, cfg.model.img_width, 3), dtype=np.uint8)
     got = pyfunc.predict(crops)  # (B, J, 3)
@@ -57,8 +61,8 @@ def test_signature_refuses_crops_of_another_size(trained, tmp_path):
     cfg, checkpoint = trained
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = Tracker.start(uri, "vremd-test", "run", {}, {})
-    mlflow.set_tracking_uri(uri)
-    pyfunc = mlflow.pyfunc.load_model(log_trained_model(uri, tracker.run_id, checkpoint, cfg))
+    with tracking_uri_as(uri):
+        pyfunc = mlflow.pyfunc.load_model(log_trained_model(uri, tracker.run_id, checkpoint, cfg))
     wrong = np.zeros((1, 3, cfg.model.img_height + 8, cfg.model.img_width, 3), dtype=np.uint8)
     with pytest.raises(Exception, match="shape"):
         pyfunc.predict(wrong)

@@ -11,8 +11,11 @@ The input is a batch of 3-frame person crops (frames t-1, t, t+1) at the model's
 
 from __future__ import annotations
 
+import os
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -61,18 +64,32 @@ def _pins() -> list[str]:
     return pins
 
 
+@contextmanager
+def tracking_uri_as(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking URI is `uri` inside, and what it was afterwards.
+
+    `mlflow.set_tracking_uri` also sets MLFLOW_TRACKING_URI in this process's environment, which every
+    later `train.main` or `Tracker` in the process would follow; this puts both back.
+    """
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # None unsets the variable
+
+
 def log_trained_model(tracking_uri: str, run_id: str, checkpoint: Path, cfg: Config) -> str:
     """Log `checkpoint` (training's final.pt) as the MLflow model of run `run_id`; returns its `runs:/` URI.
 
     The run is reopened for the upload and closed again as FINISHED. The model is logged "from code":
     MLflow stores `_ENTRY`, a two-line script naming `PoseModel`, and runs it when the model loads.
     """
-    mlflow.set_tracking_uri(tracking_uri)
     package = Path(__file__).resolve().parents[1]  # vremd/
     with tempfile.TemporaryDirectory(prefix="vremd-mlflow-model-") as tmp:
         entry = Path(tmp) / "vremd_pose_model.py"
         entry.write_text(_ENTRY)
-        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        with tracking_uri_as(tracking_uri), mlflow.start_run(run_id=run_id), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")  # its input-example advice
             mlflow.pyfunc.log_model(name=ARTIFACT, python_model=str(entry), artifacts={"checkpoint": str(checkpoint)},
                                     code_paths=[str(package)], signature=signature(cfg), pip_requirements=_pins())
