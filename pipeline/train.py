@@ -125,7 +125,8 @@ def _log_model(uri: str, run_id: str, checkpoint: Path, cfg: Config) -> None:
         print(f"MLflow model {log_trained_model(uri, run_id, checkpoint, cfg)} "
               "(mlflow.pyfunc.load_model(...).predict(crops))")
     except Exception as exc:  # the model file is written; MLflow is a copy of it
-        print(f"MLflow model: not logged ({type(exc).__name__}: {exc}); {checkpoint} is the trained model")
+        print(f"train: warning: MLflow model not logged ({type(exc).__name__}: {exc}); "
+              f"{checkpoint} is the trained model", file=sys.stderr)
 
 
 if __name__ == "__main__":

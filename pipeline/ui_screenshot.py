@@ -22,7 +22,7 @@ from pipeline.cli_config import add_config_args, config_from_args
 from vremd.config import ConfigError
 from vremd.train.tracking import resolve_tracking_uri
 from vremd.train.tracking_server import TrackingServerError, mlflow_server
-from vremd.train.ui_snapshot import UISnapshotError, ablation_runs, compare_url, render
+from vremd.train.ui_snapshot import UISnapshotError, ablation_runs, compare_url, screenshot
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
             served = (mlflow_server(uri, Path(tmp) / "artifacts", args.port, log=Path(tmp) / "server.log")
                       if uri.startswith("sqlite:") else nullcontext(uri))
             with served as server:  # queried through the server: a second SQLite reader would stall its start
-                exp_id, parent, runs = ablation_runs(server, cfg.tracking.experiment, args.table)
-                render(compare_url(server, exp_id, runs), screenshot=args.out, size=args.size)
+                exp_id, parent, runs = ablation_runs(server, cfg.tracking.experiment, args.table, store=uri)
+                screenshot(compare_url(server, exp_id, runs), args.out, size=args.size)
     except (ConfigError, UISnapshotError, TrackingServerError, OSError, subprocess.SubprocessError) as exc:
         print(f"ui_screenshot: error: {exc}", file=sys.stderr)
         return 1

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,13 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ports import free_port
+
 RAY = Path(sys.executable).parent / "ray"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def node_env() -> dict[str, str]:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from ray_nodes import RayNode, free_port, node_env, node_ids, start_node, wait_for_nodes
+from ports import free_port
+from ray_nodes import RayNode, node_env, node_ids, start_node, wait_for_nodes
 
 from tests.pipeline.test_ablate_cli import smoke_data  # noqa: F401 (fixture: the stages' smoke data)
 from tests.train.test_tracking_server import team_server  # noqa: F401 (fixture: PostgreSQL + mlflow server)

@@ -1,4 +1,5 @@
-"""The trained model logged as an MLflow model loads back through `mlflow.pyfunc` and predicts as `vremd.predict` does."""
+"""The trained model logged as an MLflow model loads back through `mlflow.pyfunc` and predicts as
+`vremd.predict` does."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def test_logged_model_loads_back_and_predicts_as_the_predict_path(trained, tmp_p
     assert run.info.status == "FINISHED"  # reopened for the upload, closed again
     logged = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert [m.source_run_id for m in logged] == [tracker.run_id]  # the UI's Model column
+    assert log_trained_model(uri, tracker.run_id, checkpoint, cfg) == model_uri  # a returned run: logged once
+    assert len(client.search_logged_models(experiment_ids=[run.info.experiment_id])) == 1
 
     with tracking_uri_as(uri):
         pyfunc = mlflow.pyfunc.load_model(model_uri)

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.train.test_train_tracking import _free_port
+from ports import free_port
 
 from vremd.train.tracking import AP_METRIC_NAMES, Tracker, resolve_tracking_uri
 from vremd.train.tracking_load import concurrent_writers
 from vremd.train.tracking_server import TrackingServerError, mlflow_server, postgres
-from vremd.train.ui_snapshot import ablation_runs, compare_url, render
+from vremd.train.ui_snapshot import ablation_runs, compare_url, render, screenshot
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,8 +35,8 @@ def team_server():
     root = Path(tempfile.mkdtemp(prefix="vts", dir="/tmp"))
     root.chmod(0o755)
     try:
-        with postgres(root / "postgres", _free_port()) as db_uri:
-            with mlflow_server(db_uri, root / "artifacts", _free_port(), log=root / "server.log") as uri:
+        with postgres(root / "postgres", free_port()) as db_uri:
+            with mlflow_server(db_uri, root / "artifacts", free_port(), log=root / "server.log") as uri:
                 yield uri, root / "artifacts"
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -72,7 +72,7 @@ def test_postgres_refuses_a_user_that_does_not_exist(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("the unprivileged user is only needed when running as root")
     with pytest.raises(TrackingServerError, match="no-such-vremd-user: no such user"):
-        with postgres(tmp_path / "pg", _free_port(), os_user="no-such-vremd-user"):
+        with postgres(tmp_path / "pg", free_port(), os_user="no-such-vremd-user"):
             pass
 
 
@@ -123,7 +123,8 @@ def test_the_ui_shows_per_joint_ap_of_both_runs(team_server, tmp_path):
     (tmp_path / "runs_table.html").write_text(table)
     for text in ("Training runs", "baseline", "vremd", "Dataset"):
         assert text in table, f"runs table: {text!r} not in the page ({tmp_path / 'runs_table.html'})"
-    compare = render(compare_url(uri, exp_id, run_ids), screenshot=tmp_path / "compare.png")
+    screenshot(compare_url(uri, exp_id, run_ids), tmp_path / "compare.png")
+    compare = render(compare_url(uri, exp_id, run_ids))
     (tmp_path / "compare.html").write_text(compare)
     assert (tmp_path / "compare.png").stat().st_size > 10_000
     for name, per_run in values.items():
@@ -146,7 +147,7 @@ def test_ui_screenshot_shows_an_ablation_tables_trial_runs(tmp_path, monkeypatch
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     out = tmp_path / "shot" / "compare.png"
     proc = subprocess.run([sys.executable, "pipeline/ui_screenshot.py", "--table", "6", "--out", str(out),
-                           "--port", str(_free_port())], cwd=REPO, capture_output=True, text=True, timeout=600)
+                           "--port", str(free_port())], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 trial runs" in proc.stdout and out.stat().st_size > 10_000
     exp_id, parent_id, runs = ablation_runs(uri, "vremd", 6)
@@ -155,3 +156,4 @@ def test_ui_screenshot_shows_an_ablation_tables_trial_runs(tmp_path, monkeypatch
     missing = subprocess.run([sys.executable, "pipeline/ui_screenshot.py", "--table", "5", "--out", str(out)],
                              cwd=REPO, capture_output=True, text=True, timeout=600)
     assert missing.returncode == 1 and "has no run of table 5" in missing.stderr, missing.stderr
+    assert missing.stderr.startswith(f"ui_screenshot: error: {uri}:"), missing.stderr  # the user's store

@@ -8,7 +8,8 @@ would stop them all).
 import pytest
 import torch
 import yaml
-from ray_nodes import free_port, start_node, wait_for_nodes
+from ports import free_port
+from ray_nodes import start_node, wait_for_nodes
 
 from vremd.config import config_to_dict, smoke_config
 from vremd.data.crop_store import build_crops

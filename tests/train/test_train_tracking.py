@@ -1,21 +1,15 @@
 """MLflow tracking on a real sqlite store read back with MlflowClient; a down server never raises."""
 
-import socket
 from pathlib import Path
 import warnings
 
 import pytest
 from mlflow.tracking import MlflowClient
+from ports import free_port
 
 from vremd.config import flatten, smoke_config
 from vremd.train.identity import RunIdentity, dvc_dir_md5
 from vremd.train.tracking import VERSION_TAGS, Tracker, resolve_tracking_uri, run_tags
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +63,7 @@ def test_resume_reopens_the_same_run(store):
 def test_down_server_warns_once_and_never_raises(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tracker = Tracker.start(uri, "e", "r", {"a": 1}, {})

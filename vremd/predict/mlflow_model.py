@@ -21,6 +21,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 from mlflow.models.signature import ModelSignature
+from mlflow.tracking import MlflowClient
 from mlflow.types.schema import Schema, TensorSpec
 
 from vremd.config import Config
@@ -79,12 +80,23 @@ def tracking_uri_as(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(before)  # None unsets the variable
 
 
+def _logged(client: MlflowClient, run_id: str) -> bool:
+    """Whether run `run_id` has its MLflow model (named ARTIFACT) already."""
+    experiment = client.get_run(run_id).info.experiment_id
+    found = client.search_logged_models([experiment], f"source_run_id = '{run_id}' AND name = '{ARTIFACT}'",
+                                        max_results=1)
+    return len(found) > 0
+
+
 def log_trained_model(tracking_uri: str, run_id: str, checkpoint: Path, cfg: Config) -> str:
     """Log `checkpoint` (training's final.pt) as the MLflow model of run `run_id`; returns its `runs:/` URI.
 
     The run is reopened for the upload and closed again as FINISHED. The model is logged "from code":
     MLflow stores `_ENTRY`, a two-line script naming `PoseModel`, and runs it when the model loads.
+    A run that has its model already (a finished run returned again: the same final.pt) keeps that one.
     """
+    if _logged(MlflowClient(tracking_uri=tracking_uri), run_id):
+        return f"runs:/{run_id}/{ARTIFACT}"
     package = Path(__file__).resolve().parents[1]  # vremd/
     with tempfile.TemporaryDirectory(prefix="vremd-mlflow-model-") as tmp:
         entry = Path(tmp) / "vremd_pose_model.py"

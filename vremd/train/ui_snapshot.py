@@ -30,18 +30,22 @@ def chromium() -> str:
     return found
 
 
-def render(url: str, screenshot: Path | None = None, budget_ms: int = 30000, size: str = "1600,1000") -> str:
-    """The DOM of `url` after headless Chromium ran its scripts for `budget_ms` of virtual time.
-
-    With `screenshot`, the page is also saved there as a PNG of window `size` ("width,height").
-    """
+def _headless(url: str, action: str, budget_ms: int, size: str) -> str:
+    """Headless Chromium on `url` for `budget_ms` of virtual time with window `size` ("width,height"), then `action`."""
     cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           f"--virtual-time-budget={budget_ms}", f"--window-size={size}"]
-    if screenshot is not None:
-        Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([*cmd, f"--screenshot={screenshot}", url], check=True, capture_output=True, timeout=180)
-    out = subprocess.run([*cmd, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=180)
-    return out.stdout
+           f"--virtual-time-budget={budget_ms}", f"--window-size={size}", action, url]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=180).stdout
+
+
+def render(url: str, budget_ms: int = 30000, size: str = "1600,1000") -> str:
+    """The DOM of `url` after headless Chromium ran its scripts for `budget_ms` of virtual time."""
+    return _headless(url, "--dump-dom", budget_ms, size)
+
+
+def screenshot(url: str, png: Path, budget_ms: int = 30000, size: str = "1600,1000") -> None:
+    """`url` as the PNG `png`, after its scripts ran for `budget_ms` of virtual time."""
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    _headless(url, f"--screenshot={png}", budget_ms, size)
 
 
 def compare_url(server: str, experiment_id: str, run_ids: list[str]) -> str:
@@ -49,21 +53,26 @@ def compare_url(server: str, experiment_id: str, run_ids: list[str]) -> str:
     return f"{server}/#/compare-runs?runs={json.dumps(run_ids)}&experiments={json.dumps([experiment_id])}"
 
 
-def ablation_runs(tracking_uri: str, experiment: str, table: int) -> tuple[str, str, list[str]]:
-    """The newest MLflow parent run of ablation table `table`: (experiment id, parent run id, its nested run ids)."""
+def ablation_runs(tracking_uri: str, experiment: str, table: int,
+                  store: str | None = None) -> tuple[str, str, list[str]]:
+    """The newest MLflow parent run of ablation table `table`: (experiment id, parent run id, its nested run ids).
+
+    Errors name `store` (the user's store, where `tracking_uri` is a server in front of it), else `tracking_uri`.
+    """
     client = MlflowClient(tracking_uri=tracking_uri)
+    store = store or tracking_uri
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        raise UISnapshotError(f"{tracking_uri}: no experiment {experiment!r}")
+        raise UISnapshotError(f"{store}: no experiment {experiment!r}")
     tagged = client.search_runs([exp.experiment_id], f"tags.`ablation.table` = '{table}'",
                                 order_by=["attributes.start_time DESC"], max_results=500)
     parents = [r.info.run_id for r in tagged if "mlflow.parentRunId" not in r.data.tags]  # trials carry the tag too
     if not parents:
-        raise UISnapshotError(f"{tracking_uri}: experiment {experiment!r} has no run of table {table} "
+        raise UISnapshotError(f"{store}: experiment {experiment!r} has no run of table {table} "
                               f"(run `python pipeline/ablate.py --table {table}` first)")
     parent = parents[0]
     nested = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'",
                                 order_by=["attributes.run_name ASC"], max_results=200)
     if not nested:
-        raise UISnapshotError(f"{tracking_uri}: table {table}'s parent run {parent} has no nested trial runs yet")
+        raise UISnapshotError(f"{store}: table {table}'s parent run {parent} has no nested trial runs yet")
     return exp.experiment_id, parent, [r.info.run_id for r in nested]
