@@ -45,10 +45,9 @@ from vremd.data.boxes import (
     clip_box_xywh, crop_box_xywh, crop_to_image_affine, invert_affine, pixels_to_box_xywh, snap_box_to_pixels,
 )
 from vremd.data.crop_store import VideoTask, run_task, video_key
-from vremd.data.crops import (
-    crop_frames, crop_sample, decode_jpeg, load_jpeg, neighbour_indices, plan_samples, read_frame, shard_sample,
-)
-from vremd.data.synthetic import generate_dataset
+from vremd.data.crops import crop_frames, crop_sample, neighbour_indices, plan_samples, shard_sample
+from vremd.data.jpeg import decode_jpeg, load_jpeg, read_frame
+from vremd.data.synthetic.generate import generate_dataset
 
 from benchmarks.result import Result, write_results
 from benchmarks.timing import cpu_clock, interleaved

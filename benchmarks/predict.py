@@ -34,7 +34,7 @@ from torchvision.models import detection
 
 from vremd.config import config_to_dict, load_config
 from vremd.data.boxes import BoxError
-from vremd.data.synthetic import render_video
+from vremd.data.synthetic.generate import render_video
 from vremd.model.vremd import build_model
 from vremd.predict import PredictRequest, run_prediction
 from vremd.predict.run import detect_boxes

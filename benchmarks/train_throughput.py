@@ -37,8 +37,9 @@ from vremd.data.augment import augment_joints
 from vremd.data.boxes import compose_affine, invert_affine
 from vremd.data.crop_store import build_crops
 from vremd.data.crops import neighbour_indices
-from vremd.data.dataset import PoseTrackCrops, build_index
-from vremd.data.download import prepare_synthetic
+from vremd.data.dataset import PoseTrackCrops
+from vremd.data.index import build_index
+from vremd.data.sources.download import prepare_synthetic
 from vremd.data.posetrack import read_video
 from vremd.model.cost import module_flops
 from vremd.model.vremd import build_model

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vremd.config import Config, ConfigError, ModelConfig, flatten, load_config, parse_override
+from vremd.config import Config, ConfigError, flatten, load_config, parse_override
 
 REPO_DIR = Path(__file__).resolve().parents[1]  # experiments/*.yaml are found here, whatever the cwd
 
@@ -41,20 +41,6 @@ def index_file(index_dir: Path, split: str) -> Path:
         raise FileNotFoundError(f"--index {index_dir}: the folder {state} {split}.parquet "
                                 "(the preprocess stage writes it: python pipeline/preprocess.py --out DIR)")
     return path
-
-
-def check_crop_size(index_path: Path, model: ModelConfig, model_name: str) -> None:
-    """Refuse an index whose stored crops are not the model's input size; the message names both sizes."""
-    from vremd.data.dataset import PoseTrackCrops  # torch: only the stages that load crops pay for it
-
-    dataset = PoseTrackCrops(index_path, None, model.num_joints)
-    if not len(dataset):
-        return
-    crop_hw = tuple(dataset.raw_crops(0).shape[1:3])  # (T, H, W, 3) -> (H, W)
-    if crop_hw != (model.img_height, model.img_width):
-        raise ConfigError(f"{model_name} takes {model.img_height}x{model.img_width} crops (model.img_height x "
-                          f"model.img_width) but {index_path} holds {crop_hw[0]}x{crop_hw[1]} crops (made with other "
-                          "crops.height/crops.width)")
 
 
 def check_gt_dir(gt_dir: Path) -> Path:

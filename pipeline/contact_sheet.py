@@ -17,7 +17,7 @@ from vremd.config import SyntheticConfig
 from vremd.data.draw import contact_sheet
 from vremd.atomic import atomic_write_bytes
 from vremd.data.posetrack import list_videos
-from vremd.data.synthetic import generate_dataset
+from vremd.data.synthetic.generate import generate_dataset
 
 
 def main(argv: list[str] | None = None) -> int:

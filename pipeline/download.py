@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from pipeline.cli_config import add_config_args, config_from_args
-from vremd.data.download import DownloadError, prepare_real, prepare_synthetic, summarize
+from vremd.data.sources.download import DownloadError, prepare_real, prepare_synthetic, summarize
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,11 +30,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pipeline.cli_config import (REPO_DIR, add_config_args, add_data_args, check_crop_size, check_gt_dir,
-                                 config_from_args, index_file, refuse_checkpoint_overrides)
+from pipeline.cli_config import (REPO_DIR, add_config_args, add_data_args, check_gt_dir, config_from_args, index_file,
+                                 refuse_checkpoint_overrides)
 from vremd.atomic import atomic_write_text
 from vremd.config import ConfigError
-from vremd.data.dataset import PoseTrackCrops
+from vremd.data.dataset import PoseTrackCrops, check_crop_size
 from vremd.eval.predictions import describe_unpredicted
 from vremd.eval.tables import (ap_table_csv, ap_table_html, ap_table_markdown, load_paper_numbers, paper_row,
                                per_joint_bar_png)

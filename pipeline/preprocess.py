@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 
 from vremd.atomic import atomic_write_bytes
-from vremd.data.dataset import build_index
+from vremd.data.index import build_index
 
 
 def main(argv: list[str] | None = None) -> int:

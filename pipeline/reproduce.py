@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.cli_config import add_data_args
 from vremd.config import ConfigError
 from vremd.train.loop import RunPaths
-from vremd.train.reproduce import compare_ap, dvc_dir_md5, format_comparison, provenance_problems, read_run, rerun_ap
+from vremd.ablation.reproduce import compare_ap, dvc_dir_md5, format_comparison, provenance_problems, read_run, rerun_ap
 from vremd.train.tracking import AP_METRIC_NAMES, resolve_tracking_uri, run_tags
 
 

@@ -21,15 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.cli_config import (add_config_args, add_data_args, check_crop_size, check_gt_dir, config_from_args,
-                                 index_file, warn_if_untracked)
+from pipeline.cli_config import (add_config_args, add_data_args, check_gt_dir, config_from_args, index_file,
+                                 warn_if_untracked)
 from vremd.atomic import atomic_write_text
 from vremd.config import Config, ConfigError, config_to_dict
+from vremd.data.dataset import check_crop_size
 from vremd.model.config_check import check_model_config
 from vremd.train.checkpoints import CheckpointReadError, CheckpointWriteError, atomic_torch_save
 from vremd.train.identity import run_identity, training_digest
 from vremd.train.loop import RunPaths
-from vremd.train.ray_train import RunMismatchError, TrainingWorkerError, init_ray, train_and_track
+from vremd.train.ray_train import TrainingWorkerError, init_ray, train_and_track
+from vremd.train.runs import RunMismatchError
 from vremd.train.tracking import resolve_tracking_uri
 
 CURVE_COLUMNS = ("epoch", "loss", "lr", "samples_per_s", "ap_mean", "ap_head", "ap_shoulder", "ap_elbow",

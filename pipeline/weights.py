@@ -25,8 +25,8 @@ from pathlib import Path
 from pipeline.cli_config import add_config_args, config_from_args
 from vremd.atomic import atomic_write, atomic_write_text
 from vremd.config import ModelConfig
-from vremd.data.archives import link_or_copy
-from vremd.data.download import DownloadError, fetch
+from vremd.data.sources.archives import link_or_copy
+from vremd.data.sources.download import DownloadError, fetch
 from vremd.model.backbone import ViTBackbone, VitPoseCheckpointError, load_vitpose_checkpoint
 
 MIN_PREFIX = 8  # hex digits of a sha256 prefix (OpenMMLab's published file names carry 8)

@@ -1,6 +1,8 @@
 """Imports point one way: pipeline -> vremd.ablation -> vremd.train -> vremd.{data, model, eval} -> vremd.config."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,12 @@ def test_no_import_time_work(path):
     for node in tree.body:
         if isinstance(node, ast.Expr) and not isinstance(node.value, ast.Constant):
             pytest.fail(f"{path.relative_to(ROOT)}:{node.lineno}: top-level expression runs at import")
+
+
+def test_run_folder_rules_import_without_ray():
+    """`vremd.train.runs` and the ablation modules that only read run folders load without Ray (or MLflow)."""
+    modules = ("vremd.train.runs", "vremd.ablation.grid", "vremd.ablation.reuse")
+    code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint(sorted(n for n in ('ray', 'mlflow') if n in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", f"{', '.join(modules)} import {out.stdout.strip()}: keep Ray in ray_train.py"

@@ -11,7 +11,8 @@ from vremd.config import AugmentConfig
 from vremd.data.augment import apply_augmentation
 from vremd.data.boxes import apply_affine
 from vremd.data.crop_store import build_crops
-from vremd.data.dataset import IMAGENET_MEAN, IMAGENET_STD, PoseTrackCrops, build_index
+from vremd.data.dataset import IMAGENET_MEAN, IMAGENET_STD, PoseTrackCrops
+from vremd.data.index import build_index
 from vremd.data.joints import FLIP_INDEX, JOINT_NAMES
 
 NO_AUG = AugmentConfig(rotation_deg=0.0, scale_min=1.0, scale_max=1.0, flip_prob=0.0, half_body_prob=0.0)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from vremd.config import SyntheticConfig
-from vremd.data import figures as fg
+from vremd.data.synthetic import body as fg
 from vremd.data.draw import contact_sheet, draw_pose
 from vremd.data.joints import JOINT_NAMES
 from vremd.data.posetrack import POSEVAL_FILE_NAME, list_videos, read_video, validate_layout
-from vremd.data.synthetic import generate_dataset, image_joints, render_video
+from vremd.data.synthetic.generate import generate_dataset, image_joints, render_video
 
 CFG = SyntheticConfig(seed=3, train_videos=3, val_videos=2, min_frames=8, max_frames=12,
                       image_height=120, image_width=160, max_people=4, unlabeled_fraction=0.25)

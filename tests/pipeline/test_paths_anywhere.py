@@ -15,8 +15,8 @@ import yaml
 from pipeline import evaluate, train
 from vremd.config import config_to_dict, smoke_config
 from vremd.data.crop_store import build_crops
-from vremd.data.dataset import build_index
-from vremd.data.download import prepare_synthetic
+from vremd.data.index import build_index
+from vremd.data.sources.download import prepare_synthetic
 from vremd.model.vremd import build_model
 
 

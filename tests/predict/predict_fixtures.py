@@ -13,7 +13,7 @@ import torch
 
 from vremd.config import config_to_dict, smoke_config
 from vremd.data.posetrack import write_video
-from vremd.data.synthetic import render_video
+from vremd.data.synthetic.generate import render_video
 from vremd.model.vremd import build_model
 
 
@@ -32,7 +32,7 @@ class TinyVideo:
 
 
 def make_tiny_video(root: Path, index: int = 0) -> TinyVideo:
-    """Render a smoke-sized synthetic video (vremd.data.synthetic) and write it in every input form."""
+    """Render a smoke-sized synthetic video (vremd.data.synthetic.generate) and write it in every input form."""
     cfg = smoke_config().data.synthetic
     video, frames, _scene, _owners = render_video(cfg, "val", index)
     dataset = root / "dataset"

@@ -27,7 +27,8 @@ import yaml
 from pipeline import crops as crops_stage
 from reliability_fixtures import REPO, copy_mlflow_db, prepare_data, stage_env, train_argv, write_params
 from vremd.config import config_to_dict, smoke_config
-from vremd.data.dataset import PoseTrackCrops, build_index
+from vremd.data.dataset import PoseTrackCrops
+from vremd.data.index import build_index
 from vremd.model.vremd import build_model
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad"

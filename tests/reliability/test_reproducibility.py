@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from reliability_fixtures import REPO, copy_mlflow_db, stage_env, write_params
 from vremd.config import flatten, load_config, smoke_config
-from vremd.train.reproduce import compare_ap, dvc_dir_md5, params_to_config, provenance_problems
+from vremd.ablation.reproduce import compare_ap, dvc_dir_md5, params_to_config, provenance_problems
 from vremd.train.tracking import AP_METRIC_NAMES
 
 

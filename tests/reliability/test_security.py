@@ -2,8 +2,8 @@
 refused, the MLflow UI bound to localhost.
 
 Covered elsewhere (referenced in docs/reliability.md, not duplicated here): zip-slip, tar traversal,
-outward symlinks and hard links, devices (tests/data/test_archives.py); sha256 verification of
-downloaded archives (tests/data/test_download.py::test_wrong_checksum_*).
+outward symlinks and hard links, devices (tests/data/sources/test_archives.py); sha256 verification of
+downloaded archives (tests/data/sources/test_download.py::test_wrong_checksum_*).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vremd.data.archives import ArchiveError, extract_archive
+from vremd.data.sources.archives import ArchiveError, extract_archive
 from vremd.train.checkpoints import CheckpointReadError, load_state
 
 REPO = Path(__file__).resolve().parents[2]

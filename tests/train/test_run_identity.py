@@ -22,7 +22,8 @@ from vremd.ablation.reuse import adopt_finished_twin
 from vremd.train.checkpoints import load_state
 from vremd.train.identity import code_hash, data_hash, run_identity, training_digest, training_keys
 from vremd.train.loop import RunPaths
-from vremd.train.ray_train import RunMismatchError, fit, latest_checkpoint
+from vremd.train.ray_train import fit
+from vremd.train.runs import RunMismatchError, latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "reliability"))

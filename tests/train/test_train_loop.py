@@ -10,12 +10,13 @@ import torch
 
 from vremd.config import smoke_config
 from vremd.data.crop_store import build_crops
-from vremd.data.dataset import build_index
-from vremd.data.download import prepare_synthetic
+from vremd.data.index import build_index
+from vremd.data.sources.download import prepare_synthetic
 from vremd.train.checkpoints import load_state
 from vremd.data.dataset import PoseTrackCrops
 from vremd.train.loop import EpochSampler, RunPaths, train_loader
-from vremd.train.ray_train import RunMismatchError, fit, latest_checkpoint
+from vremd.train.ray_train import fit
+from vremd.train.runs import RunMismatchError, latest_checkpoint
 
 
 def build_smoke_data(root: Path, cfg) -> RunPaths:

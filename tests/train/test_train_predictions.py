@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from vremd.config import smoke_config
-from vremd.data.download import prepare_synthetic
+from vremd.data.sources.download import prepare_synthetic
 from vremd.eval.posetrack_ap import evaluate_dirs
 from vremd.eval.predictions import PredictionError, read_gt_videos, write_predictions
 

@@ -17,8 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from vremd.config import smoke_config
 from vremd.data.crop_store import build_crops
-from vremd.data.dataset import build_index
-from vremd.data.download import prepare_synthetic
+from vremd.data.index import build_index
+from vremd.data.sources.download import prepare_synthetic
 from vremd.train.loop import RunPaths
 from vremd.train.ray_train import fit, train_and_track
 from vremd.train.tracking import resolve_tracking_uri

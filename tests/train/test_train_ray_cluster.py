@@ -13,8 +13,8 @@ from ray_nodes import start_node, wait_for_nodes
 
 from vremd.config import config_to_dict, smoke_config
 from vremd.data.crop_store import build_crops
-from vremd.data.dataset import build_index
-from vremd.data.download import prepare_synthetic
+from vremd.data.index import build_index
+from vremd.data.sources.download import prepare_synthetic
 
 pytestmark = pytest.mark.slow
 

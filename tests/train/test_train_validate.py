@@ -9,8 +9,9 @@ import torch
 
 from vremd.config import smoke_config
 from vremd.data.crop_store import build_crops
-from vremd.data.dataset import PoseTrackCrops, build_index
-from vremd.data.download import prepare_synthetic
+from vremd.data.dataset import PoseTrackCrops
+from vremd.data.index import build_index
+from vremd.data.sources.download import prepare_synthetic
 from vremd.data.joints import FLIP_INDEX
 from vremd.data.posetrack import read_video
 from vremd.train.validate import ap_metrics, predict_heatmaps, to_image_xy, validate

@@ -35,7 +35,7 @@ from vremd.data.dataset import PoseTrackCrops
 from vremd.train.loop import (LocalSession, RunPaths, RunState, autocast_for, derive_seed, end_epoch, optimise,
                               start_run, train_loader)
 from vremd.train.identity import RunIdentity
-from vremd.train.ray_train import FitResult, check_resumable, fit_result
+from vremd.train.runs import FitResult, check_resumable, fit_result
 
 __all__ = ["FusedRow", "FusedTrainingError", "run_fused_training", "fit_fused"]
 

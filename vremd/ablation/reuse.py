@@ -22,7 +22,7 @@ from typing import Any
 from vremd.config import Config
 from vremd.train.checkpoints import CheckpointReadError
 from vremd.train.identity import RunIdentity
-from vremd.train.ray_train import RunMismatchError, check_resumable, latest_checkpoint
+from vremd.train.runs import RunMismatchError, check_resumable, latest_checkpoint
 
 __all__ = ["AdoptedTraining", "adopt_finished_twin"]
 

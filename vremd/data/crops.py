@@ -29,6 +29,7 @@ from vremd.data.boxes import (
 )
 from vremd.data.detections import Detection
 from vremd.data.joints import JOINT_NAMES, annotated_joints
+from vremd.data.jpeg import DECODE_SCALES, JpegError, decode_jpeg, load_jpeg
 
 FRAME_OFFSETS = (-1, 0, 1)  # T = 3 frames, ordered t-1, t, t+1
 MAX_MESSAGES = 20  # skip messages kept per video for the summary
@@ -89,70 +90,11 @@ def neighbour_indices(t: int, num_frames: int) -> tuple[tuple[int, ...], bool]:
     return idx, any(i != t + d for i, d in zip(idx, FRAME_OFFSETS))
 
 
-MAX_FRAME_PIXELS = 8192 * 8192  # a frame header claiming more is refused before decoding (no huge allocation)
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame: baseline, progressive, ...
-
-
-def jpeg_size(buf: np.ndarray) -> tuple[int, int] | None:
-    """(height, width) from a JPEG's start-of-frame header, or None if no such header is found."""
-    data, i = memoryview(buf), 2  # no copy of the file
-    while i + 9 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in _SOF_MARKERS:
-            return data[i + 5] << 8 | data[i + 6], data[i + 7] << 8 | data[i + 8]
-        i += 2 + (data[i + 2] << 8 | data[i + 3])
-    return None
-
-
-DECODE_SCALES = (4, 2, 1)  # reduced decodes tried, largest first
 # A reduced frame is cropped by warpAffine (the rectangle maps to fractional reduced pixels), about
 # 0.2 ms more per 192x256 crop than the plain resize of a full-resolution frame, while libjpeg's DCT
 # scaling saves only 0.6-1 ms of a 1280x720 decode (Huffman decoding is not reduced): worth it only
 # for frames few crops are taken from (1 person: its sample and both neighbours' samples).
 REDUCED_MAX_CROPS = 3
-_DECODE_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
-
-
-def load_jpeg(path: Path) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """A JPEG file's bytes and (height, width) from its header (None if absent); checks markers and size.
-
-    Raises `CropInputError` naming the file when it is missing, truncated, corrupt or too large.
-    """
-    try:
-        buf = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError:
-        raise CropInputError(f"{path}: missing frame file") from None
-    if buf.size < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
-        raise CropInputError(f"{path}: corrupt JPEG (no start-of-image marker)")
-    tail = buf[-64:].tobytes()
-    if b"\xff\xd9" not in tail:
-        raise CropInputError(f"{path}: truncated JPEG (no end-of-image marker)")
-    size = jpeg_size(buf)
-    if size is not None and size[0] * size[1] > MAX_FRAME_PIXELS:
-        raise CropInputError(f"{path}: JPEG header claims {size[1]}x{size[0]} pixels, more than the "
-                             f"{MAX_FRAME_PIXELS} a frame may have")
-    return buf, size
-
-
-def decode_jpeg(buf: np.ndarray, path: Path, scale: int = 1) -> np.ndarray:
-    """Decode JPEG bytes to (ceil(H / scale), ceil(W / scale), 3) uint8 BGR (scale 1, 2 or 4)."""
-    try:
-        image = cv2.imdecode(buf, _DECODE_FLAGS[scale])
-    except cv2.error as exc:  # OpenCV asserts on some malformed headers instead of returning None
-        raise CropInputError(f"{path}: corrupt JPEG ({str(exc).strip().splitlines()[-1]})") from None
-    if image is None:
-        raise CropInputError(f"{path}: corrupt JPEG (cannot be decoded)")
-    return image
-
-
-def read_frame(path: Path, scale: int = 1) -> np.ndarray:
-    """Decode a JPEG to an (H, W, 3) uint8 BGR array (1/scale size); raises `CropInputError` naming the file."""
-    return decode_jpeg(load_jpeg(path)[0], path, scale)
 
 
 def crop_sample(frames: list[np.ndarray], image_to_crop: np.ndarray, crop_wh: tuple[int, int],
@@ -293,7 +235,7 @@ class _File:
     image: np.ndarray | None = None
 
 
-def _load_file(path: Path, result: VideoCrops) -> _File | CropInputError:
+def _load_file(path: Path, result: VideoCrops) -> _File | JpegError:
     """Read a frame file once; decode it now only if its header gives no size."""
     try:
         buf, hw = load_jpeg(path)
@@ -303,7 +245,7 @@ def _load_file(path: Path, result: VideoCrops) -> _File | CropInputError:
         result.frames_decoded += 1
         result.decode_scales[1] += 1
         return _File(None, image.shape[:2], image)
-    except CropInputError as exc:
+    except JpegError as exc:
         return exc
 
 
@@ -345,7 +287,7 @@ def _load_window(cache: dict, idx: tuple[int, ...], files: dict, scales: dict, v
             result.frames_decoded += 1
             result.decode_scales[scale] += 1
             cache[i] = (image, scale)
-        except CropInputError as exc:
+        except JpegError as exc:
             cache[i] = exc
 
 
@@ -382,7 +324,7 @@ def extract_video(video, split: str, dataset_dir: Path, cfg: CropsConfig, policy
     crop_wh = (cfg.width, cfg.height)
     result = VideoCrops(np.zeros(0, np.uint8), [])
     # pass 1: read each needed file once, check every sample against its key frame's size, fix its rectangle
-    files: dict[int, _File | CropInputError] = {}
+    files: dict[int, _File | JpegError] = {}
     jobs = []  # (sample, neighbour indices, clamped, pixel rectangle), in frame order
     for s in plan:
         idx, clamped = neighbour_indices(s.frame_index, len(video.frames))
@@ -390,7 +332,7 @@ def extract_video(video, split: str, dataset_dir: Path, cfg: CropsConfig, policy
             if i not in files:
                 files[i] = _load_file(dataset_dir / video.frames[i].file_name, result)
         where = f"{video.json_path}: {s.file_name} person {s.person_id} (track {s.track_id})"
-        bad = next((files[i] for i in idx if isinstance(files[i], CropInputError)), None)
+        bad = next((files[i] for i in idx if isinstance(files[i], JpegError)), None)
         if bad is not None:
             reason = "missing_frame" if "missing" in str(bad) else "corrupt_frame"
             _skip(result, policy, reason, f"{bad} (needed by {where})")
@@ -408,11 +350,11 @@ def extract_video(video, split: str, dataset_dir: Path, cfg: CropsConfig, policy
     raw = np.empty((1 if jpeg else len(jobs), T, cfg.height, cfg.width, 3), np.uint8)  # (S, T, H, W, 3) BGR
     encoded: list[np.ndarray] = []
     offset = 0
-    cache: dict[int, tuple[np.ndarray, int] | CropInputError] = {}
+    cache: dict[int, tuple[np.ndarray, int] | JpegError] = {}
     n = 0
     for s, idx, clamped, rect in jobs:  # jobs are in frame order: the window only slides forward
         _load_window(cache, idx, files, scales, video, dataset_dir, result)
-        bad = next((cache[i] for i in idx if isinstance(cache[i], CropInputError)), None)
+        bad = next((cache[i] for i in idx if isinstance(cache[i], JpegError)), None)
         if bad is not None:  # a header that read fine but whose data does not decode
             where = f"{video.json_path}: {s.file_name} person {s.person_id} (track {s.track_id})"
             _skip(result, policy, "corrupt_frame", f"{bad} (needed by {where})")

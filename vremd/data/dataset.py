@@ -1,76 +1,23 @@
-"""The sample index (one parquet per split) and the torch Dataset of 3-frame crops it describes.
-
-Index columns: sample_id, split, video, json_path, frame_index, image_id, file_name, track_id,
-person_id, source, box_xywh (enlarged crop box, image pixels), score, joints_crop_xyv ((J, 3)
-row-major, crop pixels + visibility), num_visible, crop_to_image ((2, 3) row-major), neighbour_clamped,
-shard (path of the video's crops relative to the index file's folder), row (sample in the shard),
-jpeg_offsets (byte range of each frame's JPEG in the shard; empty when the shard holds raw pixels).
-"""
+"""The torch Dataset of 3-frame crops that one sample index file describes (columns: `vremd.data.index`)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
-import orjson
 import pandas as pd
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from vremd.atomic import atomic_write
-from vremd.config import AugmentConfig
+from vremd.config import AugmentConfig, ConfigError, ModelConfig
 from vremd.data.augment import apply_augmentation, sample_affine
 from vremd.data.boxes import compose_affine, invert_affine
-from vremd.data.crop_store import SPLITS, STATS, read_manifest
 from vremd.data.crops import shard_sample
 from vremd.data.heatmaps import encode
-from vremd.data.joints import JOINT_NAMES
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-
-
-def build_index(crops_dir: Path, index_dir: Path) -> dict:
-    """Write `<index_dir>/{train,val}.parquet` from the crops manifest (atomically); return dataset stats."""
-    crops_dir, index_dir = Path(crops_dir), Path(index_dir)
-    manifest = read_manifest(crops_dir)
-    crop_stats = orjson.loads((crops_dir / STATS).read_bytes())
-    index_dir.mkdir(parents=True, exist_ok=True)
-    stats = {}
-    for split in SPLITS:
-        df = manifest[manifest["split"] == split].reset_index(drop=True)
-        df.insert(0, "sample_id", np.arange(len(df), dtype=np.int64))
-        df["shard"] = [os.path.relpath(crops_dir / s, index_dir) for s in df["shard"]]
-        path = index_dir / f"{split}.parquet"
-        atomic_write(path, lambda tmp, df=df: df.to_parquet(tmp, index=False))
-        stats[split] = _split_stats(df, crop_stats["splits"][split])
-    return stats
-
-
-def rebase_index(src: Path, dst: Path) -> Path:
-    """Copy the index file `src` to `dst` (atomically), its `shard` paths made relative to `dst`'s folder."""
-    src, dst = Path(src), Path(dst)
-    df = pd.read_parquet(src)
-    df["shard"] = [os.path.relpath(src.parent / s, dst.parent) for s in df["shard"]]
-    return atomic_write(dst, lambda tmp: df.to_parquet(tmp, index=False))
-
-
-def _split_stats(df: pd.DataFrame, crop_stats: dict) -> dict:
-    """Counts of one split: persons, samples, frames, videos, visible joints by name, skips."""
-    joints = np.stack(df["joints_crop_xyv"].to_numpy()).reshape(len(df), -1, 3) if len(df) else np.zeros((0, len(JOINT_NAMES), 3))
-    visible = (joints[:, :, 2] > 0).sum(axis=0)
-    return {
-        "videos": int(crop_stats["videos"]),
-        "samples": int(len(df)),
-        "persons": int(df.loc[df["track_id"] >= 0, ["video", "track_id"]].drop_duplicates().shape[0]),
-        "frames": int(df[["video", "frame_index"]].drop_duplicates().shape[0]),
-        "visible_per_joint": {name: int(visible[j]) for j, name in enumerate(JOINT_NAMES[: joints.shape[1]])},
-        "skipped": crop_stats["skipped"],
-        "skipped_total": int(sum(crop_stats["skipped"].values())),
-        "clamped_neighbours": int(crop_stats["clamped_neighbours"]),
-    }
 
 
 def _cap_opencv_threads_in_loader_worker() -> None:
@@ -164,3 +111,15 @@ class PoseTrackCrops(Dataset):
             "crop_to_image": torch.from_numpy(np.array(crop_to_image, np.float64)),
             "sample_id": int(self.sample_ids[i]),
         }
+
+
+def check_crop_size(index_path: Path, model: ModelConfig, model_name: str) -> None:
+    """Refuse an index whose stored crops are not the model's input size; the message names both sizes."""
+    dataset = PoseTrackCrops(index_path, None, model.num_joints)
+    if not len(dataset):
+        return
+    crop_hw = tuple(dataset.raw_crops(0).shape[1:3])  # (T, H, W, 3) -> (H, W)
+    if crop_hw != (model.img_height, model.img_width):
+        raise ConfigError(f"{model_name} takes {model.img_height}x{model.img_width} crops (model.img_height x "
+                          f"model.img_width) but {index_path} holds {crop_hw[0]}x{crop_hw[1]} crops (made with other "
+                          "crops.height/crops.width)")

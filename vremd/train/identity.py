@@ -2,7 +2,7 @@
 
 A finished run is reused (resumed, returned, adopted by an ablation twin) only when all of these are
 equal, so a run name is `<name>-<training_digest>` over the result-changing config keys *and* a
-`RunIdentity`, and every checkpoint stores its identity: `ray_train.check_resumable` refuses a run
+`RunIdentity`, and every checkpoint stores its identity: `runs.check_resumable` refuses a run
 folder whose checkpoints were trained on other data or code, whatever its name.
 
 - data: the index files (`dvc_dir_md5` of the index folder, what DVC records for `data/index`), every

@@ -23,8 +23,8 @@ import torch
 from vremd.atomic import atomic_write_bytes
 from vremd.config import Config, ConfigError
 from vremd.data.crop_store import build_crops
-from vremd.data.dataset import build_index, rebase_index
-from vremd.data.download import prepare_synthetic
+from vremd.data.index import build_index, rebase_index
+from vremd.data.sources.download import prepare_synthetic
 from vremd.model.backbone import export_vitpose_state_dict
 from vremd.model.vremd import build_model
 

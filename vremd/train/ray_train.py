@@ -29,36 +29,22 @@ from ray.train.torch import TorchTrainer
 
 from vremd.atomic import atomic_write_text
 from vremd.config import Config, config_from_dict, config_to_dict, flatten
-from vremd.train.identity import RunIdentity, identity_differences, run_identity, training_keys
-from vremd.train.checkpoints import STATE_FILE, CheckpointReadError, load_state
+from vremd.train.identity import RunIdentity, run_identity
+from vremd.train.checkpoints import CheckpointReadError, load_state
 from vremd.eval.tables import write_tables
 from vremd.train.loop import PREDICTIONS_DIR, LocalSession, RunPaths, run_training
 from vremd.train.plots import plot_training_curve, pose_overlays
+from vremd.train.runs import FitResult, check_resumable, checkpoint_dir_name, fit_result, latest_checkpoint
 from vremd.train.tracking import AP_METRIC_NAMES, Tracker, run_tags
 
-__all__ = ["RunMismatchError", "TrainingWorkerError", "FitResult", "TrainOutcome", "fit", "train_and_track",
-           "latest_checkpoint", "train_worker", "RaySession", "training_keys", "init_ray", "cpus_per_worker",
-           "open_tracking", "close_tracking", "fit_result", "check_resumable"]
+__all__ = ["TrainingWorkerError", "TrainOutcome", "fit", "train_and_track", "train_worker", "RaySession", "init_ray",
+           "cpus_per_worker", "open_tracking", "close_tracking"]
 
 WORKER_ERROR_FILE = "worker_error.txt"  # in the run folder: the traceback of the last failed worker
 
 
-class RunMismatchError(ValueError):
-    """A run folder holds checkpoints of another configuration, data, code or weights; the message lists what differs."""
-
-
 class TrainingWorkerError(RuntimeError):
     """A Ray Train worker raised; the message is the worker's own last line, its traceback is in a file."""
-
-
-@dataclass(frozen=True)
-class FitResult:
-    """What a finished run left: its folder, final checkpoint folder, loaded state and history."""
-
-    run_dir: Path
-    checkpoint_dir: Path
-    state: dict[str, Any]
-    history: list[dict[str, float]]
 
 
 class RaySession:
@@ -94,7 +80,7 @@ class RaySession:
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None, epoch: int) -> None:
         checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_dir_name(epoch))
 
 
 def init_ray(address: str | None) -> None:
@@ -143,39 +129,6 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(cpus)))
     run_training(cfg, paths, RaySession(Path(paths.run_dir)), loop_config["identity"],
                  progress=loop_config.get("progress", False))
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """Newest `checkpoint_*` folder in `run_dir` that holds a complete state file, or None."""
-    found = sorted(p for p in Path(run_dir).glob("checkpoint_*") if (p / STATE_FILE).is_file())
-    return found[-1] if found else None
-
-
-def check_resumable(cfg: Config, run_dir: Path, identity: RunIdentity) -> dict[str, Any] | None:
-    """The latest state in `run_dir` if any; raise `RunMismatchError` if it was trained with another config,
-    other data, other code or other pretrained weights (`identity`).
-
-    Only `train.epochs` (and when to validate) may differ: a run can be extended, never shortened.
-    """
-    latest = latest_checkpoint(run_dir)
-    if latest is None:
-        return None
-    state = load_state(latest)
-    extendable = {"train.epochs", "train.val_every", "train.flip_test"}
-    ours, theirs = training_keys(config_to_dict(cfg)), training_keys(state["config"])
-    diff = [f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(ours.keys() | theirs.keys())
-            if ours.get(k) != theirs.get(k) and k not in extendable]
-    diff += identity_differences(state.get("identity"), identity)
-    if diff:
-        shown = ", ".join(diff[:8])
-        raise RunMismatchError(
-            f"{run_dir}: holds checkpoints of a different configuration or inputs ({shown}); "
-            "choose another run name or delete that folder to start afresh"
-        )
-    if int(state["epoch"]) > cfg.train.epochs:
-        raise RunMismatchError(f"{latest}: already trained {state['epoch']} epochs, more than train.epochs = "
-                               f"{cfg.train.epochs}; choose another run name")
-    return state
 
 
 def cpus_per_worker(node_cpus: list[float], num_workers: int) -> float:
@@ -246,15 +199,6 @@ def fit(cfg: Config, paths: RunPaths, storage_path: Path, run_name: str, progres
             except ray.train.TrainingFailedError as exc:
                 raise _worker_error(exc, run_dir) from None
     return fit_result(run_dir)
-
-
-def fit_result(run_dir: Path) -> FitResult:
-    """The `FitResult` of a run folder whose training finished: its newest complete checkpoint."""
-    final = latest_checkpoint(run_dir)
-    if final is None:
-        raise CheckpointReadError(f"{run_dir}: training finished without writing a checkpoint")
-    state = load_state(final)
-    return FitResult(run_dir=run_dir, checkpoint_dir=final, state=state, history=list(state["history"]))
 
 
 @dataclass(frozen=True)

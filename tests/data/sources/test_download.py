@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from pipeline.download import main
-from vremd.data.download import MARKER, DownloadError, download_url, fetch, prepare_real
+from vremd.data.sources.download import MARKER, DownloadError, download_url, fetch, prepare_real
 from vremd.data.posetrack import Frame, Person, Video, list_videos, read_video, validate_layout, write_video
 
 

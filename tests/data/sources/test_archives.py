@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vremd.data.archives import ArchiveError, check_archive, extract_archive, group_split_parts, split_base
+from vremd.data.sources.archives import ArchiveError, check_archive, extract_archive, group_split_parts, split_base
 
 FILES = {"posetrack_data/annotations/val/000001_mpii_test.json": b'{"images": []}',
          "posetrack_data/images/val/000001_mpii_test/000000.jpg": os.urandom(3000)}

@@ -11,8 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from vremd.data import figures as fg
-from vremd.data.figures import FigureMotion
+from vremd.data.synthetic import body as fg
+from vremd.data.synthetic.body import FigureMotion
 
 SKIN, SHIRT, PANTS, HAIR, SHOES, FEATURE, SKIN_DARK = 1, 2, 3, 4, 5, 6, 7
 NUM_MATERIALS = 8

@@ -32,10 +32,10 @@ from tqdm import tqdm
 
 from vremd.atomic import atomic_write_text
 from vremd.config import SyntheticConfig
-from vremd.data.archives import extract_archive, group_split_parts, link_or_copy
+from vremd.data.sources.archives import extract_archive, group_split_parts, link_or_copy
 from vremd.data.posetrack import PoseTrackFormatError, list_videos, read_video, validate_layout
-from vremd.data.posetrack17 import convert_posetrack17
-from vremd.data.synthetic import generate_dataset
+from vremd.data.sources.posetrack17 import convert_posetrack17
+from vremd.data.synthetic.generate import generate_dataset
 
 CHUNK_BYTES = 1 << 20
 

@@ -18,9 +18,9 @@ import numpy as np
 from tqdm import tqdm
 
 from vremd.config import SyntheticConfig
-from vremd.data import figures as fg
-from vremd.data import render
-from vremd.data.figures import FigureMotion
+from vremd.data.synthetic import body as fg
+from vremd.data.synthetic import render
+from vremd.data.synthetic.body import FigureMotion
 from vremd.atomic import atomic_write_bytes
 from vremd.data.posetrack import Frame, Person, Video, image_id_for, write_video
 

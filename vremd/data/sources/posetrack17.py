@@ -23,7 +23,7 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
-from vremd.data.archives import link_or_copy
+from vremd.data.sources.archives import link_or_copy
 from vremd.data.joints import JOINT_NAMES, NUM_JOINTS
 from vremd.data.posetrack import POSETRACK18_SKELETON_1BASED, PoseTrackFormatError, image_id_for, write_video
 

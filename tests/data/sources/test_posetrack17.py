@@ -15,7 +15,7 @@ import yaml
 from pipeline.download import main
 from vremd.data.joints import JOINT_NAMES
 from vremd.data.posetrack import POSEVAL_FILE_NAME, PoseTrackFormatError, list_videos, read_video, validate_layout
-from vremd.data.posetrack17 import POSEVAL_NAMES, POSEVAL_TO_SLOT, convert_posetrack17
+from vremd.data.sources.posetrack17 import POSEVAL_NAMES, POSEVAL_TO_SLOT, convert_posetrack17
 
 H, W = 48, 64
 

@@ -1,0 +1,1 @@
+"""The synthetic PoseTrack-layout dataset: articulated figures (body), drawn frames (render), videos (generate)."""
