@@ -36,7 +36,7 @@ from vremd.config import config_to_dict, load_config
 from vremd.data.boxes import BoxError
 from vremd.data.synthetic.generate import render_video
 from vremd.model.vremd import build_model
-from vremd.predict import PredictRequest, run_prediction
+from vremd.predict.run import PredictRequest, run_prediction
 from vremd.predict.run import detect_boxes
 from vremd.predict.boxes_io import assign_tracks, load_boxes
 from vremd.predict.output import default_images, predictions_video, write_predictions_json
