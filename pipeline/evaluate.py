@@ -40,7 +40,7 @@ from vremd.eval.tables import (ap_table_csv, ap_table_html, ap_table_markdown, l
                                per_joint_bar_png)
 from vremd.model.vremd import HEADS, HeadAlone, build_model
 from vremd.predict.reports import sample_report
-from vremd.predict.runner import load_model
+from vremd.predict.inference import load_model
 from vremd.train.validate import validate
 
 PAPER_TABLE = {"posetrack17": "table1", "posetrack18": "table2", "posetrack21": "table3"}

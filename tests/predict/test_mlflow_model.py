@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from vremd.config import config_to_dict, smoke_config
 from vremd.model.vremd import build_model
-from vremd.predict.runner import load_model, predict_crops
+from vremd.predict.inference import load_model, predict_crops
 from vremd.predict.mlflow_model import log_trained_model, tracking_uri_as
 from vremd.train.tracking import Tracker
 

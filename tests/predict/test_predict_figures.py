@@ -7,7 +7,7 @@ from predict_fixtures import make_tiny_video, save_smoke_checkpoint
 
 from vremd.predict.figures import GroundTruth, compare_figure, head_size_from_box, sample_figure, wrong_joints
 from vremd.predict.reports import FigureInputError, compare_checkpoints, sample_report
-from vremd.predict.runner import load_model
+from vremd.predict.inference import load_model
 
 
 def _png(path):

@@ -16,7 +16,7 @@ from vremd.data.crops import extract_video
 from vremd.data.posetrack import POSEVAL_FILE_NAME, read_video
 from vremd.predict.boxes_io import BoxFileError, assign_tracks, load_boxes
 from vremd.predict.cli import main
-from vremd.predict.runner import frame_windows, load_model, predict_crops, predict_video
+from vremd.predict.inference import frame_windows, load_model, predict_crops, predict_video
 from vremd.predict.video import VideoReadError, probe
 
 

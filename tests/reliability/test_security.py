@@ -96,7 +96,7 @@ def test_training_checkpoint_loader_refuses_malicious_pickle(tmp_path, wrap):
 
 
 def test_predict_loader_refuses_malicious_pickle(tmp_path):
-    from vremd.predict.runner import CheckpointError, load_model
+    from vremd.predict.inference import CheckpointError, load_model
 
     marker = tmp_path / "pwned"
     path = _malicious(tmp_path / "final.pt", marker, wrap=True)

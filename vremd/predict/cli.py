@@ -18,7 +18,7 @@ from vremd.model.backbone import VitPoseCheckpointError
 from .boxes_io import BoxFileError
 from .reports import FigureInputError, compare_checkpoints, sample_report_from_video
 from .run import PredictRequest, run_prediction
-from .runner import CheckpointError, saved_config
+from .inference import CheckpointError, saved_config
 from .video import VideoReadError
 
 BAD_INPUT = (BoxFileError, CheckpointError, VideoReadError, PoseTrackFormatError, VitPoseCheckpointError,

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import Schema, TensorSpec
 
 from vremd.config import Config
-from vremd.predict.runner import load_model, predict_crops
+from vremd.predict.inference import load_model, predict_crops
 
 ARTIFACT = "model"  # the run's artifact folder: runs:/<run id>/model
 _ENTRY = "import mlflow\nfrom vremd.predict.mlflow_model import PoseModel\nmlflow.models.set_model(PoseModel())\n"

@@ -12,7 +12,7 @@ from vremd.data.posetrack import read_video
 
 from .boxes_io import BoxSet, FrameBoxes, assign_tracks, load_boxes
 from .figures import GroundTruth, compare_figure, head_size_from_box, sample_figure
-from .runner import load_model, person_crop, predict_crops, predict_video
+from .inference import load_model, person_crop, predict_crops, predict_video
 from .video import iter_frames, probe
 
 

@@ -14,7 +14,7 @@ from vremd.detect.detector import Provenance, build_detector, detect_images
 from .boxes_io import BoxSet, FrameBoxes, assign_tracks, load_boxes
 from .output import default_images, poseval_video_name, predictions_video, write_predictions_json
 from .overlay import OverlayWriter, draw_frame
-from .runner import load_model, predict_video
+from .inference import load_model, predict_video
 from .video import iter_frames, probe
 
 
