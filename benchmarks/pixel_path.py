@@ -25,7 +25,7 @@ import torch
 from vremd.data.crops import crop_frames, neighbour_indices
 from vremd.data.dataset import PoseTrackCrops
 from vremd.data.posetrack import read_video
-from vremd.predict.inference import load_model
+from vremd.model.checkpoint import load_trained
 from vremd.train.validate import validate
 
 from benchmarks.result import Result, write_results
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                                              note=f"needs a trained model and its val index: run `make demo` first "
                                                   f"({', '.join(missing)} missing)")])
         return 0
-    model, cfg = load_model(args.model)
+    model, cfg = load_trained(args.model)
     index_path = args.index / "val.parquet"
     dataset_dir = args.raw / cfg.data.source
     gt_dir = dataset_dir / "annotations" / "val"

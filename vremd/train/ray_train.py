@@ -30,7 +30,8 @@ from ray.train.torch import TorchTrainer
 from vremd.atomic import atomic_write_text
 from vremd.config import Config, config_from_dict, config_to_dict, flatten
 from vremd.train.identity import RunIdentity, identity_differences, run_identity, training_keys
-from vremd.train.checkpoints import STATE_FILE, CheckpointReadError, load_state
+from vremd.model.checkpoint import CheckpointError
+from vremd.train.checkpoints import STATE_FILE, load_state
 from vremd.eval.tables import write_tables
 from vremd.train.loop import PREDICTIONS_DIR, LocalSession, RunPaths, run_training
 from vremd.train.plots import plot_training_curve, pose_overlays
@@ -85,7 +86,7 @@ class RaySession:
         if on_disk is not None:
             try:
                 states.append(load_state(on_disk))
-            except CheckpointReadError:  # an interrupted copy: Ray's recorded one is the newest whole state
+            except CheckpointError:  # an interrupted copy: Ray's recorded one is the newest whole state
                 pass
         return max(states, key=lambda state: int(state["epoch"]), default=None)
 
@@ -252,7 +253,7 @@ def fit_result(run_dir: Path) -> FitResult:
     """The `FitResult` of a run folder whose training finished: its newest complete checkpoint."""
     final = latest_checkpoint(run_dir)
     if final is None:
-        raise CheckpointReadError(f"{run_dir}: training finished without writing a checkpoint")
+        raise CheckpointError(f"{run_dir}: training finished without writing a checkpoint")
     state = load_state(final)
     return FitResult(run_dir=run_dir, checkpoint_dir=final, state=state, history=list(state["history"]))
 
