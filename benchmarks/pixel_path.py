@@ -2,7 +2,7 @@
 
 Training and `evaluate` read the crops stage's stored crops: JPEG q95 (`crops.jpeg_quality`), cut from
 frames that may have been decoded at 1/2 or 1/4 scale (libjpeg DCT scaling, vremd.data.crops).
-`predict` (vremd.predict.runner) crops full-resolution decoded frames and feeds the raw pixels. Both
+`predict` (vremd.predict.inference) crops full-resolution decoded frames and feeds the raw pixels. Both
 use the same pixel rectangle per person. This scores the same model on the same samples and boxes
 through both paths and prints the per-joint AP of each, their difference, and the mean absolute
 pixel difference of the crops. The figure is recorded in docs/pixel_path.md.
@@ -25,7 +25,7 @@ import torch
 from vremd.data.crops import crop_frames, neighbour_indices
 from vremd.data.dataset import PoseTrackCrops
 from vremd.data.posetrack import read_video
-from vremd.predict.runner import load_model
+from vremd.model.checkpoint import load_trained
 from vremd.train.validate import validate
 
 from benchmarks.result import Result, write_results
@@ -52,7 +52,7 @@ class PredictPathCrops(PoseTrackCrops):
         frames = [cv2.cvtColor(cv2.imread(str(self.dataset_dir / names[k])), cv2.COLOR_BGR2RGB) for k in idx]
         x, y, w, h = (float(v) for v in row["box_xywh"])  # the stored crop box lies on pixel boundaries
         rect = (round(x + 0.5), round(y + 0.5), round(w), round(h))
-        return crop_frames(frames, rect, self.crop_wh)  # (T, H, W, 3) RGB, as vremd.predict.runner.person_crop
+        return crop_frames(frames, rect, self.crop_wh)  # (T, H, W, 3) RGB, as vremd.predict.inference.person_crop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                                              note=f"needs a trained model and its val index: run `make demo` first "
                                                   f"({', '.join(missing)} missing)")])
         return 0
-    model, cfg = load_model(args.model)
+    model, cfg = load_trained(args.model)
     index_path = args.index / "val.parquet"
     dataset_dir = args.raw / cfg.data.source
     gt_dir = dataset_dir / "annotations" / "val"

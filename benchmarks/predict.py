@@ -35,12 +35,13 @@ from torchvision.models import detection
 from vremd.config import config_to_dict, load_config
 from vremd.data.boxes import BoxError
 from vremd.data.synthetic.generate import render_video
+from vremd.model.checkpoint import load_trained
 from vremd.model.vremd import build_model
 from vremd.predict.run import PredictRequest, run_prediction
 from vremd.predict.run import detect_boxes
 from vremd.predict.boxes_io import assign_tracks, load_boxes
 from vremd.predict.output import default_images, predictions_video, write_predictions_json
-from vremd.predict.runner import load_model, person_crop, predict_crops
+from vremd.predict.inference import person_crop, predict_crops
 from vremd.predict.video import iter_frames, probe, read_frame
 
 from benchmarks.result import Result, write_results
@@ -74,7 +75,7 @@ def per_person(mp4: Path, boxes_path: Path, ckpt: Path, out_json: Path, device: 
     the model on a batch of 1; then write json. Returns the person crops run."""
     info = probe(mp4)
     boxes = assign_tracks(load_boxes(boxes_path, info.frame_names), track=False)
-    model, cfg = load_model(ckpt)
+    model, cfg = load_trained(ckpt)
     model.to(device)
     decoded = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in iter_frames(mp4)] if decode_once else None
     n, results = 0, []

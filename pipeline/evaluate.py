@@ -38,9 +38,9 @@ from vremd.data.dataset import PoseTrackCrops, check_crop_size
 from vremd.eval.predictions import describe_unpredicted
 from vremd.eval.tables import (ap_table_csv, ap_table_html, ap_table_markdown, load_paper_numbers, paper_row,
                                per_joint_bar_png)
+from vremd.model.checkpoint import load_trained
 from vremd.model.vremd import HEADS, HeadAlone, build_model
 from vremd.predict.reports import sample_report
-from vremd.predict.runner import load_model
 from vremd.train.validate import validate
 
 PAPER_TABLE = {"posetrack17": "table1", "posetrack18": "table2", "posetrack21": "table3"}
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(args)  # eval settings (protocol, flip test, dataset, batch) come from params.yaml
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model, saved_cfg = load_model(args.model)  # the checkpoint's own config builds and decodes its model
+        model, saved_cfg = load_trained(args.model)  # the checkpoint's own config builds and decodes its model
         refuse_checkpoint_overrides(args.overrides, saved_cfg, args.model)
         index_path = index_file(args.index, "val")
         gt_dir = check_gt_dir(args.raw / cfg.data.source / "annotations" / "val")

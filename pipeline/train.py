@@ -24,10 +24,10 @@ import torch
 from pipeline.cli_config import (add_config_args, add_data_args, check_gt_dir, config_from_args, index_file,
                                  warn_if_untracked)
 from vremd.atomic import atomic_write_text
-from vremd.config import Config, ConfigError, config_to_dict
+from vremd.config import Config, ConfigError, config_from_dict, config_to_dict
 from vremd.data.dataset import check_crop_size
+from vremd.model.checkpoint import CheckpointError, CheckpointWriteError, save_trained
 from vremd.model.config_check import check_model_config
-from vremd.train.checkpoints import CheckpointReadError, CheckpointWriteError, atomic_torch_save
 from vremd.train.identity import run_identity, training_digest
 from vremd.train.loop import RunPaths
 from vremd.train.ray_train import TrainingWorkerError, init_ray, train_and_track
@@ -97,11 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                                   Path(args.params), progress=not args.no_progress, identity=identity,
                                   ray_logs=args.verbose)
         state = outcome.fit.state
-        atomic_torch_save({"model": state["model"], "config": state["config"], "epoch": state["epoch"],
-                           "history": state["history"], "mlflow_run_id": outcome.mlflow_run_id},
-                          args.out / "final.pt")
+        save_trained(args.out / "final.pt", state["model"], config_from_dict(state["config"]), epoch=state["epoch"],
+                     history=state["history"], mlflow_run_id=outcome.mlflow_run_id)
         _write_curve(outcome.fit.history, args.curve)
-    except (RunMismatchError, CheckpointReadError, CheckpointWriteError, TrainingWorkerError, ValueError) as exc:
+    except (RunMismatchError, CheckpointError, CheckpointWriteError, TrainingWorkerError, ValueError) as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -171,9 +171,9 @@ def test_mismatched_checkpoint_lists_every_bad_key(tmp_path):
         load_vitpose_checkpoint(backbone, path)
     message = str(info.value)
     assert str(path) in message
-    assert "missing keys (1): blocks.1.mlp.fc2.bias" in message
-    assert "unexpected keys (1): backbone.cls_token" in message
-    assert f"blocks.0.attn.qkv.weight: checkpoint ({2 * DIM}, {DIM}) vs model ({3 * DIM}, {DIM})" in message
+    assert "1 missing keys: blocks.1.mlp.fc2.bias" in message
+    assert "1 unexpected keys: backbone.cls_token" in message
+    assert f"blocks.0.attn.qkv.weight (checkpoint ({2 * DIM}, {DIM}), model ({3 * DIM}, {DIM}))" in message
     assert torch.equal(backbone.vit.patch_embed.proj.weight, before)  # nothing half-loaded
 
 

@@ -117,7 +117,7 @@ def test_numpy_metadata_is_allowlisted_but_code_is_still_refused(tmp_path):
 
     checkpoint["meta"]["evil"] = Payload()
     torch.save(checkpoint, tmp_path / "evil.pth")
-    with pytest.raises(VitPoseCheckpointError, match="not a readable weights-only checkpoint"):
+    with pytest.raises(VitPoseCheckpointError, match="unreadable checkpoint"):
         load_vitpose_checkpoint(make_backbone(), tmp_path / "evil.pth")
 
 

@@ -21,7 +21,7 @@ import yaml
 
 from tests.reliability.reliability_fixtures import REPO, copy_mlflow_db, stage_env
 from vremd.config import load_config
-from vremd.model.checkpoint_layouts import read_weights_only
+from vremd.model.weights import read_weights
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +94,7 @@ def test_paper_profile_end_to_end_at_paper_shapes(tmp_path):
     assert manifest["layout"] == "MMPose/mmpretrain" and manifest["sha256"] == digest
     final = torch.load(tmp_path / "models" / "final.pt", map_location="cpu", weights_only=True)
     assert final["config"]["model"]["embed_dim"] == model.embed_dim and final["config"]["model"]["dim"] == model.dim
-    installed = read_weights_only(tmp_path / "weights" / "vitpose-l.pth")["state_dict"]
+    installed = read_weights(tmp_path / "weights" / "vitpose-l.pth")["state_dict"]
     qkv = final["model"]["backbone.vit.blocks.23.attn.qkv.weight"]
     assert torch.equal(qkv, installed["backbone.layers.23.attn.qkv.weight"])  # frozen: bit-identical after training
     metrics = json.loads((tmp_path / "metrics" / "ap.json").read_text())

@@ -13,8 +13,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from vremd.config import config_to_dict, smoke_config
+from vremd.model.checkpoint import load_trained
 from vremd.model.vremd import build_model
-from vremd.predict.runner import load_model, predict_crops
+from vremd.predict.inference import predict_crops
 from vremd.predict.mlflow_model import log_trained_model, tracking_uri_as
 from vremd.train.tracking import Tracker
 
@@ -54,7 +55,7 @@ def test_logged_model_loads_back_and_predicts_as_the_predict_path(trained, tmp_p
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, (2, 3, cfg.model.img_height, cfg.model.img_width, 3), dtype=np.uint8)
     got = pyfunc.predict(crops)  # (B, J, 3)
-    direct = predict_crops(load_model(checkpoint)[0], crops)
+    direct = predict_crops(load_trained(checkpoint)[0], crops)
     assert got.shape == (2, cfg.model.num_joints, 3)
     np.testing.assert_array_equal(got[..., :2], direct["joints_xy"])
     np.testing.assert_array_equal(got[..., 2], direct["scores"])

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from predict_fixtures import make_tiny_video, save_smoke_checkpoint
 
+from vremd.model.checkpoint import load_trained
 from vremd.predict.figures import GroundTruth, compare_figure, head_size_from_box, sample_figure, wrong_joints
 from vremd.predict.reports import FigureInputError, compare_checkpoints, sample_report
-from vremd.predict.runner import load_model
 
 
 def _png(path):
@@ -47,7 +47,7 @@ def test_compare_figure_circles_only_wrong_joints(tmp_path):
 
 
 def test_sample_figure_from_model_aux_outputs(tmp_path):
-    model, _ = load_model(save_smoke_checkpoint(tmp_path / "c.pt"))
+    model, _ = load_trained(save_smoke_checkpoint(tmp_path / "c.pt"))
     crops = np.random.default_rng(1).integers(0, 255, (3, 64, 48, 3), dtype=np.uint8)
     out = sample_report(model, crops, tmp_path / "sample.png")
     assert _png(out).shape[0] > 300

@@ -14,9 +14,10 @@ from predict_fixtures import count_video_frames, make_tiny_video, save_smoke_che
 from vremd.config import smoke_config
 from vremd.data.crops import extract_video
 from vremd.data.posetrack import POSEVAL_FILE_NAME, read_video
+from vremd.model.checkpoint import load_trained
 from vremd.predict.boxes_io import BoxFileError, assign_tracks, load_boxes
 from vremd.predict.cli import main
-from vremd.predict.runner import frame_windows, load_model, predict_crops, predict_video
+from vremd.predict.inference import frame_windows, predict_crops, predict_video
 from vremd.predict.video import VideoReadError, probe
 
 
@@ -100,7 +101,7 @@ def test_window_is_t_minus_1_t_t_plus_1_clamped(tiny):
 def test_predictions_equal_training_crops(tiny):
     """Same crops as the training data path (vremd.data.crops.extract_video) -> the same joints."""
     video, ckpt, _ = tiny
-    model, cfg = load_model(ckpt)
+    model, cfg = load_trained(ckpt)
     gt = read_video(video.gt_json)
     labeled = type(gt)(gt.name, gt.split, gt.json_path, tuple(
         type(f)(f.image_id, f.frame_index, f.file_name, True, f.persons, f.ignore_regions) for f in gt.frames),
@@ -117,6 +118,25 @@ def test_predictions_equal_training_crops(tiny):
         affine = np.asarray(row["crop_to_image"]).reshape(2, 3)
         expected = ref["joints_xy"][k] @ affine[:, :2].T + affine[:, 2]
         np.testing.assert_allclose(got[k], expected, atol=1e-3)
+
+
+def test_flip_test_follows_the_checkpoints_config_unless_the_cli_says(tiny, tmp_path):
+    """As validation scored the model: `train.flip_test` of the checkpoint's config, overridden by the flag."""
+    video, ckpt, _ = tiny
+    raw = torch.load(ckpt, weights_only=True)
+    raw["config"]["train"]["flip_test"] = True
+    flipping = tmp_path / "flipping.pt"
+    torch.save(raw, flipping)
+
+    def joints(*flags):
+        out = tmp_path / f"pred{'_'.join(flags)}.json"
+        assert main([str(video.frames_dir), "--boxes", str(video.gt_json), "--checkpoint", str(flipping),
+                     "--out", str(out), "--quiet", *flags]) == 0
+        return np.concatenate([p.keypoints for f in read_video(out).frames for p in f.persons])
+
+    default = joints()
+    np.testing.assert_array_equal(default, joints("--flip-test"))
+    assert not np.array_equal(default, joints("--no-flip-test"))
 
 
 # ------------------------------------------------------------------------------------ bad input
@@ -197,14 +217,14 @@ def test_missing_and_garbage_checkpoint(tiny, tmp_path, capsys):
     junk.write_bytes(b"\x00" * 100)
     rc, err = _run([video.mp4, "--boxes", video.coco_json, "--checkpoint", junk, "--out", tmp_path / "o.json"],
                    capsys)
-    assert rc == 2 and "junk.pt: not a readable torch checkpoint" in err
+    assert rc == 2 and "junk.pt: unreadable checkpoint" in err
 
 
 def test_bare_state_dict_uses_the_given_config(tiny, tmp_path):
     video, ckpt, _ = tiny
     bare = tmp_path / "bare.pt"
     torch.save(torch.load(ckpt, weights_only=True)["model"], bare)
-    model, cfg = load_model(bare, fallback_cfg=smoke_config())
+    model, cfg = load_trained(bare, fallback_cfg=smoke_config())
     assert cfg.model.dim == 32 and not model.training
 
 
@@ -224,13 +244,13 @@ def _to_vitpose_layout(vit_sd: dict) -> dict:
 def test_vitpose_backbone_plus_heads_checkpoint(tiny, tmp_path, capsys):
     video, ckpt, _ = tiny
     full = torch.load(ckpt, weights_only=True)
-    model, _ = load_model(ckpt)
+    model, _ = load_trained(ckpt)
     vitpose = tmp_path / "vitpose.pth"
     torch.save({"state_dict": _to_vitpose_layout(model.backbone.vit.state_dict())}, vitpose)
     heads = tmp_path / "heads.pt"
     torch.save({"model": {k: v for k, v in full["model"].items() if not k.startswith("backbone.")},
                 "config": full["config"]}, heads)
-    rebuilt, _ = load_model(heads, vitpose=vitpose)
+    rebuilt, _ = load_trained(heads, vitpose=vitpose)
     crops = np.random.default_rng(0).integers(0, 255, (2, 3, 64, 48, 3), dtype=np.uint8)
     np.testing.assert_allclose(predict_crops(rebuilt, crops)["heatmaps"], predict_crops(model, crops)["heatmaps"],
                                atol=1e-5)

@@ -18,7 +18,8 @@ import torch
 
 from reliability_fixtures import (copy_mlflow_db, kill_group, prepare_data, stage_env, train_argv, wait_for,
                                   write_params)
-from vremd.train.checkpoints import CheckpointReadError, load_state
+from vremd.model.checkpoint import CheckpointError
+from vremd.train.checkpoints import load_state
 
 RUN = "fault"
 
@@ -38,7 +39,7 @@ def _checkpoint(tmp_path: Path, epoch: int) -> Path:
 def _readable_state(path: Path) -> dict | None:
     try:
         return load_state(path)
-    except CheckpointReadError:  # not yet (completely) written
+    except CheckpointError:  # not yet (completely) written
         return None
 
 

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from vremd.data.sources.archives import ArchiveError, extract_archive
-from vremd.train.checkpoints import CheckpointReadError, load_state
+from vremd.model.checkpoint import CheckpointError, load_trained
+from vremd.train.checkpoints import load_state
 
 REPO = Path(__file__).resolve().parents[2]
 SCANNED = ("vremd", "pipeline", "benchmarks", "tests", "experiments")
@@ -90,18 +91,16 @@ def test_malicious_pickle_is_not_executed_by_a_plain_load(tmp_path):
 def test_training_checkpoint_loader_refuses_malicious_pickle(tmp_path, wrap):
     marker = tmp_path / "pwned"
     _malicious(tmp_path / "ckpt" / "state.pt", marker, wrap)
-    with pytest.raises(CheckpointReadError, match="state.pt: unreadable checkpoint"):
+    with pytest.raises(CheckpointError, match="state.pt: unreadable checkpoint"):
         load_state(tmp_path / "ckpt")
     assert not marker.exists()
 
 
 def test_predict_loader_refuses_malicious_pickle(tmp_path):
-    from vremd.predict.runner import CheckpointError, load_model
-
     marker = tmp_path / "pwned"
     path = _malicious(tmp_path / "final.pt", marker, wrap=True)
-    with pytest.raises(CheckpointError, match="final.pt: not a readable torch checkpoint"):
-        load_model(path)
+    with pytest.raises(CheckpointError, match="final.pt: unreadable checkpoint"):
+        load_trained(path)
     assert not marker.exists()
 
 

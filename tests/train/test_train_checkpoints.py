@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from vremd.model.checkpoint import CheckpointError
 from vremd.train.checkpoints import (
-    STATE_FILE, CheckpointReadError, CheckpointWriteError, LocalCheckpointStore, load_state, rng_state,
+    STATE_FILE, CheckpointWriteError, LocalCheckpointStore, load_state, rng_state,
     save_state, set_rng_state,
 )
 
@@ -43,9 +44,9 @@ def test_unwritable_location_raises_clear_error(tmp_path):
 
 def test_unreadable_checkpoint_names_the_file(tmp_path):
     (tmp_path / STATE_FILE).write_bytes(b"truncated")
-    with pytest.raises(CheckpointReadError, match=STATE_FILE):
+    with pytest.raises(CheckpointError, match=STATE_FILE):
         load_state(tmp_path)
-    with pytest.raises(CheckpointReadError, match="missing"):
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_state(tmp_path / "nowhere")
 
 

@@ -1,20 +1,27 @@
-"""Validation: heatmaps -> image coordinates -> PoseTrack json -> AP, and the flip test's mirroring."""
+"""Validation: heatmaps -> image coordinates -> PoseTrack json -> AP, the flip test's mirroring, and predict's
+inference path giving validation's joints for the same crops."""
 
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.utils.data import Subset
 
 from vremd.config import smoke_config
 from vremd.data.crop_store import build_crops
 from vremd.data.dataset import PoseTrackCrops
 from vremd.data.index import build_index
 from vremd.data.sources.download import prepare_synthetic
+from vremd.data.heatmaps import input_to_image_xy
 from vremd.data.joints import FLIP_INDEX
 from vremd.data.posetrack import read_video
-from vremd.train.validate import ap_metrics, predict_heatmaps, to_image_xy, validate
+from vremd.model.heads import HEATMAP_STRIDE
+from vremd.model.vremd import build_model, predict_heatmaps
+from vremd.predict.inference import predict_crops
+from vremd.train.validate import ap_metrics, predict, validate
 
 
 class Oracle(torch.nn.Module):
@@ -53,15 +60,15 @@ def test_flip_test_of_a_perfect_model_returns_its_heatmaps(val_data):
     dataset, _, _ = val_data
     model = Oracle(dataset)
     frames = torch.stack([dataset[i]["frames"] for i in range(3)])  # (3, T, 3, H, W)
-    plain = predict_heatmaps(model, frames, flip_test=False)
-    flipped = predict_heatmaps(model, frames, flip_test=True)
+    plain = predict_heatmaps(model, frames)["heatmaps"]
+    flipped = predict_heatmaps(model, frames, FLIP_INDEX)["heatmaps"]
     assert torch.allclose(plain, flipped)
 
 
-def test_to_image_xy_applies_the_affine():
+def test_input_to_image_xy_applies_the_affine():
     xy = torch.tensor([[[1.0, 2.0], [0.0, 0.0]]])  # (B=1, J=2, 2)
     affine = torch.tensor([[[2.0, 0.0, 10.0], [0.0, 3.0, 20.0]]], dtype=torch.float64)  # (1, 2, 3)
-    assert torch.equal(to_image_xy(xy, affine), torch.tensor([[[12.0, 26.0], [10.0, 20.0]]], dtype=torch.float64))
+    assert torch.equal(input_to_image_xy(xy, affine), torch.tensor([[[12.0, 26.0], [10.0, 20.0]]], dtype=torch.float64))
 
 
 def test_perfect_heatmaps_score_near_the_ceiling_and_noise_scores_low(val_data, tmp_path):
@@ -107,3 +114,33 @@ def test_oks_nms_removes_duplicate_detector_poses_and_keeps_gt_box_samples(val_d
     gt_rows = twice.assign(source="gt")
     validate(oracle, doubled, gt_rows, gt_dir, tmp_path / "gt", 4, torch.device("cpu"), 4, oks_nms=(0.9, 0.2))
     assert persons(tmp_path / "gt") == len(twice)  # GT-box samples are never suppressed
+
+
+SAME_PATH_SAMPLES = 4
+
+
+@pytest.fixture(scope="module")
+def smoke_model():
+    """A smoke-config model with random (seeded) weights, in eval mode."""
+    torch.manual_seed(0)
+    return build_model(smoke_config().model).eval()
+
+
+@pytest.mark.parametrize("flip_test", [False, True], ids=["plain", "flip-test"])
+def test_predict_gives_validations_joints_and_scores_for_the_same_crops(val_data, smoke_model, flip_test):
+    dataset, _, _ = val_data
+    n = SAME_PATH_SAMPLES
+    assert len(dataset) >= n
+    val = predict(smoke_model, Subset(dataset, range(n)), n, torch.device("cpu"), HEATMAP_STRIDE, flip_test)
+    crops = np.stack([dataset.raw_crops(i) for i in range(n)])  # (n, T, H, W, 3) uint8: what predict feeds
+    ours = predict_crops(smoke_model, crops, "cpu", flip_test=flip_test, crop_to_image=dataset.crop_to_image[:n])
+    np.testing.assert_array_equal(ours["joints_xy"], val.joints_xy_image)
+    np.testing.assert_array_equal(ours["scores"], val.maxvals)
+
+
+def test_the_flip_test_changes_predicted_joints(val_data, smoke_model):
+    """Guards the test above: the flip test moves the joints, so both paths are seen to honour it."""
+    dataset, _, _ = val_data
+    crops = np.stack([dataset.raw_crops(i) for i in range(SAME_PATH_SAMPLES)])
+    plain, flipped = (predict_crops(smoke_model, crops, flip_test=flip)["joints_xy"] for flip in (False, True))
+    assert not np.array_equal(plain, flipped)

@@ -32,8 +32,9 @@ from tqdm import tqdm
 
 from vremd.config import Config
 from vremd.data.dataset import PoseTrackCrops
-from vremd.train.loop import (LocalSession, RunPaths, RunState, autocast_for, derive_seed, end_epoch, optimise,
-                              start_run, train_loader)
+from vremd.model.vremd import autocast
+from vremd.train.loop import (LocalSession, RunPaths, RunState, derive_seed, end_epoch, optimise, start_run,
+                              train_loader)
 from vremd.train.identity import RunIdentity
 from vremd.train.runs import FitResult, check_resumable, fit_result
 
@@ -120,11 +121,11 @@ def run_fused_training(rows: Sequence[FusedRow], device: torch.device,
             frames = batch["frames"].to(device)  # (B, T, 3, H, W)
             target = batch["heatmaps"].to(device)  # (B, J, h, w)
             weight = batch["target_weight"].to(device)  # (B, J)
-            with autocast_for(device):
+            with autocast(device):
                 tokens = backbone(frames)  # (B, T, N, E): frozen, no autograd; once for every row
             for i in active:
                 with rngs[i]:
-                    with autocast_for(device):
+                    with autocast(device):
                         pred = runs[i].model.forward_tokens(tokens)["heatmaps"]  # (B, J, h, w)
                     losses[i] += optimise(pred, target, weight, runs[i].optimizer, runs[i].trainable,
                                           t.grad_clip) * len(frames)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vremd.config import Config
-from vremd.train.checkpoints import CheckpointReadError
+from vremd.model.checkpoint import CheckpointError
 from vremd.train.identity import RunIdentity
 from vremd.train.runs import RunMismatchError, check_resumable, latest_checkpoint
 
@@ -46,7 +46,7 @@ def _finished_state(cfg: Config, identity: RunIdentity, run_dir: Path) -> dict[s
     """The state of `run_dir`'s newest checkpoint if it is `cfg` on `identity` trained for all epochs, else None."""
     try:
         state = check_resumable(cfg, run_dir, identity)
-    except (RunMismatchError, CheckpointReadError, OSError):
+    except (RunMismatchError, CheckpointError, OSError):
         return None
     return state if state is not None and int(state["epoch"]) == cfg.train.epochs else None
 

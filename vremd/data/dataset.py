@@ -20,6 +20,15 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
+def normalise_frames(frames: torch.Tensor) -> torch.Tensor:
+    """(..., H, W, 3) uint8 RGB -> (..., 3, H, W) float32 ImageNet-normalised, on `frames`' device: the model's
+    input, for training, validation and predict alike."""
+    mean = torch.as_tensor(IMAGENET_MEAN, device=frames.device)
+    std = torch.as_tensor(IMAGENET_STD, device=frames.device)
+    return ((frames.float() / 255.0 - mean) / std).movedim(-1, -3).contiguous()
+
+
+
 def _cap_opencv_threads_in_loader_worker() -> None:
     """One OpenCV thread in a DataLoader worker process, as torch does for its own threads there: each of the
     `train.loader_workers` processes would otherwise start a pool of one thread per core for every warp."""
@@ -101,9 +110,8 @@ class PoseTrackCrops(Dataset):
         frames, joints_xy, visible, crop_to_image = self._augmented(epoch, i)
         T, H, W, _ = frames.shape
         heatmaps, weight = encode(joints_xy, visible, (H // self.stride, W // self.stride), self.stride, self.sigma_px)
-        pixels = (frames.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD  # (T, H, W, 3)
         return {
-            "frames": torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))),  # (T, 3, H, W)
+            "frames": normalise_frames(torch.tensor(frames)),  # (T, 3, H, W); a copy: the shard map is read-only
             "heatmaps": torch.from_numpy(heatmaps),
             "target_weight": torch.from_numpy(weight),
             "joints_xy": torch.from_numpy(joints_xy.astype(np.float32)),

@@ -73,3 +73,22 @@ def decode(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     offset = torch.where(concave.unsqueeze(-1), taylor, quarter)
     joints_xy = torch.stack([px, py], dim=-1).float() + offset
     return joints_xy, maxvals
+
+
+def input_to_image_xy(joints_xy_input: torch.Tensor, crop_to_image: torch.Tensor) -> torch.Tensor:
+    """(B, J, 2) crop-input pixels -> (B, J, 2) float64 image pixels through the (B, 2, 3) crop->image affines."""
+    ones = torch.ones_like(joints_xy_input[..., :1])
+    homog = torch.cat([joints_xy_input.double(), ones.double()], dim=-1)  # (B, J, 3): x, y, 1
+    return homog @ crop_to_image.double().transpose(1, 2)  # (B, J, 2)
+
+
+def heatmaps_to_image_xy(heatmaps: torch.Tensor, crop_to_image, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Joints of (B, J, h, w) heatmaps in image pixels: ((B, J, 2) float64, (B, J) heatmap maxima), on the CPU.
+
+    `crop_to_image` is the (B, 2, 3) crop->image affine of each crop (tensor or array; the identity gives
+    crop-input pixels), `stride` the heatmap's stride in input pixels. Decoded in float32 on the CPU, so every
+    device gives the same joints for the same heatmaps.
+    """
+    xy_hm, maxvals = decode(heatmaps.float().cpu())  # (B, J, 2) heatmap pixels, (B, J)
+    affine = torch.as_tensor(crop_to_image, dtype=torch.float64)  # (B, 2, 3)
+    return input_to_image_xy(heatmap_to_input_xy(xy_hm, stride), affine), maxvals

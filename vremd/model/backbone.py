@@ -22,9 +22,9 @@ from vremd.model.checkpoint_layouts import (
     MMPRETRAIN,
     checkpoint_size,
     detect_layout,
-    read_weights_only,
     to_official_layout,
 )
+from vremd.model.weights import CheckpointError, read_weights, state_dict_problems
 
 __all__ = [
     "PATCH_PADDING",
@@ -38,8 +38,9 @@ __all__ = [
 PATCH_PADDING = 2  # ViTPose PatchEmbed: padding = 4 + 2 * (ratio // 2 - 1) with ratio 1
 
 
-class VitPoseCheckpointError(ValueError):
-    """A ViTPose checkpoint does not fit the backbone; the message names the file and every bad key."""
+class VitPoseCheckpointError(CheckpointError):
+    """A ViTPose checkpoint (`model.pretrained`, `--vitpose`) does not fit the backbone; the message names the file
+    and every bad key."""
 
 
 class ViTBackbone(nn.Module):
@@ -177,21 +178,6 @@ def export_vitpose_state_dict(model: ViTBackbone) -> dict[str, torch.Tensor]:
     return out
 
 
-def _strict_mismatches(model: nn.Module, sd: dict[str, torch.Tensor]) -> list[str]:
-    own = model.state_dict()
-    missing = sorted(k for k in own if k not in sd)
-    unexpected = sorted(k for k in sd if k not in own)
-    misshapen = sorted(
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own if k in sd and sd[k].shape != own[k].shape
-    )
-    problems = []
-    for name, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("misshapen keys", misshapen)):
-        if keys:
-            problems.append(f"{name} ({len(keys)}): " + ", ".join(keys))
-    return problems
-
-
 def load_vitpose_checkpoint(model: ViTBackbone, path: str | Path) -> str:
     """Load a ViTPose checkpoint into ``model`` strictly, or raise one error listing every problem.
 
@@ -205,9 +191,9 @@ def load_vitpose_checkpoint(model: ViTBackbone, path: str | Path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: ViTPose checkpoint not found (model.pretrained)")
     try:
-        raw = read_weights_only(path)
-    except Exception as exc:  # truncated, foreign, or a pickle with code in it (refused by weights_only)
-        raise VitPoseCheckpointError(f"{path}: not a readable weights-only checkpoint ({type(exc).__name__})") from None
+        raw = read_weights(path)
+    except CheckpointError as exc:  # truncated, foreign, or a pickle with code in it (refused by weights_only)
+        raise VitPoseCheckpointError(str(exc)) from None
     sd = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
     if not isinstance(sd, dict):
         raise VitPoseCheckpointError(f"{path}: expected a state dict, found {type(sd).__name__}")
@@ -220,7 +206,7 @@ def load_vitpose_checkpoint(model: ViTBackbone, path: str | Path) -> str:
         converted = convert_vitpose_state_dict(sd, grid_hw=model.grid_hw)
     except ValueError as exc:
         raise VitPoseCheckpointError(f"{path}: {exc}") from None
-    problems = _strict_mismatches(model.vit, converted)
+    problems = state_dict_problems(model.vit, converted)
     if problems:
         raise VitPoseCheckpointError(f"{path} ({layout} layout): does not fit the ViT backbone: " + "; ".join(problems))
     model.vit.load_state_dict(converted, strict=True)

@@ -13,14 +13,13 @@
 so one converter (`backbone.convert_vitpose_state_dict`) serves both and the forward is mmpretrain's.
 
 mmengine saves ``{"meta": ..., "state_dict": ...}`` where ``meta["dataset_meta"]`` holds numpy arrays and
-scalars (sigmas, colours). `read_weights_only` keeps ``torch.load(weights_only=True)`` and allowlists the
+scalars (sigmas, colours). `vremd.model.weights.read_weights` keeps ``torch.load(weights_only=True)`` and allowlists the
 numpy reconstructors and numeric dtypes such metadata needs (numpy 1.x and 2.x names), nothing that can run code.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,6 @@ __all__ = [
     "OFFICIAL",
     "checkpoint_size",
     "detect_layout",
-    "read_weights_only",
     "to_official_layout",
 ]
 
@@ -62,12 +60,6 @@ _MMPRETRAIN_RENAMES = (  # (pattern on the key after "backbone.", official name)
     (re.compile(r"^ln1\.(.+)$"), r"last_norm.\1"),
 )
 _BLOCK_INDEX = re.compile(r"^backbone\.(?:blocks|layers)\.(\d+)\.")
-
-
-def read_weights_only(path: Path) -> Any:
-    """``torch.load(path, weights_only=True)`` that also accepts mmengine's numpy metadata; raises as torch does."""
-    with torch.serialization.safe_globals(NUMPY_METADATA_GLOBALS):
-        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def detect_layout(sd: dict[str, torch.Tensor]) -> str:

@@ -33,6 +33,8 @@ another version raises `ModelStateError` (weights of an older layout never load 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Mapping
 
 import torch
@@ -46,7 +48,7 @@ from vremd.model.heads import HEATMAP_STRIDE, KeypointTokenHead, UpsampleHead
 from vremd.model.hkme import HKME, HumanMask, KeypointMask, SpatioTemporalAggregation
 
 __all__ = ["ARCH_VERSION", "HEADS", "KEY", "HeadAlone", "ModelStateError", "VREMD", "arch_version_problem",
-           "build_model"]
+           "autocast", "build_model", "predict_heatmaps"]
 
 KEY = 1  # index of the key frame t in the (t-1, t, t+1) frame axis
 # Bump when a change makes older weights mean something else. 2: H_m from [M, F_t^i], masks as key biases,
@@ -175,6 +177,31 @@ class HeadAlone(nn.Module):
         out = self.model(frames, return_aux=True)
         out["heatmaps"] = out[f"heatmaps_{self.head}"]  # (B, 17, h, w)
         return out
+
+
+def autocast(device: torch.device | str) -> AbstractContextManager:
+    """bf16 autocast on CUDA; plain fp32 on CPU (bf16 matmuls on CPU are slow and change results). Every forward
+    of training, validation and predict runs under it."""
+    device = torch.device(device)
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def predict_heatmaps(model: nn.Module, frames: torch.Tensor, flip_index: Sequence[int] | None = None,
+                     return_aux: bool = False) -> dict[str, torch.Tensor]:
+    """The model's outputs for frames (B, T, 3, H, W), "heatmaps" (B, J, h, w) as float32.
+
+    With `flip_index` (the joint each slot becomes when the image is mirrored) this is the flip test: the
+    heatmaps are averaged with those of the mirrored frames, mirrored back with left/right slots swapped.
+    Auxiliary outputs (`return_aux`) are the unmirrored forward's.
+    """
+    out = dict(model(frames, return_aux=True) if return_aux else model(frames))
+    heatmaps = out["heatmaps"].float()  # (B, J, h, w)
+    if flip_index is not None:
+        flipped = model(frames.flip(-1))["heatmaps"].float()  # (B, J, h, w) of the mirrored crops
+        flipped = flipped.flip(-1)[:, list(flip_index)]  # mirror back; left/right joints swap slots
+        heatmaps = (heatmaps + flipped) / 2
+    out["heatmaps"] = heatmaps
+    return out
 
 
 def reads_enhanced_feature(cfg: ModelConfig) -> bool:

@@ -13,15 +13,14 @@ from pathlib import Path
 from vremd.config import ConfigError, DetectConfig, load_config
 from vremd.data.posetrack import PoseTrackFormatError
 from vremd.detect.detector import DetectorError
-from vremd.model.backbone import VitPoseCheckpointError
+from vremd.model.checkpoint import CheckpointError, saved_config
 
 from .boxes_io import BoxFileError
 from .reports import FigureInputError, compare_checkpoints, sample_report_from_video
 from .run import PredictRequest, run_prediction
-from .runner import CheckpointError, saved_config
 from .video import VideoReadError
 
-BAD_INPUT = (BoxFileError, CheckpointError, VideoReadError, PoseTrackFormatError, VitPoseCheckpointError,
+BAD_INPUT = (BoxFileError, CheckpointError, VideoReadError, PoseTrackFormatError,
              ConfigError, OSError, FigureInputError, DetectorError)
 
 
@@ -58,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-name", default=None, help="poseval video name, e.g. 000001_mpii_test")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
+                   help="average each crop's heatmaps with its mirror image's (default: the checkpoint's "
+                        "train.flip_test, as its validation scored it)")
     p.add_argument("--params", default=None,
                    help="config for a checkpoint without one (default: params.yaml); a checkpoint from training "
                         "carries its own config, and these three options are then refused")
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         video=args.video, boxes=args.boxes, checkpoint=args.checkpoint, out_json=args.out, overlay=args.overlay,
         vitpose=args.vitpose, boxes_format=args.boxes_format, track=args.track, min_score=args.min_score,
         batch_size=args.batch_size, device=args.device, video_name=args.video_name, progress=not args.quiet,
-        detect=_detect_config(args, DetectConfig()),
+        detect=_detect_config(args, DetectConfig()), flip_test=args.flip_test,
     )
     explicit = args.params is not None or args.profile is not None or bool(args.overrides)
     try:

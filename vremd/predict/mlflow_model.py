@@ -25,7 +25,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import Schema, TensorSpec
 
 from vremd.config import Config
-from vremd.predict.runner import load_model, predict_crops
+from vremd.model.checkpoint import load_trained
+from vremd.predict.inference import predict_crops
 
 ARTIFACT = "model"  # the run's artifact folder: runs:/<run id>/model
 _ENTRY = "import mlflow\nfrom vremd.predict.mlflow_model import PoseModel\nmlflow.models.set_model(PoseModel())\n"
@@ -36,11 +37,11 @@ class PoseModel(mlflow.pyfunc.PythonModel):
     """`predict`: (B, T=3, H, W, 3) uint8 RGB crops -> (B, J, 3) float64 [x, y, score] in crop pixels."""
 
     def load_context(self, context) -> None:
-        self.model, self.cfg = load_model(context.artifacts["checkpoint"])
+        self.model, self.cfg = load_trained(context.artifacts["checkpoint"])
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would read them as a schema
         crops = np.ascontiguousarray(model_input, dtype=np.uint8)  # (B, T, H, W, 3)
-        out = predict_crops(self.model, crops)
+        out = predict_crops(self.model, crops, flip_test=self.cfg.train.flip_test)
         return np.concatenate([out["joints_xy"], out["scores"][..., None]], axis=-1)  # (B, J, 3)
 
 

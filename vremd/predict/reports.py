@@ -1,4 +1,4 @@
-"""Figures from checkpoints and videos: the glue between the runner and the array-only `figures` module."""
+"""Figures from checkpoints and videos: the glue between inference and the array-only `figures` module."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import numpy as np
 
 from vremd.data.joints import UNANNOTATED_JOINTS
 from vremd.data.posetrack import read_video
+from vremd.model.checkpoint import load_trained
 
 from .boxes_io import BoxSet, FrameBoxes, assign_tracks, load_boxes
 from .figures import GroundTruth, compare_figure, head_size_from_box, sample_figure
-from .runner import load_model, person_crop, predict_crops, predict_video
+from .inference import person_crop, predict_crops, predict_video
 from .video import iter_frames, probe
 
 
@@ -69,7 +70,7 @@ def compare_checkpoints(
     boxes = _only_frames(assign_tracks(load_boxes(boxes_path, info.frame_names), track=False), frames)
     preds = []
     for ckpt in (checkpoint_a, checkpoint_b):
-        model, cfg = load_model(ckpt)
+        model, cfg = load_trained(ckpt)
         results, _ = predict_video(model.to(device), cfg, video, boxes, device=device, progress=False)
         preds.append([results[t] for t in frames])
     images = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB) for t, img in enumerate(iter_frames(video)) if t in frames]
@@ -92,7 +93,7 @@ def sample_report_from_video(
         frame = next(t for t, f in enumerate(boxes.frames) if len(f.scores))
     if not 0 <= frame < info.num_frames or person >= len(boxes.frames[frame].scores):
         raise FigureInputError(f"{boxes_path}: frame {frame} has no box {person} (video of {info.num_frames} frames)")
-    model, cfg = load_model(checkpoint)
+    model, cfg = load_trained(checkpoint)
     idx = [min(max(frame + d, 0), info.num_frames - 1) for d in (-1, 0, 1)]  # t-1, t, t+1 clamped
     frames = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB) for t, img in enumerate(iter_frames(video)) if t in idx]
     frames = [frames[sorted(set(idx)).index(i)] for i in idx]

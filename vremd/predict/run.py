@@ -10,11 +10,12 @@ import numpy as np
 
 from vremd.config import Config, DetectConfig
 from vremd.detect.detector import Provenance, build_detector, detect_images
+from vremd.model.checkpoint import load_trained
 
 from .boxes_io import BoxSet, FrameBoxes, assign_tracks, load_boxes
 from .output import default_images, poseval_video_name, predictions_video, write_predictions_json
 from .overlay import OverlayWriter, draw_frame
-from .runner import load_model, predict_video
+from .inference import predict_video
 from .video import iter_frames, probe
 
 
@@ -36,6 +37,7 @@ class PredictRequest:
     video_name: str | None = None  # poseval video folder name, e.g. 000001_mpii_test
     progress: bool = True
     detect: DetectConfig = field(default_factory=DetectConfig)  # the detector used when `boxes` is None
+    flip_test: bool | None = None  # None: the checkpoint's train.flip_test, as its validation did
 
 
 @dataclass
@@ -73,7 +75,7 @@ def run_prediction(req: PredictRequest, fallback_cfg: Config | Callable[[], Conf
     else:
         boxes = load_boxes(req.boxes, info.frame_names, req.boxes_format, req.min_score)
     boxes = assign_tracks(boxes, track=req.track or req.boxes is None)
-    model, cfg = load_model(req.checkpoint, req.vitpose, fallback_cfg)
+    model, cfg = load_trained(req.checkpoint, req.vitpose, fallback_cfg)
     model.to(req.device)
     name = req.video_name or boxes.video_name or poseval_video_name(Path(req.video).stem)
     writer = OverlayWriter(req.overlay, info.fps) if req.overlay is not None else None
@@ -84,7 +86,7 @@ def run_prediction(req: PredictRequest, fallback_cfg: Config | Callable[[], Conf
 
     try:
         results, stats = predict_video(model, cfg, req.video, boxes, req.batch_size, req.device, on_frame,
-                                       req.progress)
+                                       req.progress, req.flip_test)
     finally:
         if writer is not None:
             writer.close()

@@ -4,7 +4,7 @@ A checkpoint holds the model, optimizer and scheduler states, the finished epoch
 the config (as `config_to_dict`) and the per-epoch metric history. Files are written to a temp name
 and renamed, so a failed write (disk full, no permission) raises `CheckpointWriteError` and leaves
 the previous checkpoint intact. Loading uses `weights_only=True`: states hold only tensors and
-plain Python values.
+plain Python values; an unusable file raises `vremd.model.checkpoint.CheckpointError` naming it.
 """
 
 from __future__ import annotations
@@ -18,20 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from vremd.model.checkpoint import CheckpointWriteError, read_weights
+
 __all__ = [
-    "STATE_FILE", "CheckpointWriteError", "CheckpointReadError", "atomic_torch_save", "save_state",
+    "STATE_FILE", "CheckpointWriteError", "atomic_torch_save", "save_state",
     "load_state", "rng_state", "set_rng_state", "LocalCheckpointStore",
 ]
 
 STATE_FILE = "state.pt"
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written; the previous checkpoint is untouched."""
-
-
-class CheckpointReadError(ValueError):
-    """A checkpoint file is missing or unreadable; the message names the file."""
 
 
 def atomic_torch_save(obj: Any, path: Path) -> Path:
@@ -63,14 +57,8 @@ def save_state(directory: Path, state: dict[str, Any]) -> Path:
 
 
 def load_state(directory: Path) -> dict[str, Any]:
-    """Read `<directory>/state.pt` (weights only)."""
-    path = Path(directory) / STATE_FILE
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointReadError(f"{path}: checkpoint file missing") from None
-    except Exception as exc:  # truncated or foreign file
-        raise CheckpointReadError(f"{path}: unreadable checkpoint ({exc})") from exc
+    """Read `<directory>/state.pt` (weights only); `CheckpointError` when it is missing or unreadable."""
+    return read_weights(Path(directory) / STATE_FILE)
 
 
 def rng_state() -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol
@@ -32,13 +31,13 @@ from vremd.config import Config, TrainConfig, config_to_dict
 from vremd.data.dataset import PoseTrackCrops
 from vremd.eval.predictions import describe_unpredicted
 from vremd.model.losses import heatmap_mse
-from vremd.model.vremd import build_model
+from vremd.model.vremd import autocast, build_model
 from vremd.train.checkpoints import LocalCheckpointStore, load_state, rng_state, save_state, set_rng_state
 from vremd.train.tracking import Tracker
 from vremd.train.validate import UNPREDICTED_TAG, Validation, ap_metrics, validate
 
 __all__ = ["RunPaths", "Session", "LocalSession", "EpochSampler", "train_loader", "train_step", "run_training",
-           "derive_seed", "RunState", "start_run", "optimise", "end_epoch", "autocast_for", "THREADS_TAG"]
+           "derive_seed", "RunState", "start_run", "optimise", "end_epoch", "THREADS_TAG"]
 
 PREDICTIONS_DIR = "predictions"  # inside a checkpoint: the val predictions of that epoch
 THREADS_TAG = "torch_threads"  # MLflow tag: intra-op threads of rank 0's loop (docs/determinism.md)
@@ -128,11 +127,6 @@ def train_loader(train_set: PoseTrackCrops, t: TrainConfig, rank: int, world_siz
     return loader, sampler
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA, nothing on CPU: what every training forward runs under."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
 def _train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, grad_clip: float,
                  trainable: list[nn.Parameter], device: torch.device, progress: bool, epoch: int) -> tuple[float, int]:
     """One pass over `loader`; return (sum of sample-weighted losses, samples seen) on this rank."""
@@ -150,7 +144,7 @@ def train_step(model: nn.Module, batch: dict[str, torch.Tensor], optimizer: torc
     frames = batch["frames"].to(device)  # (B, T, 3, H, W)
     target = batch["heatmaps"].to(device)  # (B, J, h, w)
     weight = batch["target_weight"].to(device)  # (B, J)
-    with autocast_for(device):
+    with autocast(device):
         pred = model(frames)["heatmaps"]  # (B, J, h, w)
     return optimise(pred, target, weight, optimizer, trainable, grad_clip)
 

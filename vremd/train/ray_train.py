@@ -30,7 +30,8 @@ from ray.train.torch import TorchTrainer
 from vremd.atomic import atomic_write_text
 from vremd.config import Config, config_from_dict, config_to_dict, flatten
 from vremd.train.identity import RunIdentity, run_identity
-from vremd.train.checkpoints import CheckpointReadError, load_state
+from vremd.model.checkpoint import CheckpointError
+from vremd.train.checkpoints import load_state
 from vremd.eval.tables import write_tables
 from vremd.train.loop import PREDICTIONS_DIR, LocalSession, RunPaths, run_training
 from vremd.train.plots import plot_training_curve, pose_overlays
@@ -71,7 +72,7 @@ class RaySession:
         if on_disk is not None:
             try:
                 states.append(load_state(on_disk))
-            except CheckpointReadError:  # an interrupted copy: Ray's recorded one is the newest whole state
+            except CheckpointError:  # an interrupted copy: Ray's recorded one is the newest whole state
                 pass
         return max(states, key=lambda state: int(state["epoch"]), default=None)
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from vremd.config import Config, config_to_dict
-from vremd.train.checkpoints import STATE_FILE, CheckpointReadError, load_state
+from vremd.model.checkpoint import CheckpointError
+from vremd.train.checkpoints import STATE_FILE, load_state
 from vremd.train.identity import RunIdentity, identity_differences, training_keys
 
 __all__ = ["RunMismatchError", "FitResult", "checkpoint_dir_name", "latest_checkpoint", "check_resumable",
@@ -76,6 +77,6 @@ def fit_result(run_dir: Path) -> FitResult:
     """The `FitResult` of a run folder whose training finished: its newest complete checkpoint."""
     final = latest_checkpoint(run_dir)
     if final is None:
-        raise CheckpointReadError(f"{run_dir}: training finished without writing a checkpoint")
+        raise CheckpointError(f"{run_dir}: training finished without writing a checkpoint")
     state = load_state(final)
     return FitResult(run_dir=run_dir, checkpoint_dir=final, state=state, history=list(state["history"]))

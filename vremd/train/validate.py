@@ -4,7 +4,6 @@ predictions and score them with the poseval-exact evaluator.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +14,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from vremd.data.heatmaps import decode, heatmap_to_input_xy
+from vremd.data.heatmaps import heatmaps_to_image_xy
 from vremd.data.joints import FLIP_INDEX
 from vremd.eval.oks_nms import keep_detected
 from vremd.eval.posetrack_ap import APResult, evaluate_dirs
 from vremd.eval.predictions import GTPersonRef, read_gt_videos, unpredicted_gt_persons, write_predictions
+from vremd.model.vremd import autocast, predict_heatmaps
 from vremd.train.tracking import AP_METRIC_NAMES
 
 __all__ = ["Predictions", "Validation", "predict", "validate", "ap_metrics", "UNPREDICTED_METRIC",
@@ -38,28 +38,6 @@ class Predictions:
     sample_ids: np.ndarray
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on GPU; plain fp32 on CPU (bf16 matmuls on CPU are slow and change results)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-def predict_heatmaps(model: nn.Module, frames: torch.Tensor, flip_test: bool) -> torch.Tensor:
-    """Heatmaps (B, J, h, w) of frames (B, T, 3, H, W); with `flip_test` averaged with the mirrored input's."""
-    heatmaps = model(frames)["heatmaps"].float()  # (B, J, h, w)
-    if flip_test:
-        flipped = model(frames.flip(-1))["heatmaps"].float()  # (B, J, h, w) of the mirrored crops
-        flipped = flipped.flip(-1)[:, list(FLIP_INDEX)]  # mirror back; left/right joints swap slots
-        heatmaps = (heatmaps + flipped) / 2
-    return heatmaps
-
-
-def to_image_xy(joints_xy_input: torch.Tensor, crop_to_image: torch.Tensor) -> torch.Tensor:
-    """(B, J, 2) crop-input pixels -> (B, J, 2) image pixels through the (B, 2, 3) affine."""
-    ones = torch.ones_like(joints_xy_input[..., :1])
-    homog = torch.cat([joints_xy_input.double(), ones.double()], dim=-1)  # (B, J, 3): x, y, 1
-    return homog @ crop_to_image.double().transpose(1, 2)  # (B, J, 2)
-
-
 @torch.no_grad()
 def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device, stride: int,
             flip_test: bool = False, progress: bool = False) -> Predictions:
@@ -70,10 +48,9 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.d
     joints, maxvals, ids = [], [], []
     for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
         frames = batch["frames"].to(device)  # (B, T, 3, H, W)
-        with _autocast(device):
-            heatmaps = predict_heatmaps(model, frames, flip_test)  # (B, J, h, w)
-        xy_hm, peak = decode(heatmaps.float().cpu())  # (B, J, 2) heatmap pixels, (B, J)
-        xy_image = to_image_xy(heatmap_to_input_xy(xy_hm, stride), batch["crop_to_image"])  # (B, J, 2)
+        with autocast(device):
+            heatmaps = predict_heatmaps(model, frames, FLIP_INDEX if flip_test else None)["heatmaps"]  # (B, J, h, w)
+        xy_image, peak = heatmaps_to_image_xy(heatmaps, batch["crop_to_image"], stride)  # (B, J, 2), (B, J)
         joints.append(xy_image.numpy())
         maxvals.append(peak.numpy())
         ids.append(np.asarray(batch["sample_id"]))
