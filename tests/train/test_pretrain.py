@@ -22,7 +22,7 @@ from vremd.train.identity import file_sha256
 from vremd.train.loop import THREADS_TAG, RunPaths
 from vremd.train.pretrain import STILLS_DIR, check_pretrain_config, export_backbone
 from vremd.train.ray_train import fit
-from vremd.train.runs import latest_checkpoint
+from vremd.train.checkpoints import latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "reliability"))

@@ -23,7 +23,8 @@ from vremd.train.checkpoints import load_state
 from vremd.train.identity import code_hash, data_hash, run_identity, training_digest, training_keys
 from vremd.train.loop import RunPaths
 from vremd.train.ray_train import fit
-from vremd.train.runs import RunMismatchError, latest_checkpoint
+from vremd.train.checkpoints import latest_checkpoint
+from vremd.train.runs import RunMismatchError
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "reliability"))

@@ -10,8 +10,8 @@ import torch
 
 from vremd.model.checkpoint import CheckpointError
 from vremd.train.checkpoints import (
-    STATE_FILE, CheckpointWriteError, LocalCheckpointStore, load_state, rng_state,
-    save_state, set_rng_state,
+    STATE_FILE, CheckpointWriteError, LocalCheckpointStore, checkpoint_dir_name, latest_checkpoint, load_state,
+    rng_state, save_state, set_rng_state,
 )
 
 
@@ -71,3 +71,13 @@ def test_local_store_keeps_newest_and_finds_latest(tmp_path):
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert names == ["checkpoint_epoch_0002", "checkpoint_epoch_0003"]
     assert load_state(store.latest())["epoch"] == 3
+
+
+def test_local_store_and_the_ray_driver_share_one_newest_checkpoint_rule(tmp_path):
+    """A checkpoint folder without its state file (a copy cut short) is never the one to resume from: the
+    in-process store and the run-folder rules (`latest_checkpoint`) agree. Before, the store picked it."""
+    store = LocalCheckpointStore(tmp_path / "run", keep=3)
+    save_state(tmp_path / "src", {"epoch": 1})
+    store.publish(tmp_path / "src", 1)
+    (tmp_path / "run" / checkpoint_dir_name(2)).mkdir()  # epoch 2's folder, no state.pt
+    assert store.latest() == latest_checkpoint(tmp_path / "run") == tmp_path / "run" / "checkpoint_epoch_0001"

@@ -16,7 +16,8 @@ from vremd.train.checkpoints import load_state
 from vremd.data.dataset import PoseTrackCrops
 from vremd.train.loop import EpochSampler, RunPaths, train_loader
 from vremd.train.ray_train import fit
-from vremd.train.runs import RunMismatchError, latest_checkpoint
+from vremd.train.checkpoints import latest_checkpoint
+from vremd.train.runs import RunMismatchError
 
 
 def build_smoke_data(root: Path, cfg) -> RunPaths:

@@ -22,7 +22,8 @@ from typing import Any
 from vremd.config import Config
 from vremd.model.checkpoint import CheckpointError
 from vremd.train.identity import RunIdentity
-from vremd.train.runs import RunMismatchError, check_resumable, latest_checkpoint
+from vremd.train.checkpoints import latest_checkpoint
+from vremd.train.runs import RunMismatchError, check_resumable
 
 __all__ = ["AdoptedTraining", "adopt_finished_twin"]
 

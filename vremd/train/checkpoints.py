@@ -22,7 +22,7 @@ from vremd.model.checkpoint import CheckpointWriteError, read_weights
 
 __all__ = [
     "STATE_FILE", "CheckpointWriteError", "atomic_torch_save", "save_state",
-    "load_state", "rng_state", "set_rng_state", "LocalCheckpointStore",
+    "load_state", "rng_state", "set_rng_state", "checkpoint_dir_name", "latest_checkpoint", "LocalCheckpointStore",
 ]
 
 STATE_FILE = "state.pt"
@@ -61,6 +61,17 @@ def load_state(directory: Path) -> dict[str, Any]:
     return read_weights(Path(directory) / STATE_FILE)
 
 
+def checkpoint_dir_name(epoch: int) -> str:
+    """The folder name of epoch `epoch`'s checkpoint in a run folder: `checkpoint_epoch_NNNN`."""
+    return f"checkpoint_epoch_{epoch:04d}"
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """Newest `checkpoint_*` folder in `run_dir` that holds a complete state file, or None."""
+    found = sorted(p for p in Path(run_dir).glob("checkpoint_*") if (p / STATE_FILE).is_file())
+    return found[-1] if found else None
+
+
 def rng_state() -> dict[str, Any]:
     """The process-wide torch / numpy / python RNG states as plain values (weights-only loadable)."""
     np_state = np.random.get_state()
@@ -94,12 +105,11 @@ class LocalCheckpointStore:
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint directory, or None."""
-        found = sorted(self.run_dir.glob("checkpoint_epoch_*"))
-        return found[-1] if found else None
+        return latest_checkpoint(self.run_dir)
 
     def publish(self, source_dir: Path, epoch: int) -> Path:
         """Copy `source_dir` in as the checkpoint of `epoch` (atomic rename), drop old ones."""
-        final = self.run_dir / f"checkpoint_epoch_{epoch:04d}"
+        final = self.run_dir / checkpoint_dir_name(epoch)
         staging = self.run_dir / f".staging_{final.name}_{os.getpid()}"
         try:
             shutil.rmtree(staging, ignore_errors=True)

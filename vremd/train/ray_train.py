@@ -35,7 +35,8 @@ from vremd.train.checkpoints import load_state
 from vremd.eval.tables import write_tables
 from vremd.train.loop import PREDICTIONS_DIR, LocalSession, RunPaths, run_training
 from vremd.train.plots import plot_training_curve, pose_overlays
-from vremd.train.runs import FitResult, check_resumable, checkpoint_dir_name, fit_result, latest_checkpoint
+from vremd.train.checkpoints import checkpoint_dir_name, latest_checkpoint
+from vremd.train.runs import FitResult, check_resumable, fit_result
 from vremd.train.tracking import AP_METRIC_NAMES, Tracker, run_tags
 
 __all__ = ["TrainingWorkerError", "TrainOutcome", "fit", "train_and_track", "train_worker", "RaySession", "init_ray",

@@ -1,6 +1,6 @@
 """The rules of a run folder, without Ray: where its checkpoints go, which is the newest, whether it may resume.
 
-`<storage_path>/<run_name>/checkpoint_epoch_NNNN` holds one epoch's state (`checkpoints.STATE_FILE`). A run
+`<storage_path>/<run_name>/checkpoint_epoch_NNNN` holds one epoch's state (`vremd.train.checkpoints`). A run
 folder is resumed (or returned, when finished) only if its newest state was trained with the same
 result-changing config (`identity.training_keys`) and the same `RunIdentity`; otherwise `RunMismatchError`.
 The Ray driver (`ray_train.py`), the in-process fused trainer and the ablation's twin reuse all ask here.
@@ -14,11 +14,10 @@ from typing import Any
 
 from vremd.config import Config, config_to_dict
 from vremd.model.checkpoint import CheckpointError
-from vremd.train.checkpoints import STATE_FILE, load_state
+from vremd.train.checkpoints import latest_checkpoint, load_state
 from vremd.train.identity import RunIdentity, identity_differences, training_keys
 
-__all__ = ["RunMismatchError", "FitResult", "checkpoint_dir_name", "latest_checkpoint", "check_resumable",
-           "fit_result"]
+__all__ = ["RunMismatchError", "FitResult", "check_resumable", "fit_result"]
 
 
 class RunMismatchError(ValueError):
@@ -33,17 +32,6 @@ class FitResult:
     checkpoint_dir: Path
     state: dict[str, Any]
     history: list[dict[str, float]]
-
-
-def checkpoint_dir_name(epoch: int) -> str:
-    """The folder name of epoch `epoch`'s checkpoint in a run folder: `checkpoint_epoch_NNNN`."""
-    return f"checkpoint_epoch_{epoch:04d}"
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """Newest `checkpoint_*` folder in `run_dir` that holds a complete state file, or None."""
-    found = sorted(p for p in Path(run_dir).glob("checkpoint_*") if (p / STATE_FILE).is_file())
-    return found[-1] if found else None
 
 
 def check_resumable(cfg: Config, run_dir: Path, identity: RunIdentity) -> dict[str, Any] | None:
