@@ -60,6 +60,21 @@ def test_resume_reopens_the_same_run(store):
     assert MlflowClient(tracking_uri=uri).get_run(first.run_id).info.status == "RUNNING"
 
 
+def test_an_id_file_reopens_its_run_and_a_stale_one_starts_afresh(store, tmp_path):
+    """The one "reopen the MLflow run named in an id file" rule (a training's run folder, a trial, a table's
+    parent run): the second start reopens the first run; an id from another store starts a new run."""
+    _, uri = store
+    id_file = tmp_path / "mlflow_run_id"
+    first = Tracker.start_or_resume(id_file, uri, "e", "r", {"a": 1}, {})
+    assert not first.resumed and id_file.read_text() == first.run_id
+    first.finish("FAILED")
+    again = Tracker.start_or_resume(id_file, uri, "e", "r", {"a": 1}, {})
+    assert again.resumed and again.run_id == first.run_id
+    id_file.write_text("0" * 32)  # a run of another store
+    fresh = Tracker.start_or_resume(id_file, uri, "e", "r", {"a": 1}, {})
+    assert not fresh.resumed and fresh.run_id != first.run_id and id_file.read_text() == fresh.run_id
+
+
 def test_down_server_warns_once_and_never_raises(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")

@@ -176,20 +176,16 @@ def _note_attempt(run_dir: Path) -> None:
 
 def _open_nested_run(cfg: Config, identity: RunIdentity, spec: Mapping[str, Any], context: TrialContext) -> Tracker:
     """Create (or reopen) the trial's MLflow run under the parent; `train_and_track` continues it by id."""
-    id_file = Path(context.runs_dir) / spec["run_name"] / "mlflow_run_id"
-    previous = id_file.read_text().strip() if id_file.is_file() else None
     index_dir = Path(context.index_dir.format(source=cfg.data.source))
     tags = {**run_tags(cfg, Path(context.repo_dir), index_dir, identity), "ablation.table": str(context.table),
             "ablation.row": spec["row"], "ablation.seed": str(spec["seed"])}
     if context.parent_run_id:
         tags["mlflow.parentRunId"] = context.parent_run_id
-    tracker = Tracker.start(context.tracking_uri, cfg.tracking.experiment,
-                            f"table{context.table}/{spec['row']}/seed{spec['seed']}", flatten(cfg), tags,
-                            resume_run_id=previous)
-    if tracker.run_id is not None:
-        if previous == tracker.run_id and context.parent_run_id:  # reopened: it may belong to an older parent
-            tracker.set_tag("mlflow.parentRunId", context.parent_run_id)
-        id_file.write_text(tracker.run_id)
+    tracker = Tracker.start_or_resume(Path(context.runs_dir) / spec["run_name"] / "mlflow_run_id",
+                                      context.tracking_uri, cfg.tracking.experiment,
+                                      f"table{context.table}/{spec['row']}/seed{spec['seed']}", flatten(cfg), tags)
+    if tracker.resumed and context.parent_run_id:  # reopened: it may belong to an older parent
+        tracker.set_tag("mlflow.parentRunId", context.parent_run_id)
     return tracker
 
 
@@ -260,16 +256,11 @@ def _outcomes(results, trials: Sequence[TrialSpec]) -> list[TrialOutcome]:
 def _parent_run(exp_dir: Path, tracking_uri: str, base: Config, table: TableSpec, seeds: int,
                 repo_dir: Path) -> Tracker:
     """The table's MLflow parent run, reopened on restore (its id is kept in the experiment folder)."""
-    id_file = exp_dir / PARENT_RUN_FILE
-    previous = id_file.read_text().strip() if id_file.is_file() else None
     params = {**flatten(base), "ablation.table": table.number, "ablation.seeds": seeds,
               "ablation.rows": ", ".join(table.rows)}
     tags = {**run_tags(base, repo_dir), "ablation.table": str(table.number)}
-    tracker = Tracker.start(tracking_uri, base.tracking.experiment, f"table{table.number}-{base.profile}", params, tags,
-                            resume_run_id=previous)
-    if tracker.run_id is not None:
-        id_file.write_text(tracker.run_id)
-    return tracker
+    return Tracker.start_or_resume(exp_dir / PARENT_RUN_FILE, tracking_uri, base.tracking.experiment,
+                                   f"table{table.number}-{base.profile}", params, tags)
 
 
 def run_ablation(table: TableSpec, trials: Sequence[TrialSpec], base: Config, *, storage_path: Path, out_dir: Path,

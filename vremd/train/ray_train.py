@@ -236,12 +236,9 @@ def open_tracking(cfg: Config, paths: RunPaths, storage_path: Path, run_name: st
     """Open (or reopen by `<run_dir>/mlflow_run_id`) the run's MLflow run; `paths` with its URI and run id."""
     run_dir = Path(storage_path).resolve() / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
-    id_file = run_dir / "mlflow_run_id"
-    previous = id_file.read_text().strip() if id_file.is_file() else None
     tags = run_tags(cfg, repo_dir, Path(paths.index_dir), identity)
-    tracker = Tracker.start(tracking_uri, cfg.tracking.experiment, run_name, flatten(cfg), tags, resume_run_id=previous)
-    if tracker.run_id is not None:
-        id_file.write_text(tracker.run_id)
+    tracker = Tracker.start_or_resume(run_dir / "mlflow_run_id", tracking_uri, cfg.tracking.experiment, run_name,
+                                      flatten(cfg), tags)
     sizes = {split: pq.read_metadata(Path(paths.index_dir) / f"{split}.parquet").num_rows for split in ("train", "val")}
     tracker.log_dataset(cfg.data.source, tags["dvc_data_hash"], Path(paths.index_dir), sizes)  # kept once per run
     return tracker, dataclasses.replace(paths, tracking_uri=tracking_uri if tracker.active else "",

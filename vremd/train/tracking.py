@@ -129,6 +129,7 @@ class Tracker:
         self.run_id = run_id
         self.failure = failure
         self.retries = 0  # transient store errors got past
+        self.resumed = False  # `start_or_resume` reopened the run its id file named
         self._client = None
         self._jitter = random.Random()  # backoff jitter only (unseeded: concurrent writers must not retry in step)
 
@@ -205,6 +206,17 @@ class Tracker:
                 tracker._call(client.log_batch, tracker.run_id, params=items[i:i + 100])
         except Exception as exc:
             tracker._fail("starting the run", exc)
+        return tracker
+
+    @classmethod
+    def start_or_resume(cls, id_file: Path, tracking_uri: str, experiment: str, run_name: str,
+                        params: Mapping[str, Any], tags: Mapping[str, str]) -> "Tracker":
+        """`start`, reopening the run whose id `id_file` holds (if any); then record the run's id there."""
+        previous = Path(id_file).read_text().strip() if Path(id_file).is_file() else None
+        tracker = cls.start(tracking_uri, experiment, run_name, params, tags, resume_run_id=previous)
+        tracker.resumed = previous is not None and tracker.run_id == previous
+        if tracker.run_id is not None:
+            Path(id_file).write_text(tracker.run_id)
         return tracker
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
