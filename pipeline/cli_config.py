@@ -46,8 +46,9 @@ def index_file(index_dir: Path, split: str) -> Path:
 def check_crop_size(index_path: Path, model: ModelConfig, model_name: str) -> None:
     """Refuse an index whose stored crops are not the model's input size; the message names both sizes."""
     from vremd.data.dataset import PoseTrackCrops  # torch: only the stages that load crops pay for it
+    from vremd.model.heads import HEATMAP_STRIDE
 
-    dataset = PoseTrackCrops(index_path, None, model.num_joints)
+    dataset = PoseTrackCrops(index_path, None, model.num_joints, heatmap_stride=HEATMAP_STRIDE)
     if not len(dataset):
         return
     crop_hw = tuple(dataset.raw_crops(0).shape[1:3])  # (T, H, W, 3) -> (H, W)

@@ -27,6 +27,7 @@ from vremd.data.crop_store import SPLITS, STATS, read_manifest
 from vremd.data.crops import shard_sample
 from vremd.data.heatmaps import encode
 from vremd.data.joints import JOINT_NAMES
+from vremd.errors import InputError
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -86,25 +87,27 @@ class PoseTrackCrops(Dataset):
     Args:
         index_path: `data/index/<split>.parquet` written by `build_index`.
         augment: the training recipe, or None for eval mode (no augmentation).
-        sigma_px, heatmap_stride: target encoding in eval mode (augment=None); default AugmentConfig's.
+        heatmap_stride: the model's output stride (`vremd.model.heads.HEATMAP_STRIDE`, passed in: the data
+            package does not import the model). sigma_px: target sigma in eval mode (augment=None), default
+            AugmentConfig's.
     Item: frames (T, 3, H, W) float32 ImageNet-normalised RGB (t-1, t, t+1); heatmaps (J, H/s, W/s);
     target_weight (J,); joints_xy (J, 2) crop-input pixels; visible (J,); crop_to_image (2, 3) float64
     mapping crop-input pixels to original image pixels; sample_id.
     """
 
     def __init__(self, index_path: Path, augment: AugmentConfig | None, num_joints: int = 17, seed: int = 0,
-                 *, sigma_px: float | None = None, heatmap_stride: int | None = None):
+                 *, heatmap_stride: int, sigma_px: float | None = None):
         index_path = Path(index_path)
         self.index = pd.read_parquet(index_path)
         self.augment = augment
         self.seed = seed
         target = augment or AugmentConfig()
         self.sigma_px = sigma_px if sigma_px is not None else target.sigma_px
-        self.stride = heatmap_stride if heatmap_stride is not None else target.heatmap_stride
+        self.stride = heatmap_stride
         S = len(self.index)
         self.joints = np.stack(self.index["joints_crop_xyv"].to_numpy()).reshape(S, -1, 3) if S else np.zeros((0, num_joints, 3))
         if self.joints.shape[1] != num_joints:
-            raise ValueError(f"{index_path}: joints_crop_xyv has {self.joints.shape[1]} joints, expected {num_joints}")
+            raise InputError(f"{index_path}: joints_crop_xyv has {self.joints.shape[1]} joints, expected {num_joints}")
         self.crop_to_image = np.stack(self.index["crop_to_image"].to_numpy()).reshape(S, 2, 3) if S else np.zeros((0, 2, 3))
         self.shards = [str(index_path.parent / s) for s in self.index["shard"]]
         self.rows = self.index["row"].to_numpy()

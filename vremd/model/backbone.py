@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from vremd.errors import InputError
 from vremd.model.checkpoint_layouts import (
     MMPRETRAIN,
     checkpoint_size,
@@ -38,7 +39,7 @@ __all__ = [
 PATCH_PADDING = 2  # ViTPose PatchEmbed: padding = 4 + 2 * (ratio // 2 - 1) with ratio 1
 
 
-class VitPoseCheckpointError(ValueError):
+class VitPoseCheckpointError(InputError):
     """A ViTPose checkpoint does not fit the backbone; the message names the file and every bad key."""
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from vremd.data.joints import UNANNOTATED_JOINTS
 from vremd.data.posetrack import read_video
+from vremd.errors import InputError
 
 from .boxes_io import BoxSet, FrameBoxes, assign_tracks, load_boxes
 from .figures import GroundTruth, compare_figure, head_size_from_box, sample_figure
@@ -16,7 +17,7 @@ from .runner import load_model, person_crop, predict_crops, predict_video
 from .video import iter_frames, probe
 
 
-class FigureInputError(ValueError):
+class FigureInputError(InputError):
     """Frames or persons asked for in a figure do not exist; the message names the file."""
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vremd.config import Config, ConfigError, CropsConfig, config_from_dict
+from vremd.config import Config, ConfigError, CropsConfig, config_from_saved
 from vremd.data.boxes import (
     BoxError, apply_affine, clip_box_xywh, crop_rect, crop_to_image_affine, pixels_to_box_xywh,
 )
@@ -81,7 +81,7 @@ def _read_checkpoint(path: Path, mmap: bool = False) -> tuple[dict[str, torch.Te
     else:
         raise CheckpointError(f"{path}: expected {{'model': state_dict, 'config': ...}} as written by training")
     try:
-        return sd, (config_from_dict(cfg_dict) if cfg_dict is not None else None)
+        return sd, (config_from_saved(cfg_dict) if cfg_dict is not None else None)
     except ConfigError as exc:
         raise CheckpointError(f"{path}: config: {exc}") from None
 

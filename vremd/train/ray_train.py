@@ -29,6 +29,7 @@ from ray.train.torch import TorchTrainer
 
 from vremd.atomic import atomic_write_text
 from vremd.config import Config, config_from_dict, config_to_dict, flatten
+from vremd.errors import InputError
 from vremd.train.identity import RunIdentity, identity_differences, run_identity, training_keys
 from vremd.train.checkpoints import STATE_FILE, CheckpointReadError, load_state
 from vremd.eval.tables import write_tables
@@ -43,7 +44,7 @@ __all__ = ["RunMismatchError", "TrainingWorkerError", "FitResult", "TrainOutcome
 WORKER_ERROR_FILE = "worker_error.txt"  # in the run folder: the traceback of the last failed worker
 
 
-class RunMismatchError(ValueError):
+class RunMismatchError(InputError):
     """A run folder holds checkpoints of another configuration, data, code or weights; the message lists what differs."""
 
 
