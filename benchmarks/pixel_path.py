@@ -26,6 +26,7 @@ from vremd.data.crops import crop_frames, neighbour_indices
 from vremd.data.dataset import PoseTrackCrops
 from vremd.data.posetrack import read_video
 from vremd.model.checkpoint import load_trained
+from vremd.model.heads import HEATMAP_STRIDE
 from vremd.train.validate import validate
 
 from benchmarks.result import Result, write_results
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     index_path = args.index / "val.parquet"
     dataset_dir = args.raw / cfg.data.source
     gt_dir = dataset_dir / "annotations" / "val"
-    stride = cfg.augment.heatmap_stride
+    stride = HEATMAP_STRIDE
     stored = PoseTrackCrops(index_path, None, cfg.model.num_joints, heatmap_stride=stride)
     predict_path = PredictPathCrops(index_path, dataset_dir, (cfg.crops.width, cfg.crops.height),
                                     cfg.model.num_joints, stride)

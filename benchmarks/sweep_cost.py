@@ -39,7 +39,7 @@ from vremd.ablation.fusion import GIB, estimate_bytes
 from vremd.ablation.grid import build_grid, load_tables, training_id
 from vremd.config import Config, config_from_dict, config_to_dict, load_config
 from vremd.model.cost import module_flops
-from vremd.model.vremd import build_model
+from vremd.model.vremd import NUM_FRAMES, build_model
 from vremd.train.loop import optimise
 
 TABLES = (4, 5, 6)
@@ -158,10 +158,10 @@ def sweep_section(paper: Config, seeds: int, samples: int, tflops: float) -> tup
 def memory_section(paper: Config, samples: int) -> None:
     """Bytes per sample at paper shape, what a feature store would need, and what fused trials hold instead."""
     m = paper.model
-    tokens = m.num_frames * (m.img_height // m.patch_size) * (m.img_width // m.patch_size)  # 3 x 192
+    tokens = NUM_FRAMES * (m.img_height // m.patch_size) * (m.img_width // m.patch_size)  # 3 x 192
     per_view = {"fp16": tokens * m.embed_dim * 2, "8-bit": tokens * m.embed_dim}
-    print(f"\nmemory at paper shape: one sample's backbone features = {m.num_frames} frames x "
-          f"{tokens // m.num_frames} tokens x {m.embed_dim} = {tokens * m.embed_dim} values")
+    print(f"\nmemory at paper shape: one sample's backbone features = {NUM_FRAMES} frames x "
+          f"{tokens // NUM_FRAMES} tokens x {m.embed_dim} = {tokens * m.embed_dim} values")
     for kind, size in per_view.items():
         print(f"  {kind}: {size / 1e6:.2f} MB/sample; PoseTrack17 train ({samples} samples): one view each "
               f"{size * samples / 1e9:.1f} GB, one view per epoch ({paper.train.epochs}) "

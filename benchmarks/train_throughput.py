@@ -42,6 +42,7 @@ from vremd.data.index import build_index
 from vremd.data.sources.download import prepare_synthetic
 from vremd.data.posetrack import read_video
 from vremd.model.cost import module_flops
+from vremd.model.heads import HEATMAP_STRIDE
 from vremd.model.vremd import build_model
 from vremd.train.loop import train_loader, train_step
 
@@ -96,7 +97,7 @@ def build_data(root: Path, cfg: Config, synthetic: SyntheticConfig, videos: int,
 def loader_timings(cfg: Config, index_path: Path, samples: int, repeats: int) -> tuple[dict[str, Timing], int]:
     """CPU seconds of `samples` samples through the real loader and the per-sample baseline, interleaved."""
     t = dataclasses.replace(cfg.train, loader_workers=0, max_train_samples=samples, batch_size=8)
-    real = PoseTrackCrops(index_path, cfg.augment, cfg.model.num_joints, t.seed)
+    real = PoseTrackCrops(index_path, cfg.augment, cfg.model.num_joints, t.seed, heatmap_stride=HEATMAP_STRIDE)
     base = PerSampleLoader(index_path, cfg.augment, cfg.model.num_joints, t.seed, (cfg.crops.width, cfg.crops.height))
     loaders = {name: train_loader(ds, t, 0, 1)[0] for name, ds in (("vremd", real), ("per-sample", base))}
     check_same_targets(real, base)
@@ -139,7 +140,7 @@ def step_timing(cfg: Config, index_path: Path, batch: int, repeats: int, device:
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     t = dataclasses.replace(cfg.train, loader_workers=0, max_train_samples=0, batch_size=batch)
-    loader, _ = train_loader(PoseTrackCrops(index_path, cfg.augment, cfg.model.num_joints, t.seed), t, 0, 1)
+    loader, _ = train_loader(PoseTrackCrops(index_path, cfg.augment, cfg.model.num_joints, t.seed, heatmap_stride=HEATMAP_STRIDE), t, 0, 1)
     batches = iter(loader)
     batch_data = next(batches)
     if len(batch_data["frames"]) != batch:

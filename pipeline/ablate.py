@@ -22,7 +22,8 @@ from pathlib import Path
 from pipeline.cli_config import REPO_DIR, add_config_args
 from vremd.ablation import fusion, grid
 from vremd.ablation.trials import run_ablation
-from vremd.config import ConfigError, config_to_dict, load_config, parse_override, smoke_config
+from vremd.config import config_to_dict, load_config, parse_override, smoke_config
+from vremd.errors import InputError
 from vremd.eval.tables import load_paper_numbers
 from vremd.model.config_check import check_model_config
 from vremd.train.ray_train import init_ray
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             trials = grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations),
                                      identity_of=grid.identities(index, args.raw))
         plan = fusion.plan_fusion(trials, not args.no_fuse, int(args.fuse_memory_gib * fusion.GIB), args.fuse_rows)
-    except (ConfigError, grid.AblationError, OSError, ValueError) as exc:
+    except (InputError, OSError) as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return 1
     print(f"{tables[args.table].title}: {len(trials)} trial(s), profile {base.profile}; {note}")
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             verbose=2 if args.verbose else 1,
             max_concurrent=args.max_concurrent or (1 if base.train.num_workers else None),  # workers take the CPUs
             max_failures=base.train.max_failures if args.max_failures is None else args.max_failures)
-    except grid.AblationError as exc:
+    except (InputError, OSError) as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return 1
     finally:

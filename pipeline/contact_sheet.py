@@ -18,6 +18,7 @@ from vremd.data.draw import contact_sheet
 from vremd.atomic import atomic_write_bytes
 from vremd.data.posetrack import list_videos
 from vremd.data.synthetic.generate import generate_dataset
+from vremd.errors import InputError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,9 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = dataclasses.replace(SyntheticConfig(), seed=args.seed, train_videos=args.videos, val_videos=0,
                               min_frames=24, max_frames=32)
-    with tempfile.TemporaryDirectory() as tmp:
-        summary = generate_dataset(Path(tmp) / "synthetic", cfg, progress=True)
-        sheet = contact_sheet(Path(tmp) / "synthetic", list_videos(Path(tmp) / "synthetic", "train"))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = generate_dataset(Path(tmp) / "synthetic", cfg, progress=True)
+            sheet = contact_sheet(Path(tmp) / "synthetic", list_videos(Path(tmp) / "synthetic", "train"))
+    except (InputError, OSError) as exc:  # e.g. --videos 0: no labeled frames
+        print(f"contact_sheet: error: {exc}", file=sys.stderr)
+        return 1
     ok, png = cv2.imencode(".png", sheet)
     if not ok:
         print(f"{args.out}: PNG encoding failed", file=sys.stderr)

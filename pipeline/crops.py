@@ -15,11 +15,8 @@ import sys
 from pathlib import Path
 
 from pipeline.cli_config import add_config_args, config_from_args, warn_if_untracked
-from vremd.config import ConfigError
 from vremd.data.crop_store import build_crops
-from vremd.data.crops import CropInputError
-from vremd.data.detections import DetectionFormatError
-from vremd.data.posetrack import PoseTrackFormatError
+from vremd.errors import InputError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = build_crops(args.raw / cfg.data.source,
                             args.out, cfg.crops, cfg.data.on_bad_input, cfg.data.val_boxes,
                             workers=cfg.crops.workers, progress=not args.no_progress)
-    except (ConfigError, CropInputError, DetectionFormatError, PoseTrackFormatError, FileNotFoundError,
-            ValueError) as exc:  # all name the file or key at fault
+    except (InputError, OSError) as exc:  # all name the file or key at fault
         print(f"crops: error: {exc}", file=sys.stderr)
         return 1
     print(f"{args.out}: {len(stats['processed'])} video(s) extracted, {len(stats['removed'])} removed")

@@ -26,6 +26,7 @@ from vremd.atomic import atomic_write_text
 from vremd.config import DETECTED_VAL_BOXES
 from vremd.data.posetrack import PoseTrackFormatError, list_videos, read_video
 from vremd.detect.detector import build_detector, detect_images
+from vremd.errors import InputError
 
 
 def _frames(dataset_dir: Path, all_frames: bool) -> list[tuple[int, Path]]:
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      len(frames), progress=not args.no_progress):
             results += [{"image_id": image_id, "category_id": 1, "bbox": [round(float(v), 2) for v in box],
                          "score": round(float(score), 5)} for box, score in zip(boxes, scores)]
-    except (ValueError, OSError) as exc:  # ConfigError, PoseTrackFormatError, DetectorError, missing files
+    except (InputError, OSError) as exc:  # ConfigError, PoseTrackFormatError, DetectorError, missing files
         print(f"detect: error: {exc}", file=sys.stderr)
         return 1
     record = {"needed": True, **provenance.to_dict(), "frames": len(frames), "boxes": len(results),

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from pipeline.cli_config import add_config_args, config_from_args
-from vremd.data.sources.download import DownloadError, prepare_real, prepare_synthetic, summarize
+from vremd.data.sources.download import prepare_real, prepare_synthetic, summarize
+from vremd.errors import InputError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             built = prepare_real(data.source, data.urls, data.sha256, dataset_dir, args.cache,
                                  progress=not args.no_progress)
         summary = summarize(dataset_dir)
-    except (ValueError, DownloadError) as exc:  # ConfigError, ArchiveError, PoseTrackFormatError, bad sizes
+    except (InputError, OSError) as exc:  # ConfigError, ArchiveError, DownloadError, PoseTrackFormatError; the network
         print(f"download: error: {exc}", file=sys.stderr)
         return 1
     print(f"{dataset_dir}: {'built' if built else 'up to date, nothing to do'}")

@@ -33,12 +33,13 @@ import torch
 from pipeline.cli_config import (REPO_DIR, add_config_args, add_data_args, check_gt_dir, config_from_args, index_file,
                                  refuse_checkpoint_overrides)
 from vremd.atomic import atomic_write_text
-from vremd.config import ConfigError
 from vremd.data.dataset import PoseTrackCrops, check_crop_size
+from vremd.errors import InputError
 from vremd.eval.predictions import describe_unpredicted
 from vremd.eval.tables import (ap_table_csv, ap_table_html, ap_table_markdown, load_paper_numbers, paper_row,
                                per_joint_bar_png)
 from vremd.model.checkpoint import load_trained
+from vremd.model.heads import HEATMAP_STRIDE
 from vremd.model.vremd import HEADS, HeadAlone, build_model
 from vremd.predict.reports import sample_report
 from vremd.train.validate import validate
@@ -101,17 +102,17 @@ def main(argv: list[str] | None = None) -> int:
             check_crop_size(index, saved_cfg.model, str(args.model))
             rows = pd.read_parquet(index)
             dataset = PoseTrackCrops(index, None, saved_cfg.model.num_joints, sigma_px=saved_cfg.augment.sigma_px,
-                                     heatmap_stride=saved_cfg.augment.heatmap_stride)
+                                     heatmap_stride=HEATMAP_STRIDE)
             shutil.rmtree(pred_dir, ignore_errors=True)  # no stale videos from an earlier dataset
             result = validate(scored, dataset, rows, gt_dir, pred_dir, batch_size=cfg.train.batch_size, device=device,
-                              stride=saved_cfg.augment.heatmap_stride, flip_test=cfg.train.flip_test,
+                              stride=HEATMAP_STRIDE, flip_test=cfg.train.flip_test,
                               protocol=cfg.eval.protocol, progress=not args.no_progress,
                               oks_nms=(cfg.detect.oks_nms, cfg.detect.keypoint_threshold))
             return result, dataset, _boxes_label(rows)
 
         result, dataset, boxes = score(index_path, args.out / "predictions")
         also = score(index_file(args.also_index, "val"), args.out / "predictions-also") if args.also_index else None
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (InputError, OSError) as exc:  # CheckpointError is an InputError
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 1
     ours = {("Mean" if k == "Total" else k): v for k, v in result.ap.table.items()}

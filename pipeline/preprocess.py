@@ -17,6 +17,7 @@ import orjson
 
 from vremd.atomic import atomic_write_bytes
 from vremd.data.index import build_index
+from vremd.errors import InputError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         stats = build_index(args.crops, args.out)
-    except FileNotFoundError as exc:
+    except (InputError, OSError) as exc:
         print(f"preprocess: error: {exc}", file=sys.stderr)
         return 1
     atomic_write_bytes(args.stats, orjson.dumps(stats, option=orjson.OPT_INDENT_2))

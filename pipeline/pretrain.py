@@ -24,6 +24,7 @@ from pathlib import Path
 from pipeline.cli_config import add_config_args, add_data_args, check_gt_dir, config_from_args, index_file
 from vremd.atomic import atomic_write_text
 from vremd.config import PRETRAINED_CHECKPOINT, config_to_dict
+from vremd.errors import InputError
 from vremd.train.identity import file_sha256, run_identity, training_digest
 from vremd.train.loop import RunPaths
 from vremd.train.pretrain import STILLS_DIR, build_stills, check_pretrain_config, export_backbone, pretraining_config
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         # no run id or time in the file: the same pretraining writes the same bytes (and sha256)
         export_backbone(outcome.fit.state["model"], cfg, checkpoint,
                         {"made_by": "vremd pretrain stage", "val_mean_ap": ap.get("Mean", float("nan"))})
-    except (ValueError, OSError) as exc:  # ConfigError, bad or missing data, unreadable checkpoints
+    except (InputError, OSError) as exc:  # ConfigError, bad or missing data, unreadable checkpoints (CheckpointError)
         print(f"pretrain: error: {exc}", file=sys.stderr)
         return 1
     manifest = {"needed": True, "checkpoint": str(args.out / checkpoint.name), "sha256": file_sha256(checkpoint),

@@ -16,10 +16,11 @@ import os
 import sys
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline.cli_config import add_data_args
-from vremd.config import ConfigError
+from vremd.errors import InputError
 from vremd.train.loop import RunPaths
 from vremd.ablation.reproduce import compare_ap, dvc_dir_md5, format_comparison, provenance_problems, read_run, rerun_ap
 from vremd.train.tracking import AP_METRIC_NAMES, resolve_tracking_uri, run_tags
@@ -40,10 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = read_run(MlflowClient(tracking_uri=uri), args.run_id)
         current = {**run_tags(run.config, Path.cwd()), "dvc_data_hash": dvc_dir_md5(args.index)}
-    except (ConfigError, FileNotFoundError) as exc:
+    except (InputError, OSError) as exc:
         print(f"reproduce: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # MLflow raises its own types for unknown runs and unreachable stores
+    except MlflowException as exc:  # unknown runs and unreachable stores
         print(f"reproduce: error: run {args.run_id} at {uri}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     errors, warnings = provenance_problems(run.tags, current)

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from vremd.errors import InputError
 from vremd.train.tracking_server import TrackingServerError, mlflow_server, postgres
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"Ctrl-C stops it\nexport MLFLOW_TRACKING_URI={uri}", flush=True)
                 while True:
                     time.sleep(3600)
-    except TrackingServerError as exc:
+    except (InputError, OSError, TrackingServerError) as exc:
         print(f"tracking_server: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -24,14 +24,14 @@ import torch
 from pipeline.cli_config import (add_config_args, add_data_args, check_gt_dir, config_from_args, index_file,
                                  warn_if_untracked)
 from vremd.atomic import atomic_write_text
-from vremd.config import Config, ConfigError, config_from_dict, config_to_dict
+from vremd.config import Config, config_from_dict, config_to_dict
 from vremd.data.dataset import check_crop_size
-from vremd.model.checkpoint import CheckpointError, CheckpointWriteError, save_trained
+from vremd.errors import InputError
+from vremd.model.checkpoint import save_trained
 from vremd.model.config_check import check_model_config
 from vremd.train.identity import run_identity, training_digest
 from vremd.train.loop import RunPaths
 from vremd.train.ray_train import TrainingWorkerError, init_ray, train_and_track
-from vremd.train.runs import RunMismatchError
 from vremd.train.tracking import resolve_tracking_uri
 
 CURVE_COLUMNS = ("epoch", "loss", "lr", "samples_per_s", "ap_mean", "ap_head", "ap_shoulder", "ap_elbow",
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         for index_path in [index_file(args.index, split) for split in ("train", "val")]:
             check_crop_size(index_path, cfg.model, f"the model of {source}")
         check_gt_dir(args.raw / cfg.data.source / "annotations" / "val")
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (InputError, OSError) as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 1
     uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.tracking_uri, Path.cwd())
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = RunPaths(index_dir=str(args.index.resolve()), gt_dir=str(dataset_dir / "annotations" / "val"), run_dir="")
     try:
         identity = run_identity(cfg, Path(paths.index_dir), Path(paths.gt_dir))
-    except (FileNotFoundError, ValueError, OSError) as exc:
+    except (InputError, OSError) as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 1
     run_name = args.run_name or f"{cfg.tracking.run_name}-{training_digest(config_to_dict(cfg), identity)}"
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         save_trained(args.out / "final.pt", state["model"], config_from_dict(state["config"]), epoch=state["epoch"],
                      history=state["history"], mlflow_run_id=outcome.mlflow_run_id)
         _write_curve(outcome.fit.history, args.curve)
-    except (RunMismatchError, CheckpointError, CheckpointWriteError, TrainingWorkerError, ValueError) as exc:
+    except (InputError, OSError, TrainingWorkerError) as exc:  # CheckpointWriteError is an OSError
         print(f"train: error: {exc}", file=sys.stderr)
         return 1
     finally:

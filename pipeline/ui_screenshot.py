@@ -19,7 +19,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from pipeline.cli_config import add_config_args, config_from_args
-from vremd.config import ConfigError
+from vremd.errors import InputError
 from vremd.train.tracking import resolve_tracking_uri
 from vremd.train.tracking_server import TrackingServerError, mlflow_server
 from vremd.train.ui_snapshot import UISnapshotError, ablation_runs, compare_url, screenshot
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             with served as server:  # queried through the server: a second SQLite reader would stall its start
                 exp_id, parent, runs = ablation_runs(server, cfg.tracking.experiment, args.table, store=uri)
                 screenshot(compare_url(server, exp_id, runs), args.out, size=args.size)
-    except (ConfigError, UISnapshotError, TrackingServerError, OSError, subprocess.SubprocessError) as exc:
+    except (InputError, OSError, UISnapshotError, TrackingServerError, subprocess.SubprocessError) as exc:
         print(f"ui_screenshot: error: {exc}", file=sys.stderr)
         return 1
     print(f"{args.out}: compare view of table {args.table}'s {len(runs)} trial runs (parent run {parent})")

@@ -27,7 +27,8 @@ from vremd.atomic import atomic_write, atomic_write_text
 from vremd.config import ModelConfig
 from vremd.data.sources.archives import link_or_copy
 from vremd.data.sources.download import DownloadError, fetch
-from vremd.model.backbone import ViTBackbone, VitPoseCheckpointError, load_vitpose_checkpoint
+from vremd.errors import InputError
+from vremd.model.backbone import ViTBackbone, load_vitpose_checkpoint
 
 MIN_PREFIX = 8  # hex digits of a sha256 prefix (OpenMMLab's published file names carry 8)
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = config_from_args(args).model
         manifest = prepare_weights(model, args.cache, progress=not args.no_progress)
-    except (ValueError, OSError, DownloadError, VitPoseCheckpointError) as exc:
+    except (InputError, OSError) as exc:
         print(f"weights: error: {exc}", file=sys.stderr)
         return 1
     atomic_write_text(args.manifest, json.dumps(manifest, indent=2) + "\n")

@@ -1,4 +1,5 @@
-"""Imports point one way: pipeline -> vremd.ablation -> vremd.train -> vremd.{data, model, eval} -> vremd.config."""
+"""Imports point one way: pipeline -> vremd.ablation -> vremd.train -> vremd.{data, model, eval} -> vremd.config
+-> vremd.errors."""
 
 import ast
 import subprocess
@@ -11,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # package -> packages it must never import
 FORBIDDEN = {
+    "vremd.errors": ("vremd", "pipeline"),  # a leaf: every package may import InputError, it imports nothing of ours
     "vremd.config": ("vremd.data", "vremd.model", "vremd.eval", "vremd.train", "vremd.ablation", "vremd.predict",
                      "pipeline"),
     "vremd.data": ("vremd.model", "vremd.eval", "vremd.train", "vremd.ablation", "vremd.predict", "pipeline", "ray",

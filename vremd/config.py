@@ -18,13 +18,15 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
+from vremd.errors import InputError
+
 DataSource = Literal["synthetic", "posetrack17", "posetrack18", "posetrack21"]
 MotionAttention = Literal["dc", "da", "dca"]
 BadInputPolicy = Literal["error", "skip"]
 EvalProtocol = Literal["posetrack18", "posetrack21"]
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration value is missing, unknown or of the wrong type; the message names the key."""
 
 
@@ -47,18 +49,12 @@ class SyntheticConfig:
 class DataConfig:
     """Where raw PoseTrack-layout data comes from and how bad input is treated."""
 
-    source: DataSource = "synthetic"
-    raw_dir: str = "data/raw"
+    source: DataSource = "synthetic"  # the stages find it at `<--raw>/<source>`
     urls: tuple[str, ...] = ()  # archive URLs or local paths (real data only)
     sha256: tuple[str, ...] = ()  # one per url, or empty to skip verification
     val_boxes: str = "gt"  # "gt", "detect" (the `detect` stage's boxes) or a path to a COCO detection json
     on_bad_input: BadInputPolicy = "error"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-
-    @property
-    def dataset_dir(self) -> Path:
-        """`data/raw/<source>`: the PoseTrack-2018 layout root of this dataset."""
-        return Path(self.raw_dir) / self.source
 
 
 @dataclass(frozen=True)
@@ -75,7 +71,9 @@ class CropsConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training-time augmentation of crops (the paper's recipe) and target encoding."""
+    """Training-time augmentation of crops (the paper's recipe) and target encoding.
+
+    The heatmap stride is no key: it is the model's `vremd.model.heads.HEATMAP_STRIDE`."""
 
     rotation_deg: float = 45.0
     scale_min: float = 0.65
@@ -83,7 +81,6 @@ class AugmentConfig:
     flip_prob: float = 0.5
     half_body_prob: float = 0.3
     sigma_px: float = 2.0  # Gaussian sigma in heatmap pixels
-    heatmap_stride: int = 4  # heatmap is (H/stride, W/stride)
 
 
 @dataclass(frozen=True)
@@ -106,7 +103,6 @@ class ModelConfig:
     # the slots the dataset annotates: J keypoint tokens and heatmap channels; the other slots are output as
     # zeros. PoseTrack17/18/21: every slot but the ears (3, 4), = vremd.data.joints.ANNOTATED_JOINTS
     annotated_joints: tuple[int, ...] = (0, 1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)
-    num_frames: int = 3
     dim: int = 256  # width of HKME / BMD tokens; equal to embed_dim: no projection of the backbone tokens
     heads: int = 8
     head_channels: int = 256  # deconvolution channels of the upsampling heatmap head (ViTPose: 256)
@@ -305,9 +301,44 @@ def parse_override(text: str) -> tuple[str, Any]:
                           "put quotes around a string value") from None
 
 
+def check_cross_fields(cfg: Config) -> Config:
+    """`cfg`, or ConfigError where two keys that must agree do not: the crops are the model's input."""
+    crop_hw, model_hw = (cfg.crops.height, cfg.crops.width), (cfg.model.img_height, cfg.model.img_width)
+    if crop_hw != model_hw:
+        raise ConfigError(f"crops.height/crops.width {crop_hw[0]}x{crop_hw[1]} differ from model.img_height/"
+                          f"model.img_width {model_hw[0]}x{model_hw[1]}: the crops are the model's input")
+    return cfg
+
+
 def config_from_dict(values: Mapping[str, Any]) -> Config:
     """Build a `Config` from a plain (possibly partial) mapping, e.g. one produced by `config_to_dict`."""
-    return _build(Config, values, "")
+    return check_cross_fields(_build(Config, values, ""))
+
+
+# Keys earlier checkouts wrote into checkpoints and MLflow params, and the one value of each this code still
+# honours (None: any; `data.raw_dir` was a path nothing read). A config built from params.yaml refuses them as unknown.
+RETIRED_KEYS: dict[str, Any] = {"data.raw_dir": None, "augment.heatmap_stride": 4, "model.num_frames": 3}
+
+
+def is_retired(dotted: str, value: Any) -> bool:
+    """True for a retired key whose saved `value` this code honours (drop it); ConfigError for another value."""
+    if dotted not in RETIRED_KEYS:
+        return False
+    fixed = RETIRED_KEYS[dotted]
+    if fixed is not None and value not in (fixed, str(fixed)):
+        raise ConfigError(f"{dotted}: saved as {value!r}, but this code fixes it at {fixed} (no longer a key)")
+    return True
+
+
+def config_from_saved(values: Mapping[str, Any]) -> Config:
+    """`config_from_dict` of a config an earlier run saved (a checkpoint's): `RETIRED_KEYS` are dropped."""
+    tree = copy.deepcopy(dict(values))
+    for dotted in RETIRED_KEYS:
+        section, leaf = dotted.split(".")
+        node = tree.get(section)
+        if isinstance(node, dict) and leaf in node and is_retired(dotted, node[leaf]):
+            del node[leaf]
+    return config_from_dict(tree)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -337,8 +368,8 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
 # Keys that hold a file or folder (or a URI that may be one). `load_config` makes them absolute once, on the
 # driver: relative values in a params file are relative to that file's folder (the repo root for params.yaml),
 # `--set` values to the working directory. Workers and trials then read the same files whatever their cwd.
-PATH_KEYS = ("data.raw_dir", "data.urls", "data.val_boxes", "model.pretrained", "model.pretrained_url",
-             "detect.weights", "tracking.tracking_uri")
+PATH_KEYS = ("data.urls", "data.val_boxes", "model.pretrained", "model.pretrained_url", "detect.weights",
+             "tracking.tracking_uri")
 _NOT_A_PATH = {"data.val_boxes": "gt", "model.pretrained": "", "model.pretrained_url": "", "detect.weights": ""}
 # `data.val_boxes: detect` names the file the `detect` stage writes (pipeline/detect.py), relative to the repo
 DETECTED_VAL_BOXES = "detections/detected/val.json"

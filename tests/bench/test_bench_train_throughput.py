@@ -12,6 +12,7 @@ from benchmarks.train_throughput import PerSampleLoader, build_data, check_same_
 from vremd.config import load_config
 from vremd.data.dataset import IMAGENET_MEAN, IMAGENET_STD, PoseTrackCrops
 from vremd.model.losses import heatmap_mse
+from vremd.model.heads import HEATMAP_STRIDE
 from vremd.model.vremd import build_model
 from vremd.train.loop import train_loader, train_step
 
@@ -28,7 +29,7 @@ def data(tmp_path_factory):
 
 def test_the_per_sample_baseline_yields_the_real_loaders_samples(data):
     cfg, index = data
-    real = PoseTrackCrops(index, cfg.augment, cfg.model.num_joints, seed=3)
+    real = PoseTrackCrops(index, cfg.augment, cfg.model.num_joints, seed=3, heatmap_stride=HEATMAP_STRIDE)
     base = PerSampleLoader(index, cfg.augment, cfg.model.num_joints, 3, (cfg.crops.width, cfg.crops.height))
     check_same_targets(real, base)  # raises when they differ
     for i in range(0, len(real), 3):
@@ -58,7 +59,7 @@ def test_train_step_is_one_optimizer_step_on_a_loader_batch(data):
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-2)
     t = dataclasses.replace(cfg.train, loader_workers=0, batch_size=4, max_train_samples=4)
-    batch = next(iter(train_loader(PoseTrackCrops(index, cfg.augment, cfg.model.num_joints), t, 0, 1)[0]))
+    batch = next(iter(train_loader(PoseTrackCrops(index, cfg.augment, cfg.model.num_joints, heatmap_stride=HEATMAP_STRIDE), t, 0, 1)[0]))
     with torch.no_grad():
         expected = heatmap_mse(model(batch["frames"])["heatmaps"], batch["heatmaps"], batch["target_weight"])
     before = [p.detach().clone() for p in trainable]

@@ -14,6 +14,7 @@ from vremd.data.crop_store import build_crops
 from vremd.data.dataset import IMAGENET_MEAN, IMAGENET_STD, PoseTrackCrops
 from vremd.data.index import build_index
 from vremd.data.joints import FLIP_INDEX, JOINT_NAMES
+from vremd.model.heads import HEATMAP_STRIDE
 
 NO_AUG = AugmentConfig(rotation_deg=0.0, scale_min=1.0, scale_max=1.0, flip_prob=0.0, half_body_prob=0.0)
 
@@ -34,7 +35,7 @@ def test_index_and_stats(index_dir):
     assert stats["train"]["persons"] == 2 and stats["train"]["frames"] == 3 and stats["train"]["videos"] == 1
     assert set(stats["train"]["visible_per_joint"]) == set(JOINT_NAMES)
     assert stats["train"]["visible_per_joint"]["nose"] == 6 and stats["train"]["skipped_total"] == 0
-    ds = PoseTrackCrops(path / "train.parquet", None)
+    ds = PoseTrackCrops(path / "train.parquet", None, heatmap_stride=HEATMAP_STRIDE)
     assert ds.index["sample_id"].tolist() == list(range(6))
     for column in ("split", "video", "json_path", "frame_index", "image_id", "file_name", "track_id",
                    "person_id", "box_xywh", "score"):
@@ -43,7 +44,7 @@ def test_index_and_stats(index_dir):
 
 def test_eval_item_shapes_and_affine(index_dir):
     path, _, videos = index_dir
-    ds = PoseTrackCrops(path / "train.parquet", None)
+    ds = PoseTrackCrops(path / "train.parquet", None, heatmap_stride=HEATMAP_STRIDE)
     item = ds[4]
     assert item["frames"].shape == (3, 3, 32, 24) and item["frames"].dtype == torch.float32
     assert item["heatmaps"].shape == (17, 8, 6) and item["target_weight"].shape == (17,)
@@ -62,7 +63,7 @@ def test_eval_item_shapes_and_affine(index_dir):
 
 def test_augmented_crop_to_image_maps_joints_back(index_dir):
     path, _, videos = index_dir
-    ds = PoseTrackCrops(path / "train.parquet", AugmentConfig(half_body_prob=1.0), seed=3)
+    ds = PoseTrackCrops(path / "train.parquet", AugmentConfig(half_body_prob=1.0), seed=3, heatmap_stride=HEATMAP_STRIDE)
     for i in range(len(ds)):
         item, row = ds[i], ds.index.iloc[i]
         person = videos[0].frames[row["frame_index"]].persons[row["track_id"]]
@@ -77,8 +78,8 @@ def test_augmented_crop_to_image_maps_joints_back(index_dir):
 
 def test_flip_mirrors_pixels_and_swaps_left_right(index_dir):
     path, _, _ = index_dir
-    plain = PoseTrackCrops(path / "train.parquet", NO_AUG)[2]
-    flip = PoseTrackCrops(path / "train.parquet", dataclasses.replace(NO_AUG, flip_prob=1.0))[2]
+    plain = PoseTrackCrops(path / "train.parquet", NO_AUG, heatmap_stride=HEATMAP_STRIDE)[2]
+    flip = PoseTrackCrops(path / "train.parquet", dataclasses.replace(NO_AUG, flip_prob=1.0), heatmap_stride=HEATMAP_STRIDE)[2]
     assert torch.equal(flip["frames"], plain["frames"].flip(-1))
     left_wrist, right_wrist = JOINT_NAMES.index("left_wrist"), JOINT_NAMES.index("right_wrist")
     x, y = plain["joints_xy"][right_wrist]
@@ -99,10 +100,10 @@ def test_flipping_twice_is_identity():
 
 def test_augmentation_is_deterministic_per_epoch(index_dir):
     path, _, _ = index_dir
-    ds = PoseTrackCrops(path / "train.parquet", AugmentConfig(), seed=7)
+    ds = PoseTrackCrops(path / "train.parquet", AugmentConfig(), seed=7, heatmap_stride=HEATMAP_STRIDE)
     a = ds[(0, 1)]
     assert torch.equal(ds[1]["frames"], a["frames"])  # a bare index is epoch 0
-    ds2 = PoseTrackCrops(path / "train.parquet", AugmentConfig(), seed=7)
+    ds2 = PoseTrackCrops(path / "train.parquet", AugmentConfig(), seed=7, heatmap_stride=HEATMAP_STRIDE)
     assert torch.equal(ds2[(0, 1)]["frames"], a["frames"]) and torch.equal(ds2[(0, 1)]["heatmaps"], a["heatmaps"])
     assert not torch.equal(ds2[(1, 1)]["frames"], a["frames"])
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
@@ -127,7 +128,7 @@ def test_loader_workers_run_opencv_single_threaded(index_dir):
     before = cv2.getNumThreads()
     cv2.setNumThreads(4)  # what the worker inherits: more than one, even on a one-core machine
     try:
-        dataset = PoseTrackCrops(index_dir[0] / "train.parquet", AugmentConfig(), seed=0)
+        dataset = PoseTrackCrops(index_dir[0] / "train.parquet", AugmentConfig(), seed=0, heatmap_stride=HEATMAP_STRIDE)
         in_workers = torch.utils.data.DataLoader(ThreadProbe(dataset), batch_size=None, num_workers=2)
         assert [int(n) for n in in_workers] == [1, 1]
         assert ThreadProbe(dataset)[0] == 4  # in-process loading keeps the caller's OpenCV threads

@@ -158,8 +158,6 @@ def test_overfits_one_tiny_batch():
 def test_bad_config_values_are_clear_errors():
     with pytest.raises(ValueError, match="model.motion_attention: unknown value 'dcx'"):
         build(motion_attention="dcx")
-    with pytest.raises(ValueError, match="model.num_frames"):
-        build(num_frames=5)
     with pytest.raises(ValueError, match="model.annotated_joints"):
         build(num_joints=15)  # slot 16 does not exist
     with pytest.raises(ValueError, match="model.annotated_joints"):

@@ -12,6 +12,7 @@ from pipeline import crops as crops_stage
 from pipeline import preprocess as preprocess_stage
 from vremd.data import posetrack
 from vremd.data.dataset import PoseTrackCrops
+from vremd.model.heads import HEATMAP_STRIDE
 
 
 def write_video(dataset_dir: Path, split: str, number: int, n_frames: int) -> None:
@@ -35,7 +36,8 @@ def write_video(dataset_dir: Path, split: str, number: int, n_frames: int) -> No
 
 def setup(tmp_path: Path) -> tuple[Path, list[str]]:
     params = {"profile": "t", "profiles": {"t": {"data": {"source": "synthetic", "on_bad_input": "error"},
-                                                 "crops": {"height": 32, "width": 24, "workers": 2}}}}
+                                                 "crops": {"height": 32, "width": 24, "workers": 2},
+                                                 "model": {"img_height": 32, "img_width": 24}}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     for split, number in (("train", 1), ("train", 2), ("val", 3)):
         write_video(tmp_path / "raw/synthetic", split, number, 5)
@@ -55,7 +57,7 @@ def test_crops_then_preprocess(tmp_path, capsys):
     assert metrics["val"]["visible_per_joint"]["left_wrist"] == 6
     index = pd.read_parquet(root / "index/val.parquet")
     assert index["sample_id"].tolist() == list(range(6)) and (index["score"] == 1.0).all()
-    item = PoseTrackCrops(root / "index/val.parquet", None)[5]
+    item = PoseTrackCrops(root / "index/val.parquet", None, heatmap_stride=HEATMAP_STRIDE)[5]
     assert item["frames"].shape == (3, 3, 32, 24)
     # adding a video re-extracts only that one
     write_video(root / "raw/synthetic", "val", 4, 3)

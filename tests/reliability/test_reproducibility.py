@@ -38,6 +38,15 @@ def test_recorded_params_from_another_checkout_fail_clearly():
         params_to_config({**params, "train.epochs": "many"})
 
 
+def test_recorded_params_with_retired_keys_rebuild_the_config():
+    """Runs of earlier checkouts recorded data.raw_dir, augment.heatmap_stride and model.num_frames."""
+    params = {k: str(v) for k, v in flatten(smoke_config()).items()}
+    old = {**params, "data.raw_dir": "/x/data/raw", "augment.heatmap_stride": "4", "model.num_frames": "3"}
+    assert params_to_config(old) == smoke_config()
+    with pytest.raises(ValueError, match="model.num_frames: saved as '5', but this code fixes it at 3"):
+        params_to_config({**old, "model.num_frames": "5"})
+
+
 def test_provenance_checks():
     tags = {"git_commit": "a" * 40, "git_dirty": "false", "dvc_data_hash": "1.dir", "torch_version": "2.14.1"}
     assert provenance_problems(tags, tags) == ([], [])

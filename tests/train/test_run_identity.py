@@ -79,7 +79,7 @@ def test_settings_that_change_results_name_the_training():
     keys = training_keys(config_to_dict(smoke_config()))
     assert "train.num_workers" in keys and "train.use_gpu" in keys  # per-worker batch, BatchNorm; bf16 autocast
     assert "train.loader_workers" not in keys and "train.checkpoint_keep" not in keys  # speed / disk only
-    assert "model.pretrained" not in keys and "data.raw_dir" not in keys  # where, not what: hashed as content
+    assert "model.pretrained" not in keys and "data.urls" not in keys  # where, not what: hashed as content
     ident = {"data": "d", "code": "c", "weights": ""}
     base = training_digest(config_to_dict(smoke_config()), ident)
     assert training_digest(config_to_dict(with_train(smoke_config(), num_workers=2)), ident) != base

@@ -14,6 +14,7 @@ from vremd.data.index import build_index
 from vremd.data.sources.download import prepare_synthetic
 from vremd.train.checkpoints import load_state
 from vremd.data.dataset import PoseTrackCrops
+from vremd.model.heads import HEATMAP_STRIDE
 from vremd.train.loop import EpochSampler, RunPaths, train_loader
 from vremd.train.ray_train import fit
 from vremd.train.checkpoints import latest_checkpoint
@@ -122,7 +123,8 @@ def test_loader_workers_draw_a_new_augmentation_each_epoch(smoke):
     t = dataclasses.replace(cfg.train, loader_workers=2, batch_size=4)
     runs = []
     for _ in range(2):  # two fresh loaders at the same seed: the same two epochs
-        train_set = PoseTrackCrops(Path(paths.index_dir) / "train.parquet", cfg.augment, cfg.model.num_joints, t.seed)
+        train_set = PoseTrackCrops(Path(paths.index_dir) / "train.parquet", cfg.augment, cfg.model.num_joints, t.seed,
+                                   heatmap_stride=HEATMAP_STRIDE)
         loader, sampler = train_loader(train_set, t, rank=0, world_size=1)
         assert loader.num_workers == 2 and loader.persistent_workers
         runs.append([_epoch_frames(loader, sampler, epoch) for epoch in (0, 1)])

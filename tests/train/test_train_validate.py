@@ -53,7 +53,7 @@ def val_data(tmp_path_factory):
     build_crops(dataset_dir, root / "crops", cfg.crops, "error", progress=False)
     build_index(root / "crops", root / "index")
     index_path = root / "index" / "val.parquet"
-    return PoseTrackCrops(index_path, None, 17), pd.read_parquet(index_path), dataset_dir / "annotations" / "val"
+    return PoseTrackCrops(index_path, None, 17, heatmap_stride=HEATMAP_STRIDE), pd.read_parquet(index_path), dataset_dir / "annotations" / "val"
 
 
 def test_flip_test_of_a_perfect_model_returns_its_heatmaps(val_data):
@@ -100,7 +100,7 @@ def test_oks_nms_removes_duplicate_detector_poses_and_keeps_gt_box_samples(val_d
     path = Path(dataset.shards[0]).parents[2] / "index-twice" / "val.parquet"  # shards at ../crops, as the index's
     path.parent.mkdir(exist_ok=True)
     twice.to_parquet(path)
-    doubled = PoseTrackCrops(path, None, 17)
+    doubled = PoseTrackCrops(path, None, 17, heatmap_stride=HEATMAP_STRIDE)
     oracle = Oracle(dataset)
 
     def persons(pred_dir):

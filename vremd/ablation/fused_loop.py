@@ -32,6 +32,8 @@ from tqdm import tqdm
 
 from vremd.config import Config
 from vremd.data.dataset import PoseTrackCrops
+from vremd.errors import InputError
+from vremd.model.heads import HEATMAP_STRIDE
 from vremd.model.vremd import autocast
 from vremd.train.loop import (LocalSession, RunPaths, RunState, derive_seed, end_epoch, optimise, start_run,
                               train_loader)
@@ -41,7 +43,7 @@ from vremd.train.runs import FitResult, check_resumable, fit_result
 __all__ = ["FusedRow", "FusedTrainingError", "run_fused_training", "fit_fused"]
 
 
-class FusedTrainingError(ValueError):
+class FusedTrainingError(InputError):
     """Rows that cannot share a backbone pass (different backbones, data or schedules)."""
 
 
@@ -105,7 +107,7 @@ def run_fused_training(rows: Sequence[FusedRow], device: torch.device,
     backbone = _share_backbone(rows, runs)
     cfg, t = rows[0].cfg, rows[0].cfg.train
     train_set = PoseTrackCrops(Path(rows[0].paths.index_dir) / "train.parquet", cfg.augment, cfg.model.num_joints,
-                               t.seed)
+                               t.seed, heatmap_stride=HEATMAP_STRIDE)
     loader, sampler = train_loader(train_set, t, 0, 1, pin_memory=device.type == "cuda")
     for epoch in range(min((run.start_epoch for run in runs), default=t.epochs), t.epochs):
         active = [i for i, run in enumerate(runs) if run.start_epoch <= epoch]  # a row ahead waits for the others

@@ -18,12 +18,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import yaml
 
 from vremd.config import PATH_KEYS, Config, ConfigError, config_from_dict, config_to_dict, resolve_path_value, set_dotted
+from vremd.errors import InputError
 from vremd.train.identity import RunIdentity, code_hash, data_hash, file_sha256, training_digest
 
 __all__ = ["AblationError", "TableSpec", "TrialSpec", "training_id", "slug", "load_tables", "apply_overrides",
            "build_grid", "identities", "paper_protocol", "parse_resources", "default_resources", "DRIVER_MEMORY", "grid_text", "check_inputs"]
 
-class AblationError(ValueError):
+class AblationError(InputError):
     """An ablation table, grid or experiment folder is unusable; the message names the file and key."""
 
 

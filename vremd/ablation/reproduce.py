@@ -22,7 +22,7 @@ from typing import Any, Literal, Mapping
 import numpy as np
 import torch
 
-from vremd.config import Config, ConfigError, config_from_dict
+from vremd.config import Config, ConfigError, config_from_dict, is_retired
 from vremd.train.identity import dvc_dir_md5
 from vremd.train.loop import RunPaths
 from vremd.train.ray_train import fit, init_ray
@@ -82,6 +82,8 @@ def params_to_config(params: Mapping[str, str]) -> Config:
     """The `Config` whose `flatten` produced these MLflow params (keys not recorded keep their defaults)."""
     tree: dict[str, Any] = {}
     for dotted, text in sorted(params.items()):
+        if is_retired(dotted, text):  # recorded by an earlier checkout
+            continue
         value = _parse_param(text, _leaf_type(dotted), dotted)
         *parents, leaf = dotted.split(".")
         node = tree

@@ -10,8 +10,10 @@ import math
 
 import numpy as np
 
+from vremd.errors import InputError
 
-class BoxError(ValueError):
+
+class BoxError(InputError):
     """A box cannot be used: zero area, not finite, or outside the image."""
 
 

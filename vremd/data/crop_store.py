@@ -26,7 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from vremd.atomic import atomic_write_bytes, atomic_write_stream
-from vremd.config import BadInputPolicy, CropsConfig
+from vremd.config import BadInputPolicy, ConfigError, CropsConfig
 from vremd.data import posetrack
 from vremd.data.crops import extract_video
 from vremd.data.detections import Detection, DetectionFormatError, read_detections
@@ -161,7 +161,7 @@ def build_crops(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadI
     """Bring `out_dir` up to date with the raw dataset; write the manifest and stats; return the stats."""
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     if not 0 <= cfg.jpeg_quality <= 100:
-        raise ValueError(f"crops.jpeg_quality: expected 0 (raw pixels) or 1-100, found {cfg.jpeg_quality}")
+        raise ConfigError(f"crops.jpeg_quality: expected 0 (raw pixels) or 1-100, found {cfg.jpeg_quality}")
     if not any(posetrack.list_videos(dataset_dir, split) for split in SPLITS):
         raise FileNotFoundError(f"{dataset_dir}: no annotations/{{train,val}}/*.json (run pipeline/download.py first)")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -23,19 +23,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vremd.config import BadInputPolicy, CropsConfig
+from vremd.config import BadInputPolicy, ConfigError, CropsConfig
 from vremd.data.boxes import (
     BoxError, box_from_keypoints, clip_box_xywh, crop_rect, crop_to_image_affine, pixels_to_box_xywh,
 )
 from vremd.data.detections import Detection
 from vremd.data.joints import JOINT_NAMES, annotated_joints
 from vremd.data.jpeg import DECODE_SCALES, JpegError, decode_jpeg, load_jpeg
+from vremd.errors import InputError
 
 FRAME_OFFSETS = (-1, 0, 1)  # T = 3 frames, ordered t-1, t, t+1
 MAX_MESSAGES = 20  # skip messages kept per video for the summary
 
 
-class CropInputError(ValueError):
+class CropInputError(InputError):
     """Bad input under `data.on_bad_input: error`; the message names the file and the field."""
 
 
@@ -318,7 +319,7 @@ def extract_video(video, split: str, dataset_dir: Path, cfg: CropsConfig, policy
     most `REDUCED_MAX_CROPS` crops, "always" wherever the boxes allow it, "never" at full resolution.
     """
     if not 0 <= cfg.jpeg_quality <= 100:
-        raise ValueError(f"crops.jpeg_quality: expected 0 (raw pixels) or 1-100, found {cfg.jpeg_quality}")
+        raise ConfigError(f"crops.jpeg_quality: expected 0 (raw pixels) or 1-100, found {cfg.jpeg_quality}")
     dataset_dir = Path(dataset_dir)
     plan = plan_samples(video, split, detections)
     crop_wh = (cfg.width, cfg.height)

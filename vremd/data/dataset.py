@@ -15,6 +15,7 @@ from vremd.data.augment import apply_augmentation, sample_affine
 from vremd.data.boxes import compose_affine, invert_affine
 from vremd.data.crops import shard_sample
 from vremd.data.heatmaps import encode
+from vremd.errors import InputError
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -42,25 +43,28 @@ class PoseTrackCrops(Dataset):
     Args:
         index_path: `data/index/<split>.parquet` written by `build_index`.
         augment: the training recipe, or None for eval mode (no augmentation).
-        sigma_px, heatmap_stride: target encoding in eval mode (augment=None); default AugmentConfig's.
+        heatmap_stride: the model's output stride (`vremd.model.heads.HEATMAP_STRIDE`, passed in: the data
+            package does not import the model); None for a dataset read only for its stored crops (`raw_crops`),
+            whose items cannot be taken. sigma_px: target sigma in eval mode (augment=None), default
+            AugmentConfig's.
     Item: frames (T, 3, H, W) float32 ImageNet-normalised RGB (t-1, t, t+1); heatmaps (J, H/s, W/s);
     target_weight (J,); joints_xy (J, 2) crop-input pixels; visible (J,); crop_to_image (2, 3) float64
     mapping crop-input pixels to original image pixels; sample_id.
     """
 
     def __init__(self, index_path: Path, augment: AugmentConfig | None, num_joints: int = 17, seed: int = 0,
-                 *, sigma_px: float | None = None, heatmap_stride: int | None = None):
+                 *, heatmap_stride: int | None, sigma_px: float | None = None):
         index_path = Path(index_path)
         self.index = pd.read_parquet(index_path)
         self.augment = augment
         self.seed = seed
         target = augment or AugmentConfig()
         self.sigma_px = sigma_px if sigma_px is not None else target.sigma_px
-        self.stride = heatmap_stride if heatmap_stride is not None else target.heatmap_stride
+        self.stride = heatmap_stride
         S = len(self.index)
         self.joints = np.stack(self.index["joints_crop_xyv"].to_numpy()).reshape(S, -1, 3) if S else np.zeros((0, num_joints, 3))
         if self.joints.shape[1] != num_joints:
-            raise ValueError(f"{index_path}: joints_crop_xyv has {self.joints.shape[1]} joints, expected {num_joints}")
+            raise InputError(f"{index_path}: joints_crop_xyv has {self.joints.shape[1]} joints, expected {num_joints}")
         self.crop_to_image = np.stack(self.index["crop_to_image"].to_numpy()).reshape(S, 2, 3) if S else np.zeros((0, 2, 3))
         self.shards = [str(index_path.parent / s) for s in self.index["shard"]]
         self.rows = self.index["row"].to_numpy()
@@ -107,6 +111,8 @@ class PoseTrackCrops(Dataset):
         """
         _cap_opencv_threads_in_loader_worker()
         epoch, i = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (0, int(key))
+        if self.stride is None:
+            raise TypeError("PoseTrackCrops(heatmap_stride=None) holds no target encoding: only raw_crops() is available")
         frames, joints_xy, visible, crop_to_image = self._augmented(epoch, i)
         T, H, W, _ = frames.shape
         heatmaps, weight = encode(joints_xy, visible, (H // self.stride, W // self.stride), self.stride, self.sigma_px)
@@ -123,7 +129,7 @@ class PoseTrackCrops(Dataset):
 
 def check_crop_size(index_path: Path, model: ModelConfig, model_name: str) -> None:
     """Refuse an index whose stored crops are not the model's input size; the message names both sizes."""
-    dataset = PoseTrackCrops(index_path, None, model.num_joints)
+    dataset = PoseTrackCrops(index_path, None, model.num_joints, heatmap_stride=None)  # only its stored crops
     if not len(dataset):
         return
     crop_hw = tuple(dataset.raw_crops(0).shape[1:3])  # (T, H, W, 3) -> (H, W)

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import orjson
 
+from vremd.errors import InputError
 
-class DetectionFormatError(ValueError):
+
+class DetectionFormatError(InputError):
     """The detection json is malformed; the message names the file, the entry and the field."""
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from vremd.data.joints import NUM_JOINTS, SKELETON
 from vremd.data.posetrack import read_video
+from vremd.errors import InputError
 
 
 def draw_pose(image_bgr: np.ndarray, joints_xy: np.ndarray, visible: np.ndarray,
@@ -76,7 +77,7 @@ def contact_sheet(dataset_dir: Path, json_paths: Iterable[Path], frames_per_vide
                         cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
             tiles.append(tile)
     if not tiles:
-        raise ValueError("contact sheet: no labeled frames in the given videos")
+        raise InputError("contact sheet: no labeled frames in the given videos")
     blank = np.zeros_like(tiles[0])
     tiles += [blank] * (-len(tiles) % columns)
     return np.vstack([np.hstack(tiles[r:r + columns]) for r in range(0, len(tiles), columns)])

@@ -21,6 +21,7 @@ import orjson
 
 from vremd.atomic import atomic_write_bytes
 from vremd.data.joints import JOINT_NAMES, NUM_JOINTS
+from vremd.errors import InputError
 
 SPLITS: tuple[str, ...] = ("train", "val")
 
@@ -36,7 +37,7 @@ POSEVAL_FILE_NAME = re.compile(r"(?:^|/)(\d+)_(?:mpii|bonn|mpiinew)(?:_[^/]*)?/(
 MAX_TRACK_ID = 10000  # poseval asserts track_id < 10000
 
 
-class PoseTrackFormatError(ValueError):
+class PoseTrackFormatError(InputError):
     """A PoseTrack file or layout is malformed; the message reads "<file>: <field>: <problem>"."""
 
 

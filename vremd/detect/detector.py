@@ -26,6 +26,7 @@ from torchvision.models import detection
 from tqdm import tqdm
 
 from vremd.config import DetectConfig
+from vremd.errors import InputError
 
 __all__ = ["ARCHITECTURES", "DetectorError", "Provenance", "build_detector", "detect_images"]
 
@@ -40,7 +41,7 @@ ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], detection.Weights]] = {
 }
 
 
-class DetectorError(ValueError):
+class DetectorError(InputError):
     """The detector cannot be built: unknown name, unreadable or mismatched weights, no download possible."""
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from vremd.eval.coco_oks import evaluate_coco_dirs
-from vremd.eval.poseval_io import PoseTrackEvalError
+from vremd.errors import InputError
 from vremd.eval.posetrack_ap import PROTOCOLS, TABLE_KEYS, APResult, evaluate_dirs
 
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         coco = None
         if args.coco:
             coco = evaluate_coco_dirs(args.gt_dir, args.pred_dir)
-    except PoseTrackEvalError as err:
+    except (InputError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:

@@ -12,6 +12,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from vremd.errors import InputError
+
 # poseval joint ids 0..14; poseval prints id 12 as "neck" although it is the head_bottom keypoint
 POSEVAL_JOINTS: tuple[str, ...] = (
     "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
@@ -27,7 +29,7 @@ _SEQ_TYPES = ("mpii", "bonn", "mpiinew")
 _VIDEO_DIR = re.compile(r"^(\d+)_([a-z]+)")
 
 
-class PoseTrackEvalError(ValueError):
+class PoseTrackEvalError(InputError):
     """An input file cannot be evaluated; the message names the file and the field."""
 
 

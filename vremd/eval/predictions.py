@@ -16,12 +16,13 @@ import shapely
 
 from vremd.data.joints import NUM_JOINTS, annotated_joints
 from vremd.data.posetrack import Frame, Person, Video, read_video, write_video
+from vremd.errors import InputError
 
 __all__ = ["PredictionError", "write_predictions", "read_gt_videos", "GTPersonRef", "scored_gt_persons",
            "unpredicted_gt_persons", "describe_unpredicted"]
 
 
-class PredictionError(ValueError):
+class PredictionError(InputError):
     """Predictions do not fit the GT videos; the message names the video and frame."""
 
 

@@ -19,6 +19,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from vremd.atomic import atomic_write
+from vremd.errors import InputError
 
 COLUMNS: tuple[str, ...] = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")
 Values = float | Sequence[float]
@@ -29,7 +30,7 @@ def load_paper_numbers(path: Path) -> dict[str, Any]:
     with open(path) as f:
         data = yaml.safe_load(f)
     if not isinstance(data, dict) or "tables" not in data:
-        raise ValueError(f"{path}: tables: missing top-level key")
+        raise InputError(f"{path}: tables: missing top-level key")
     return data["tables"]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from vremd.atomic import atomic_write
-from vremd.config import Config, ConfigError, config_from_dict, config_to_dict
+from vremd.config import Config, ConfigError, config_from_saved, config_to_dict
 from vremd.model.backbone import load_vitpose_checkpoint
 from vremd.model.config_check import check_model_config
 from vremd.model.vremd import VREMD, arch_version_problem, build_model
@@ -66,7 +66,7 @@ def _read_trained(path: Path, mmap: bool = False) -> tuple[dict[str, torch.Tenso
     else:
         raise CheckpointError(f"{path}: expected {{'model': state_dict, 'config': ...}} as written by training")
     try:
-        return sd, (config_from_dict(cfg_dict) if cfg_dict is not None else None)
+        return sd, (config_from_saved(cfg_dict) if cfg_dict is not None else None)
     except ConfigError as exc:
         raise CheckpointError(f"{path}: config: {exc}") from None
 

@@ -1,10 +1,10 @@
 """Refuse, before any work starts, settings the model cannot honour; each message names the key.
 
-The architecture fixes some numbers the config also holds: heatmaps come out at stride
-`HEATMAP_STRIDE` of the input, and the input is the crop. A config that disagrees would otherwise train
-until the loss meets mismatched shapes (an error naming no key), or decode heatmaps at the wrong
-stride and report a wrong AP with exit code 0. `check_model_config` builds the model on the meta
-device (shapes only, no memory, well under a second even for ViT-L) and runs one forward pass.
+The architecture fixes some numbers: heatmaps come out at stride `HEATMAP_STRIDE` of the input (no config
+key: callers pass the constant), and the input is the crop (`crops.height/width` = `model.img_height/width`,
+checked where the config is built, `vremd.config.check_cross_fields`). Sizes the model cannot take would
+otherwise fail deep in a forward pass with an error naming no key. `check_model_config` builds the model on the
+meta device (shapes only, no memory, well under a second even for ViT-L) and runs one forward pass.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from vremd.config import Config, ConfigError
 from vremd.model.heads import HEATMAP_STRIDE
-from vremd.model.vremd import build_model
+from vremd.model.vremd import NUM_FRAMES, build_model
 
 __all__ = ["check_model_config", "model_config_problems"]
 
@@ -24,12 +24,6 @@ __all__ = ["check_model_config", "model_config_problems"]
 def model_config_problems(cfg: Config) -> list[str]:
     """What in `cfg` the model cannot honour, one `key: why` string per problem (empty when all is well)."""
     m, problems = cfg.model, []
-    if cfg.augment.heatmap_stride != HEATMAP_STRIDE:
-        problems.append(f"augment.heatmap_stride: the model's heatmaps are at stride {HEATMAP_STRIDE} of its input, "
-                        f"found {cfg.augment.heatmap_stride}")
-    if (cfg.crops.height, cfg.crops.width) != (m.img_height, m.img_width):
-        problems.append(f"crops.height/crops.width: crops {cfg.crops.height}x{cfg.crops.width} differ from the model "
-                        f"input model.img_height x model.img_width = {m.img_height}x{m.img_width}")
     if m.img_height % m.patch_size or m.img_width % m.patch_size:
         problems.append(f"model.img_height/model.img_width: {m.img_height}x{m.img_width} is not a multiple of "
                         f"model.patch_size {m.patch_size}")
@@ -46,7 +40,7 @@ def model_config_problems(cfg: Config) -> list[str]:
         with warnings.catch_warnings(), torch.device("meta"):
             warnings.simplefilter("ignore")  # init functions warn that meta tensors hold no values
             model = build_model(dataclasses.replace(m, pretrained=""))  # the weights file is checked where it loads
-            heatmaps = model(torch.zeros(1, m.num_frames, 3, m.img_height, m.img_width))["heatmaps"]  # (1, J, h, w)
+            heatmaps = model(torch.zeros(1, NUM_FRAMES, 3, m.img_height, m.img_width))["heatmaps"]  # (1, J, h, w)
     except (ValueError, AssertionError, RuntimeError) as exc:
         return [f"model: these settings do not build a working VREMD: {str(exc).splitlines()[0]}"]
     expected = (1, m.num_joints, m.img_height // HEATMAP_STRIDE, m.img_width // HEATMAP_STRIDE)

@@ -40,20 +40,22 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from vremd.config import ModelConfig
+from vremd.config import ConfigError, ModelConfig
+from vremd.errors import InputError
 from vremd.model.backbone import ViTBackbone, load_vitpose_checkpoint
 from vremd.model.bmd import BMD, ADCBlock, ADCStream, DeformConvBlock, EntangledBMD
 from vremd.model.deformable import DeformConvMotion, motion_attention_class
 from vremd.model.heads import HEATMAP_STRIDE, KeypointTokenHead, UpsampleHead
 from vremd.model.hkme import HKME, HumanMask, KeypointMask, SpatioTemporalAggregation
 
-__all__ = ["ARCH_VERSION", "HEADS", "KEY", "HeadAlone", "ModelStateError", "VREMD", "arch_version_problem",
-           "autocast", "build_model", "predict_heatmaps"]
+__all__ = ["ARCH_VERSION", "HEADS", "KEY", "NUM_FRAMES", "HeadAlone", "ModelStateError", "VREMD",
+           "arch_version_problem", "autocast", "build_model", "predict_heatmaps"]
 
 KEY = 1  # index of the key frame t in the (t-1, t, t+1) frame axis
 # Bump when a change makes older weights mean something else. 2: H_m from [M, F_t^i], masks as key biases,
 # one human token per frame, 15 keypoint tokens, p_z from z, DC block, optional projection.
 ARCH_VERSION = 2
+NUM_FRAMES = 3  # t-1, t, t+1: the window VREMD is built for
 
 
 class ModelStateError(RuntimeError):
@@ -112,8 +114,8 @@ class VREMD(nn.Module):
         ``sampling_points`` ``(B, nh, N, K, 2)``, (x, y) normalised to [0, 1] (forward direction, last block).
         """
         B, T, C, H, W = frames.shape
-        if T != 3:
-            raise ValueError(f"VREMD: expected 3 frames (t-1, t, t+1), got {T}")
+        if T != NUM_FRAMES:
+            raise ValueError(f"VREMD: expected {NUM_FRAMES} frames (t-1, t, t+1), got {T}")
         if self.hkme is None and self.bmd is None:  # the baseline reads F_t^i only: no ViT pass over t-1, t+1
             key_tokens = self.backbone(frames[:, KEY:KEY + 1])  # (B, 1, N, E)
             return self.forward_tokens(key_tokens.expand(B, T, *key_tokens.shape[2:]), return_aux)  # (B, 3, N, E)
@@ -168,9 +170,9 @@ class HeadAlone(nn.Module):
     def __init__(self, model: VREMD, head: str) -> None:
         super().__init__()
         if head not in HEADS:
-            raise ValueError(f"--head: expected one of {', '.join(HEADS)}, found {head!r}")
+            raise InputError(f"--head: expected one of {', '.join(HEADS)}, found {head!r}")
         if head == "keypoint" and model.keypoint_head is None:
-            raise ValueError("--head keypoint: this model has no keypoint-token head H_k (no HKME keypoint stage)")
+            raise InputError("--head keypoint: this model has no keypoint-token head H_k (no HKME keypoint stage)")
         self.model, self.head = model, head
 
     def forward(self, frames: torch.Tensor, return_aux: bool = False) -> dict[str, torch.Tensor]:
@@ -211,12 +213,12 @@ def reads_enhanced_feature(cfg: ModelConfig) -> bool:
 
 def _build_hkme(cfg: ModelConfig, num_joints: int) -> HKME:
     args = (cfg.dim, cfg.heads, cfg.mlp_ratio)
-    human = HumanMask(*args, cfg.hkme_depth, cfg.num_frames) if cfg.human_mask else None
-    keypoint = KeypointMask(*args, cfg.hkme_depth, num_joints, cfg.num_frames) if cfg.keypoint_mask else None
+    human = HumanMask(*args, cfg.hkme_depth, NUM_FRAMES) if cfg.human_mask else None
+    keypoint = KeypointMask(*args, cfg.hkme_depth, num_joints, NUM_FRAMES) if cfg.keypoint_mask else None
     # F feeds only the ADC blocks: without them (table 4(a), 6(a)) the aggregation stage would have no reader
     aggregation = None
     if reads_enhanced_feature(cfg):
-        aggregation = SpatioTemporalAggregation(*args, cfg.aggregation_depth, cfg.num_frames)
+        aggregation = SpatioTemporalAggregation(*args, cfg.aggregation_depth, NUM_FRAMES)
     return HKME(human, keypoint, aggregation)
 
 
@@ -236,18 +238,16 @@ def _build_bmd(cfg: ModelConfig, grid_hw: tuple[int, int]) -> BMD | EntangledBMD
 
 
 def check_model_config(cfg: ModelConfig) -> None:
-    """Refuse settings the model cannot honour (ValueError naming the ``model.*`` key)."""
-    if cfg.num_frames != 3:
-        raise ValueError(f"model.num_frames: VREMD uses 3 frames (t-1, t, t+1), found {cfg.num_frames}")
+    """Refuse settings the model cannot honour (ConfigError naming the ``model.*`` key)."""
     joints = cfg.annotated_joints
     if not joints or list(joints) != sorted(set(joints)) or joints[0] < 0 or joints[-1] >= cfg.num_joints:
-        raise ValueError(f"model.annotated_joints: expected increasing, distinct slots in [0, {cfg.num_joints}) "
-                         f"(model.num_joints), found {list(joints)}")
+        raise ConfigError(f"model.annotated_joints: expected increasing, distinct slots in [0, {cfg.num_joints}) "
+                          f"(model.num_joints), found {list(joints)}")
     motion_attention_class(cfg.motion_attention)  # unknown names fail here, naming the key
     if cfg.hkme and not reads_enhanced_feature(cfg) and not cfg.keypoint_mask:
-        raise ValueError("model.keypoint_mask: without ADC blocks (model.bmd false, or motion_attention dc) nothing "
-                         "reads HKME's F, so HKME reaches the heatmaps only through the keypoint tokens (H_k); "
-                         "hkme=true with keypoint_mask=false would be HKME in name only")
+        raise ConfigError("model.keypoint_mask: without ADC blocks (model.bmd false, or motion_attention dc) nothing "
+                          "reads HKME's F, so HKME reaches the heatmaps only through the keypoint tokens (H_k); "
+                          "hkme=true with keypoint_mask=false would be HKME in name only")
 
 
 def build_model(cfg: ModelConfig) -> VREMD:

@@ -23,11 +23,12 @@ import orjson
 
 from vremd.data.boxes import box_from_keypoints
 from vremd.data.posetrack import PoseTrackFormatError, read_video
+from vremd.errors import InputError
 
 from .tracker import track_boxes
 
 
-class BoxFileError(ValueError):
+class BoxFileError(InputError):
     """A box file is missing, malformed or points at frames that do not exist; names file and field."""
 
 

@@ -11,17 +11,19 @@ import sys
 from pathlib import Path
 
 from vremd.config import ConfigError, DetectConfig, load_config
-from vremd.data.posetrack import PoseTrackFormatError
-from vremd.detect.detector import DetectorError
-from vremd.model.checkpoint import CheckpointError, saved_config
+from vremd.errors import InputError
+from vremd.model.checkpoint import saved_config
 
-from .boxes_io import BoxFileError
-from .reports import FigureInputError, compare_checkpoints, sample_report_from_video
+from .reports import compare_checkpoints, sample_report_from_video
 from .run import PredictRequest, run_prediction
-from .video import VideoReadError
 
-BAD_INPUT = (BoxFileError, CheckpointError, VideoReadError, PoseTrackFormatError,
-             ConfigError, OSError, FigureInputError, DetectorError)
+
+def _frame_list(text: str) -> list[int]:
+    """`--figure-frames "0,3"` -> [0, 3]; argparse turns the ValueError of a non-integer into a usage error."""
+    try:
+        return [int(f) for f in text.split(",") if f.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, found {text!r}") from None
 
 
 def _detect_config(args: argparse.Namespace, base: DetectConfig) -> DetectConfig:
@@ -71,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", type=Path, default=None, metavar="CHECKPOINT_B",
                    help="second checkpoint to compare with --checkpoint side by side (needs --figure)")
     p.add_argument("--figure", type=Path, default=None, help="PNG of the --compare figure")
-    p.add_argument("--figure-frames", default="0", help="comma-separated frame indices for --compare")
+    p.add_argument("--figure-frames", type=_frame_list, default="0", help="comma-separated frame indices for --compare")
     return p
 
 
@@ -87,12 +89,6 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             print("error: --device cuda: no CUDA device is available", file=sys.stderr)
             return 2
-    try:
-        figure_frames = [int(f) for f in args.figure_frames.split(",") if f.strip()]
-    except ValueError:
-        print(f"error: --figure-frames: expected comma-separated integers, found {args.figure_frames!r}",
-              file=sys.stderr)
-        return 2
     if (args.compare is None) != (args.figure is None):
         print("error: --compare and --figure go together", file=sys.stderr)
         return 2
@@ -117,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                                                     device=args.device))
         if args.compare is not None:
             labels = (args.checkpoint.stem, args.compare.stem)
-            figures.append(compare_checkpoints(args.checkpoint, args.compare, args.video, args.boxes, figure_frames,
+            figures.append(compare_checkpoints(args.checkpoint, args.compare, args.video, args.boxes, args.figure_frames,
                                                args.figure, labels, args.device))
-    except BAD_INPUT as exc:
+    except (InputError, OSError) as exc:  # CheckpointError is an InputError
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
     for w in summary.warnings:

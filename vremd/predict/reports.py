@@ -9,6 +9,7 @@ import numpy as np
 
 from vremd.data.joints import UNANNOTATED_JOINTS
 from vremd.data.posetrack import read_video
+from vremd.errors import InputError
 from vremd.model.checkpoint import load_trained
 
 from .boxes_io import BoxSet, FrameBoxes, assign_tracks, load_boxes
@@ -17,7 +18,7 @@ from .inference import person_crop, predict_crops, predict_video
 from .video import iter_frames, probe
 
 
-class FigureInputError(ValueError):
+class FigureInputError(InputError):
     """Frames or persons asked for in a figure do not exist; the message names the file."""
 
 

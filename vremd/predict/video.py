@@ -10,10 +10,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vremd.errors import InputError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-class VideoReadError(ValueError):
+class VideoReadError(InputError):
     """The video or frame folder cannot be read; the message names the file."""
 
 

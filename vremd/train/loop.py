@@ -30,6 +30,7 @@ from tqdm import tqdm
 from vremd.config import Config, TrainConfig, config_to_dict
 from vremd.data.dataset import PoseTrackCrops
 from vremd.eval.predictions import describe_unpredicted
+from vremd.model.heads import HEATMAP_STRIDE
 from vremd.model.losses import heatmap_mse
 from vremd.model.vremd import autocast, build_model
 from vremd.train.checkpoints import LocalCheckpointStore, load_state, rng_state, save_state, set_rng_state
@@ -184,7 +185,8 @@ def run_training(cfg: Config, paths: RunPaths, session: Session, identity: dict[
     """
     t = cfg.train
     run = start_run(cfg, session, paths)
-    train_set = PoseTrackCrops(Path(paths.index_dir) / "train.parquet", cfg.augment, cfg.model.num_joints, t.seed)
+    train_set = PoseTrackCrops(Path(paths.index_dir) / "train.parquet", cfg.augment, cfg.model.num_joints, t.seed,
+                               heatmap_stride=HEATMAP_STRIDE)
     loader, sampler = train_loader(train_set, t, session.rank, session.world_size,
                                    pin_memory=session.device.type == "cuda")
     for epoch in range(run.start_epoch, t.epochs):
@@ -292,8 +294,8 @@ def _validate(cfg: Config, paths: RunPaths, model: nn.Module, device: torch.devi
     """Per-joint AP of `model` on the val index, predictions written to `pred_dir`."""
     index_path = Path(paths.index_dir) / "val.parquet"
     val_set = PoseTrackCrops(index_path, None, cfg.model.num_joints,
-                             sigma_px=cfg.augment.sigma_px, heatmap_stride=cfg.augment.heatmap_stride)
+                             sigma_px=cfg.augment.sigma_px, heatmap_stride=HEATMAP_STRIDE)
     return validate(model, val_set, pd.read_parquet(index_path), Path(paths.gt_dir), pred_dir,
-                    batch_size=max(1, cfg.train.batch_size), device=device, stride=cfg.augment.heatmap_stride,
+                    batch_size=max(1, cfg.train.batch_size), device=device, stride=HEATMAP_STRIDE,
                     flip_test=cfg.train.flip_test, protocol=cfg.eval.protocol, progress=progress,
                     oks_nms=(cfg.detect.oks_nms, cfg.detect.keypoint_threshold))

@@ -64,7 +64,7 @@ def pose_overlays(gt_dir: Path, pred_dir: Path, dataset_dir: Path, out_dir: Path
             out = Path(out_dir) / f"{gt.name}_{gt_frame.frame_index:06d}.png"
             ok, png = cv2.imencode(".png", image)
             if not ok:
-                raise ValueError(f"{out}: OpenCV could not encode the overlay as PNG")
+                raise OSError(f"{out}: OpenCV could not encode the overlay as PNG")
             written.append(atomic_write_bytes(out, png.tobytes()))
             break
     return written

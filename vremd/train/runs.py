@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vremd.config import Config, config_to_dict
+from vremd.errors import InputError
 from vremd.model.checkpoint import CheckpointError
 from vremd.train.checkpoints import latest_checkpoint, load_state
 from vremd.train.identity import RunIdentity, identity_differences, training_keys
@@ -20,7 +21,7 @@ from vremd.train.identity import RunIdentity, identity_differences, training_key
 __all__ = ["RunMismatchError", "FitResult", "check_resumable", "fit_result"]
 
 
-class RunMismatchError(ValueError):
+class RunMismatchError(InputError):
     """A run folder holds checkpoints of another configuration, data, code or weights; the message lists what differs."""
 
 

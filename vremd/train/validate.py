@@ -19,6 +19,7 @@ from vremd.data.joints import FLIP_INDEX
 from vremd.eval.oks_nms import keep_detected
 from vremd.eval.posetrack_ap import APResult, evaluate_dirs
 from vremd.eval.predictions import GTPersonRef, read_gt_videos, unpredicted_gt_persons, write_predictions
+from vremd.errors import InputError
 from vremd.model.vremd import autocast, predict_heatmaps
 from vremd.train.tracking import AP_METRIC_NAMES
 
@@ -56,7 +57,7 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.d
         ids.append(np.asarray(batch["sample_id"]))
     model.train(was_training)
     if not joints:
-        raise ValueError("predict: the dataset has no samples")
+        raise InputError("predict: the dataset has no samples")
     return Predictions(np.concatenate(joints), np.concatenate(maxvals), np.concatenate(ids))
 
 

@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from pipeline.download import main
-from vremd.data.sources.download import MARKER, DownloadError, download_url, fetch, prepare_real
+from vremd.data.sources.download import MARKER, DownloadError, NetworkError, download_url, fetch, prepare_real
 from vremd.data.posetrack import Frame, Person, Video, list_videos, read_video, validate_layout, write_video
+from vremd.errors import InputError
 
 
 # ---------------------------------------------------------------- fixtures: data, archives, server
@@ -158,6 +159,15 @@ def test_dropped_connection_is_retried_from_where_it_stopped(tmp_path, server):
     path = download_url(f"{server.url}/a.zip", tmp_path / "cache", progress=False, retry_wait_s=0)
     assert path.read_bytes() == src.read_bytes()
     assert server.log == [("/a.zip", None), ("/a.zip", f"bytes={src.stat().st_size // 2}-")]
+
+
+def test_a_network_that_keeps_failing_is_an_os_error_not_an_input_error(tmp_path, server):
+    blob(server.root / "a.zip")
+    server.cut_first.add("/a.zip")
+    with pytest.raises(NetworkError, match=r"/a\.zip: download failed after 1 attempts .*is kept") as err:
+        download_url(f"{server.url}/a.zip", tmp_path / "cache", progress=False, retries=1, retry_wait_s=0)
+    assert isinstance(err.value, OSError) and not isinstance(err.value, InputError)  # the input may be right
+    assert isinstance(DownloadError("x"), InputError)  # a bad URL, a 404 or a wrong sha256 is
 
 
 def test_stale_part_larger_than_the_file_is_restarted(tmp_path, server):

@@ -24,6 +24,8 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from vremd.errors import InputError
+
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 # a piece of a tar cut with `split` (PoseTrack18 ships its images as posetrack18_images.tar.aa, .ab, ...)
 _SPLIT_PART = re.compile(r"^(.+\.(?:tar|tar\.gz|tgz|tar\.bz2|tar\.xz))\.[a-z]{2,3}$")
@@ -32,7 +34,7 @@ _SPLIT_PART = re.compile(r"^(.+\.(?:tar|tar\.gz|tgz|tar\.bz2|tar\.xz))\.[a-z]{2,
 MAX_EXTRACTED_BYTES = 512 * 2**30  # all PoseTrack releases together are far smaller
 
 
-class ArchiveError(ValueError):
+class ArchiveError(InputError):
     """An archive is corrupt, truncated, of an unknown kind or holds an unsafe member."""
 
 

@@ -36,12 +36,17 @@ from vremd.data.sources.archives import extract_archive, group_split_parts, link
 from vremd.data.posetrack import PoseTrackFormatError, list_videos, read_video, validate_layout
 from vremd.data.sources.posetrack17 import convert_posetrack17
 from vremd.data.synthetic.generate import generate_dataset
+from vremd.errors import InputError
 
 CHUNK_BYTES = 1 << 20
 
 
-class DownloadError(RuntimeError):
-    """A download failed, was incomplete or did not match its expected sha256."""
+class DownloadError(InputError):
+    """A source cannot be used: bad URL or scheme, HTTP error (404...), missing local file, sha256 mismatch."""
+
+
+class NetworkError(OSError):
+    """The network kept failing after every retry: not the input's fault, so an `OSError` (retry later)."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,7 @@ def download_url(url: str, cache_dir: Path, progress: bool = True, retries: int 
             problem = repr(exc)
         if attempt == retries:
             kept = f"; the partial file {part} is kept and resumed next time" if part.exists() else ""
-            raise DownloadError(f"{url}: download failed after {retries} attempts ({problem}){kept}")
+            raise NetworkError(f"{url}: download failed after {retries} attempts ({problem}){kept}")
         time.sleep(retry_wait_s * attempt)
     os.replace(part, dest)
     return dest

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from vremd.config import SyntheticConfig
+from vremd.config import ConfigError, SyntheticConfig
 from vremd.data.synthetic import body as fg
 from vremd.data.synthetic import render
 from vremd.data.synthetic.body import FigureMotion
@@ -205,11 +205,11 @@ def render_video(cfg: SyntheticConfig, split: str, index: int) -> tuple[Video, l
 
 def _check(cfg: SyntheticConfig) -> None:
     if not 1 <= cfg.min_frames <= cfg.max_frames < 10_000:
-        raise ValueError(f"data.synthetic: need 1 <= min_frames <= max_frames < 10000, found {cfg.min_frames}..{cfg.max_frames}")
+        raise ConfigError(f"data.synthetic: need 1 <= min_frames <= max_frames < 10000, found {cfg.min_frames}..{cfg.max_frames}")
     if cfg.train_videos < 0 or cfg.val_videos < 0 or max(100, cfg.train_videos) + cfg.val_videos >= 1_000_000:
-        raise ValueError(f"data.synthetic: video counts out of range ({cfg.train_videos}, {cfg.val_videos})")
+        raise ConfigError(f"data.synthetic: video counts out of range ({cfg.train_videos}, {cfg.val_videos})")
     if cfg.max_people < 1 or cfg.image_height < 32 or cfg.image_width < 32 or not 0 <= cfg.unlabeled_fraction < 1:
-        raise ValueError(f"data.synthetic: need max_people >= 1, image >= 32x32, 0 <= unlabeled_fraction < 1; found {cfg}")
+        raise ConfigError(f"data.synthetic: need max_people >= 1, image >= 32x32, 0 <= unlabeled_fraction < 1; found {cfg}")
 
 
 def generate_dataset(out_dir: Path, cfg: SyntheticConfig, progress: bool = True) -> dict:
