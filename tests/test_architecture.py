@@ -1,4 +1,5 @@
-"""Imports point one way: pipeline -> vremd.ablation -> vremd.train -> vremd.{data, model, eval} -> vremd.config."""
+"""Imports point one way: pipeline -> vremd.ablation -> vremd.train -> vremd.{data, model, eval} -> vremd.config
+and vremd.frames (a leaf)."""
 
 import ast
 from pathlib import Path
@@ -9,6 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # package -> packages it must never import
 FORBIDDEN = {
+    "vremd.frames": ("vremd", "pipeline"),  # the frame axis: a leaf that data, model and predict all read
     "vremd.config": ("vremd.data", "vremd.model", "vremd.eval", "vremd.train", "vremd.ablation", "vremd.predict",
                      "pipeline"),
     "vremd.data": ("vremd.model", "vremd.eval", "vremd.train", "vremd.ablation", "vremd.predict", "pipeline", "ray",

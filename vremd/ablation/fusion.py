@@ -26,6 +26,7 @@ import torch
 
 from vremd.ablation.grid import AblationError, TrialSpec
 from vremd.config import config_from_dict
+from vremd.frames import NUM_FRAMES
 from vremd.model.vremd import build_model
 
 __all__ = ["HEAD_KEYS", "FusionPlan", "qualifies", "plan_fusion", "estimate_bytes", "plan_text", "fused_resources",
@@ -75,7 +76,7 @@ def estimate_bytes(configs: Sequence[dict[str, Any]]) -> int:
         trainable = sum(p.numel() for p in model.parameters()) - backbone
         total += 16 * trainable  # fp32 weights, gradients, AdamW exp_avg and exp_avg_sq
         N = model.backbone.grid_hw[0] * model.backbone.grid_hw[1]
-        tokens = torch.empty(batch, cfg.num_frames, N, cfg.embed_dim, device="meta")  # (B, T, N, E)
+        tokens = torch.empty(batch, NUM_FRAMES, N, cfg.embed_dim, device="meta")  # (B, T, N, E)
         if i == 0:
             total += 4 * backbone + 2 * 4 * tokens.numel()  # frozen weights; tokens and one block's output
         saved = [0]

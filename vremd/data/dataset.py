@@ -23,10 +23,11 @@ from vremd.atomic import atomic_write
 from vremd.config import AugmentConfig
 from vremd.data.augment import apply_augmentation, sample_affine
 from vremd.data.boxes import compose_affine, invert_affine
-from vremd.data.crop_store import SPLITS, STATS, read_manifest
+from vremd.data.crop_store import STATS, read_manifest
 from vremd.data.crops import shard_sample
 from vremd.data.heatmaps import encode
 from vremd.data.joints import JOINT_NAMES
+from vremd.data.posetrack import SPLITS
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)

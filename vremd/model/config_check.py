@@ -15,6 +15,7 @@ import warnings
 import torch
 
 from vremd.config import Config, ConfigError
+from vremd.frames import NUM_FRAMES
 from vremd.model.heads import HEATMAP_STRIDE
 from vremd.model.vremd import build_model
 
@@ -46,7 +47,7 @@ def model_config_problems(cfg: Config) -> list[str]:
         with warnings.catch_warnings(), torch.device("meta"):
             warnings.simplefilter("ignore")  # init functions warn that meta tensors hold no values
             model = build_model(dataclasses.replace(m, pretrained=""))  # the weights file is checked where it loads
-            heatmaps = model(torch.zeros(1, m.num_frames, 3, m.img_height, m.img_width))["heatmaps"]  # (1, J, h, w)
+            heatmaps = model(torch.zeros(1, NUM_FRAMES, 3, m.img_height, m.img_width))["heatmaps"]  # (1, J, h, w)
     except (ValueError, AssertionError, RuntimeError) as exc:
         return [f"model: these settings do not build a working VREMD: {str(exc).splitlines()[0]}"]
     expected = (1, m.num_joints, m.img_height // HEATMAP_STRIDE, m.img_width // HEATMAP_STRIDE)

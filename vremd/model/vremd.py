@@ -39,16 +39,16 @@ import torch
 from torch import nn
 
 from vremd.config import ModelConfig
+from vremd.frames import FRAME_NAMES, KEY, NUM_FRAMES
 from vremd.model.backbone import ViTBackbone, load_vitpose_checkpoint
 from vremd.model.bmd import BMD, ADCBlock, ADCStream, DeformConvBlock, EntangledBMD
 from vremd.model.deformable import DeformConvMotion, motion_attention_class
 from vremd.model.heads import HEATMAP_STRIDE, KeypointTokenHead, UpsampleHead
 from vremd.model.hkme import HKME, HumanMask, KeypointMask, SpatioTemporalAggregation
 
-__all__ = ["ARCH_VERSION", "HEADS", "KEY", "HeadAlone", "ModelStateError", "VREMD", "arch_version_problem",
+__all__ = ["ARCH_VERSION", "HEADS", "HeadAlone", "ModelStateError", "VREMD", "arch_version_problem",
            "build_model"]
 
-KEY = 1  # index of the key frame t in the (t-1, t, t+1) frame axis
 # Bump when a change makes older weights mean something else. 2: H_m from [M, F_t^i], masks as key biases,
 # one human token per frame, 15 keypoint tokens, p_z from z, DC block, optional projection.
 ARCH_VERSION = 2
@@ -110,8 +110,8 @@ class VREMD(nn.Module):
         ``sampling_points`` ``(B, nh, N, K, 2)``, (x, y) normalised to [0, 1] (forward direction, last block).
         """
         B, T, C, H, W = frames.shape
-        if T != 3:
-            raise ValueError(f"VREMD: expected 3 frames (t-1, t, t+1), got {T}")
+        if T != NUM_FRAMES:
+            raise ValueError(f"VREMD: expected {NUM_FRAMES} frames ({', '.join(FRAME_NAMES)}), got {T}")
         if self.hkme is None and self.bmd is None:  # the baseline reads F_t^i only: no ViT pass over t-1, t+1
             key_tokens = self.backbone(frames[:, KEY:KEY + 1])  # (B, 1, N, E)
             return self.forward_tokens(key_tokens.expand(B, T, *key_tokens.shape[2:]), return_aux)  # (B, 3, N, E)
@@ -184,12 +184,12 @@ def reads_enhanced_feature(cfg: ModelConfig) -> bool:
 
 def _build_hkme(cfg: ModelConfig, num_joints: int) -> HKME:
     args = (cfg.dim, cfg.heads, cfg.mlp_ratio)
-    human = HumanMask(*args, cfg.hkme_depth, cfg.num_frames) if cfg.human_mask else None
-    keypoint = KeypointMask(*args, cfg.hkme_depth, num_joints, cfg.num_frames) if cfg.keypoint_mask else None
+    human = HumanMask(*args, cfg.hkme_depth) if cfg.human_mask else None
+    keypoint = KeypointMask(*args, cfg.hkme_depth, num_joints) if cfg.keypoint_mask else None
     # F feeds only the ADC blocks: without them (table 4(a), 6(a)) the aggregation stage would have no reader
     aggregation = None
     if reads_enhanced_feature(cfg):
-        aggregation = SpatioTemporalAggregation(*args, cfg.aggregation_depth, cfg.num_frames)
+        aggregation = SpatioTemporalAggregation(*args, cfg.aggregation_depth)
     return HKME(human, keypoint, aggregation)
 
 

@@ -25,6 +25,7 @@ from vremd.data.boxes import (
 from vremd.data.crops import crop_frames, neighbour_indices
 from vremd.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from vremd.data.heatmaps import decode, heatmap_to_input_xy
+from vremd.frames import NUM_FRAMES
 from vremd.model.backbone import load_vitpose_checkpoint
 from vremd.model.config_check import check_model_config
 from vremd.model.vremd import VREMD, arch_version_problem, build_model
@@ -239,7 +240,7 @@ def predict_video(
     results: list[dict[str, np.ndarray]] = []
     pending_frames: list[tuple[int, np.ndarray]] = []  # frames waiting for their persons' predictions
     jobs: list[CropJob] = []
-    batch = np.empty((batch_size, 3, crop_wh[1], crop_wh[0], 3), np.uint8)  # (B, T, H, W, 3)
+    batch = np.empty((batch_size, NUM_FRAMES, crop_wh[1], crop_wh[0], 3), np.uint8)  # (B, T, H, W, 3)
 
     def flush() -> None:
         if jobs:
