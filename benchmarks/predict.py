@@ -34,6 +34,7 @@ from torchvision.models import detection
 
 from vremd.config import config_to_dict, load_config
 from vremd.data.boxes import BoxError
+from vremd.data.crops import neighbour_indices
 from vremd.data.synthetic.generate import render_video
 from vremd.model.checkpoint import load_trained
 from vremd.model.vremd import build_model
@@ -85,7 +86,7 @@ def per_person(mp4: Path, boxes_path: Path, ckpt: Path, out_json: Path, device: 
                "scores": np.zeros((len(fb.scores), cfg.model.num_joints)),
                "track_ids": fb.track_ids, "boxes_xywh": fb.boxes_xywh}
         for p, box in enumerate(fb.boxes_xywh):
-            idx = [min(max(t + d, 0), info.num_frames - 1) for d in (-1, 0, 1)]
+            idx, _clamped = neighbour_indices(t, info.num_frames)
             frames = ([decoded[i] for i in idx] if decoded is not None
                       else [cv2.cvtColor(read_frame(mp4, i), cv2.COLOR_BGR2RGB) for i in idx])
             try:

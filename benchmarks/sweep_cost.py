@@ -39,7 +39,8 @@ from vremd.ablation.fusion import GIB, estimate_bytes
 from vremd.ablation.grid import build_grid, load_tables, training_id
 from vremd.config import Config, config_from_dict, config_to_dict, load_config
 from vremd.model.cost import module_flops
-from vremd.model.vremd import NUM_FRAMES, build_model
+from vremd.frames import NUM_FRAMES
+from vremd.model.vremd import build_model
 from vremd.train.loop import optimise
 
 TABLES = (4, 5, 6)

@@ -35,6 +35,7 @@ from pipeline.cli_config import (REPO_DIR, add_config_args, add_data_args, check
 from vremd.atomic import atomic_write_text
 from vremd.data.dataset import PoseTrackCrops, check_crop_size
 from vremd.errors import InputError
+from vremd.eval.posetrack_ap import MEAN, as_columns
 from vremd.eval.predictions import describe_unpredicted
 from vremd.eval.tables import (ap_table_csv, ap_table_html, ap_table_markdown, load_paper_numbers, paper_row,
                                per_joint_bar_png)
@@ -61,7 +62,7 @@ def _boxes_label(rows: pd.DataFrame) -> str:
 
 def _boxes_table(by_boxes: dict[str, dict[str, float]]) -> str:
     """Markdown: one row per box source, the per-joint AP columns."""
-    columns = [c for c in next(iter(by_boxes.values())) if c != "Mean"] + ["Mean"]
+    columns = [c for c in next(iter(by_boxes.values())) if c != MEAN] + [MEAN]
     names = {"gt": "GT boxes", "det": "detector boxes"}
     lines = ["| Boxes | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     lines += [f"| {names.get(label, label)} | " + " | ".join(f"{table[c]:.1f}" for c in columns) + " |"
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, OSError) as exc:  # CheckpointError is an InputError
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 1
-    ours = {("Mean" if k == "Total" else k): v for k, v in result.ap.table.items()}
+    ours = as_columns(result.ap.table)
     paper = _paper_row(cfg.data.source)
     title = (f"Per-joint AP, {cfg.data.source} val" + (" (untrained)" if args.untrained else "")
              + (f" ({args.head} head alone)" if args.head != "both" else ""))
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics["boxes"] = boxes
     metrics["head"] = args.head
     if also is not None:  # the same model on the same frames with other boxes, side by side
-        by_boxes = {boxes: ours, also[2]: {("Mean" if k == "Total" else k): v for k, v in also[0].ap.table.items()}}
+        by_boxes = {boxes: ours, also[2]: as_columns(also[0].ap.table)}
         metrics["by_boxes"] = {label: {k: clean(v) for k, v in table.items()} for label, table in by_boxes.items()}
     atomic_write_text(args.out / "unpredicted_persons.txt",
                       describe_unpredicted(result.unpredicted, limit=len(result.unpredicted)) + "\n")

@@ -25,11 +25,12 @@ from pipeline.cli_config import add_config_args, add_data_args, check_gt_dir, co
 from vremd.atomic import atomic_write_text
 from vremd.config import PRETRAINED_CHECKPOINT, config_to_dict
 from vremd.errors import InputError
+from vremd.eval.posetrack_ap import MEAN, METRIC_NAMES
 from vremd.train.identity import file_sha256, run_identity, training_digest
 from vremd.train.loop import RunPaths
 from vremd.train.pretrain import STILLS_DIR, build_stills, check_pretrain_config, export_backbone, pretraining_config
 from vremd.train.ray_train import train_and_track
-from vremd.train.tracking import AP_METRIC_NAMES, resolve_tracking_uri
+from vremd.train.tracking import resolve_tracking_uri
 
 MANIFEST = "manifest.json"
 
@@ -70,11 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         outcome = train_and_track(pcfg, paths, args.out / "runs", run_name, uri, Path.cwd(), gt_dir.parent.parent,
                                   Path(args.params), progress=not args.no_progress, identity=identity)
         final = outcome.fit.history[-1]
-        ap = {("Mean" if col == "Total" else col): round(final[name], 4)
-              for col, name in AP_METRIC_NAMES.items() if name in final}
+        ap = {col: round(final[name], 4) for col, name in METRIC_NAMES.items() if name in final}
         # no run id or time in the file: the same pretraining writes the same bytes (and sha256)
         export_backbone(outcome.fit.state["model"], cfg, checkpoint,
-                        {"made_by": "vremd pretrain stage", "val_mean_ap": ap.get("Mean", float("nan"))})
+                        {"made_by": "vremd pretrain stage", "val_mean_ap": ap.get(MEAN, float("nan"))})
     except (InputError, OSError) as exc:  # ConfigError, bad or missing data, unreadable checkpoints (CheckpointError)
         print(f"pretrain: error: {exc}", file=sys.stderr)
         return 1

@@ -21,9 +21,10 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.cli_config import add_data_args
 from vremd.errors import InputError
+from vremd.eval.posetrack_ap import METRIC_NAMES
 from vremd.train.loop import RunPaths
 from vremd.ablation.reproduce import compare_ap, dvc_dir_md5, format_comparison, provenance_problems, read_run, rerun_ap
-from vremd.train.tracking import AP_METRIC_NAMES, resolve_tracking_uri, run_tags
+from vremd.train.tracking import resolve_tracking_uri, run_tags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reproduce: error: {'; '.join(errors)} (use --allow-data-change to re-run anyway)", file=sys.stderr)
         return 2
     if not run.ap:
-        print(f"reproduce: error: run {args.run_id} logged no AP metrics ({', '.join(AP_METRIC_NAMES.values())})", file=sys.stderr)
+        print(f"reproduce: error: run {args.run_id} logged no AP metrics ({', '.join(METRIC_NAMES.values())})", file=sys.stderr)
         return 2
 
     cfg = run.config

@@ -26,7 +26,9 @@ from pipeline.cli_config import (add_config_args, add_data_args, check_gt_dir, c
 from vremd.atomic import atomic_write_text
 from vremd.config import Config, config_from_dict, config_to_dict
 from vremd.data.dataset import check_crop_size
+from vremd.data.posetrack import SPLITS
 from vremd.errors import InputError
+from vremd.eval.posetrack_ap import AP_CURVE_COLUMNS, MEAN_METRIC, curve_column
 from vremd.model.checkpoint import save_trained
 from vremd.model.config_check import check_model_config
 from vremd.train.identity import run_identity, training_digest
@@ -34,15 +36,14 @@ from vremd.train.loop import RunPaths
 from vremd.train.ray_train import TrainingWorkerError, init_ray, train_and_track
 from vremd.train.tracking import resolve_tracking_uri
 
-CURVE_COLUMNS = ("epoch", "loss", "lr", "samples_per_s", "ap_mean", "ap_head", "ap_shoulder", "ap_elbow",
-                 "ap_wrist", "ap_hip", "ap_knee", "ap_ankle")
+CURVE_COLUMNS = ("epoch", "loss", "lr", "samples_per_s", *AP_CURVE_COLUMNS)
 
 
 def _write_curve(history: list[dict], path: Path) -> None:
     """metrics/train_curve.csv: one row per epoch; AP columns empty where the epoch was not validated."""
     lines = [",".join(CURVE_COLUMNS)]
     for h in history:
-        row = {k.replace("/", "_"): v for k, v in h.items()}
+        row = {curve_column(k): v for k, v in h.items()}
         lines.append(",".join("" if row.get(c) is None else f"{row[c]:.6g}" for c in CURVE_COLUMNS))
     atomic_write_text(path, "\n".join(lines) + "\n")
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         source = f"{args.params} (profile {cfg.profile})"
         check_model_config(cfg, source=source)
-        for index_path in [index_file(args.index, split) for split in ("train", "val")]:
+        for index_path in [index_file(args.index, split) for split in SPLITS]:
             check_crop_size(index_path, cfg.model, f"the model of {source}")
         check_gt_dir(args.raw / cfg.data.source / "annotations" / "val")
     except (InputError, OSError) as exc:
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             ray.shutdown()
     last = outcome.fit.history[-1]
     print(f"{args.out / 'final.pt'}: {state['epoch']} epochs, loss {last['loss']:.5f}, "
-          f"val mean AP {last.get('ap/mean', float('nan')):.1f}; checkpoints in {outcome.fit.run_dir}")
+          f"val mean AP {last.get(MEAN_METRIC, float('nan')):.1f}; checkpoints in {outcome.fit.run_dir}")
     if outcome.tracking_failure:
         print(f"MLflow was not reachable ({outcome.tracking_failure}); results are in {args.out} and {args.curve} only")
     else:

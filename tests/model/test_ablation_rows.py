@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from vremd.config import smoke_config
+from vremd.frames import KEY
 from vremd.model.bmd import BMD, ADCBlock, DeformConvBlock, EntangledBMD
 from vremd.model.deformable import DeformAttnMotion, DeformCrossAttnMotion
-from vremd.model.vremd import KEY, build_model
+from vremd.model.vremd import build_model
 from vremd.ablation.grid import load_tables
 
 ABLATIONS = Path(__file__).resolve().parents[2] / "experiments" / "ablations.yaml"

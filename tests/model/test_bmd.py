@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vremd.frames import KEY, NEXT, PREV
 from vremd.model.blocks import CrossAttention
-from vremd.model.bmd import BMD, KEY, NEXT, PREV, ADCBlock, ADCStream, DeformConvBlock, EntangledBMD
+from vremd.model.bmd import BMD, ADCBlock, ADCStream, DeformConvBlock, EntangledBMD
 from vremd.model.deformable import MOTION_ATTENTION, DeformConvMotion
 
 B, N, D, HEADS, K = 2, 12, 16, 2, 3  # every axis a different size

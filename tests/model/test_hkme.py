@@ -11,8 +11,9 @@ import math
 import pytest
 import torch
 
+from vremd.frames import KEY
 from vremd.model.blocks import TransformerStack, mask_log
-from vremd.model.hkme import HKME, KEY, HumanMask, KeypointMask, SpatioTemporalAggregation
+from vremd.model.hkme import HKME, HumanMask, KeypointMask, SpatioTemporalAggregation
 
 B, T, N, D, J, HEADS = 2, 3, 12, 16, 5, 2  # every axis a different size
 ZEROED = 7  # the token whose mask is set to 0

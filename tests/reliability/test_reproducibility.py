@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from reliability_fixtures import REPO, copy_mlflow_db, stage_env, write_params
 from vremd.config import flatten, load_config, smoke_config
 from vremd.ablation.reproduce import compare_ap, dvc_dir_md5, params_to_config, provenance_problems
-from vremd.train.tracking import AP_METRIC_NAMES
+from vremd.eval.posetrack_ap import METRIC_NAMES
 
 
 @pytest.mark.parametrize("cfg", [smoke_config(), load_config(REPO / "params.yaml", "demo"),
@@ -62,7 +62,7 @@ def test_provenance_checks():
 
 
 def test_ap_comparison_tolerance_and_nan():
-    rec = {c: 50.0 for c in AP_METRIC_NAMES} | {"Ankle": float("nan")}
+    rec = {c: 50.0 for c in METRIC_NAMES} | {"Ankle": float("nan")}
     rows, equal = compare_ap(rec, {**rec, "Head": 50.0 + 5e-7}, 1e-6)
     assert equal and len(rows) == 8
     rows, equal = compare_ap(rec, {**rec, "Head": 50.001}, 1e-6)

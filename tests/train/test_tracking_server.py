@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from ports import free_port
 
-from vremd.train.tracking import AP_METRIC_NAMES, Tracker, resolve_tracking_uri
+from vremd.eval.posetrack_ap import METRIC_NAMES
+from vremd.train.tracking import Tracker, resolve_tracking_uri
 from vremd.train.tracking_load import concurrent_writers
 from vremd.train.tracking_server import TrackingServerError, mlflow_server, postgres
 from vremd.train.ui_snapshot import ablation_runs, compare_url, render, screenshot
@@ -100,11 +101,11 @@ def test_eight_writers_on_the_postgres_server_lose_nothing(team_server, tmp_path
 
 def log_two_runs(uri: str, experiment: str) -> tuple[str, list[str], dict[str, list[float]]]:
     """Two finished runs with per-joint AP metrics; returns (experiment id, run ids, metric -> values)."""
-    values = {name: [] for name in AP_METRIC_NAMES.values()}
+    values = {name: [] for name in METRIC_NAMES.values()}
     run_ids = []
     for k, run in enumerate(("baseline", "vremd")):
         tracker = Tracker.start(uri, experiment, run, {"model.bmd": str(bool(k))}, {})
-        metrics = {name: round(50.0 + 3.1 * i + 11.7 * k, 1) for i, name in enumerate(AP_METRIC_NAMES.values())}
+        metrics = {name: round(50.0 + 3.1 * i + 11.7 * k, 1) for i, name in enumerate(METRIC_NAMES.values())}
         tracker.log_metrics(metrics, step=1)
         tracker.finish()
         run_ids.append(tracker.run_id)

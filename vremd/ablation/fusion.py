@@ -26,7 +26,8 @@ import torch
 
 from vremd.ablation.grid import AblationError, TrialSpec
 from vremd.config import config_from_dict
-from vremd.model.vremd import NUM_FRAMES, build_model
+from vremd.frames import NUM_FRAMES
+from vremd.model.vremd import build_model
 
 __all__ = ["HEAD_KEYS", "FusionPlan", "qualifies", "plan_fusion", "estimate_bytes", "plan_text", "fused_resources",
            "GIB", "DEFAULT_BUDGET_GIB"]

@@ -17,14 +17,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from vremd.atomic import atomic_write_text
-from vremd.eval.tables import COLUMNS, ablation_bar_png, ap_rows, ap_table_markdown, paper_row
-from vremd.train.tracking import AP_METRIC_NAMES
+from vremd.eval.posetrack_ap import COLUMNS, MEAN, METRIC_NAMES
+from vremd.eval.tables import ablation_bar_png, ap_rows, ap_table_markdown, paper_row
 
 __all__ = ["TrialOutcome", "ReportRow", "report_rows", "summary_text", "summary_markdown", "summary_csv",
-           "summary_html", "write_report", "COLUMN_METRICS"]
-
-# table column (Head .. Ankle, Mean) -> the MLflow / Tune metric name training reports
-COLUMN_METRICS: dict[str, str] = {("Mean" if col == "Total" else col): name for col, name in AP_METRIC_NAMES.items()}
+           "summary_html", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -82,7 +79,7 @@ def report_rows(row_names: Sequence[str], outcomes: Sequence[TrialOutcome], pape
         mine = [o for o in outcomes if o.row == name]
         done = [o for o in mine if o.status == "finished"]
         ours = {col: [float(o.metrics[m]) for o in done if _finite(o.metrics.get(m))]
-                for col, m in COLUMN_METRICS.items()}
+                for col, m in METRIC_NAMES.items()}
         paper = paper_row(paper_tables, key, name) if name in paper_names else {}
         rows.append(ReportRow(name, ours, paper, len(done), sum(o.status == "failed" for o in mine),
                               sum(o.status not in ("finished", "failed") for o in mine),
@@ -105,12 +102,12 @@ def _cells(row: ReportRow) -> dict[str, str]:
             return {"failed": "failed", "not run": "not run", "paper only": ""}.get(row.state, "–")
         return f"{r['ours']:.1f} ± {r['std']:.1f}" if r["n"] > 1 else f"{r['ours']:.1f}"
 
-    mean = stats["Mean"]
+    mean = stats[MEAN]
     seeds = "" if row.state == "paper only" else f"{row.finished}/{row.finished + row.failed + row.missing}"
     if row.failed:
         seeds += f" ({row.failed} failed)"
     return {"Row": row.name, "Paper": "–" if math.isnan(mean["paper"]) else f"{mean['paper']:.1f}",
-            "Ours": ours("Mean"), "Delta": "–" if math.isnan(mean["delta"]) else f"{mean['delta']:+.1f}",
+            "Ours": ours(MEAN), "Delta": "–" if math.isnan(mean["delta"]) else f"{mean['delta']:+.1f}",
             PARAMS_COLUMN: "" if row.params is None else f"{row.params / 1e6:.2f}",
             **{col: ours(col) for col in COLUMNS[:-1]}, "Seeds": seeds}
 
@@ -185,8 +182,8 @@ def write_report(out_dir: Path, table: int, title: str, rows: Sequence[ReportRow
     for kind, text in texts.items():
         atomic_write_text(paths[kind], text)
     ran = [r for r in rows if r.state != "paper only"]
-    paths["png"] = ablation_bar_png(stem.with_suffix(".png"), {r.name: {"Mean": r.ours["Mean"]} for r in rows},
-                                    {r.name: {"Mean": r.paper["Mean"]} for r in rows if "Mean" in r.paper},
+    paths["png"] = ablation_bar_png(stem.with_suffix(".png"), {r.name: {MEAN: r.ours[MEAN]} for r in rows},
+                                    {r.name: {MEAN: r.paper[MEAN]} for r in rows if MEAN in r.paper},
                                     title=f"{chart_title or f'Table {table}'}: Mean AP, ours vs paper")
     paths["joints_png"] = ablation_bar_png(out_dir / f"table{table}_joints.png",
                                            {r.name: {c: r.ours[c] for c in COLUMNS} for r in ran},
@@ -197,7 +194,7 @@ def write_report(out_dir: Path, table: int, title: str, rows: Sequence[ReportRow
 def _trials_csv(outcomes: Sequence[TrialOutcome]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    metric_names = list(COLUMN_METRICS.values()) + ["loss", "epochs"]
+    metric_names = list(METRIC_NAMES.values()) + ["loss", "epochs"]
     writer.writerow(["row", "seed", "status", *metric_names, "run_name", "mlflow_run_id", "node_id", "error"])
     for o in outcomes:
         writer.writerow([o.row, o.seed, o.status, *(o.metrics.get(m, "") for m in metric_names), o.run_name,

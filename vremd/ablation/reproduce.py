@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from vremd.config import Config, ConfigError, config_from_dict, is_retired
+from vremd.eval.posetrack_ap import MEAN_METRIC, METRIC_NAMES
 from vremd.train.identity import dvc_dir_md5
 from vremd.train.loop import RunPaths
 from vremd.train.ray_train import fit, init_ray
-from vremd.train.tracking import AP_METRIC_NAMES, VERSION_TAGS
+from vremd.train.tracking import VERSION_TAGS
 
 __all__ = ["RecordedRun", "params_to_config", "read_run", "dvc_dir_md5", "provenance_problems",
            "rerun_ap", "compare_ap", "format_comparison"]
@@ -39,7 +40,7 @@ class RecordedRun:
     run_name: str
     config: Config
     tags: dict[str, str]
-    ap: dict[str, float]  # evaluator column (Head ... Total) -> AP logged at the run's last validation
+    ap: dict[str, float]  # report column (Head ... Mean) -> AP logged at the run's last validation
 
 
 def _leaf_type(dotted: str) -> Any:
@@ -97,7 +98,7 @@ def read_run(client, run_id: str) -> RecordedRun:
     """Fetch a run's params, tags and last AP metrics through an `MlflowClient`."""
     run = client.get_run(run_id)
     metrics = run.data.metrics
-    ap = {col: float(metrics[name]) for col, name in AP_METRIC_NAMES.items() if name in metrics}
+    ap = {col: float(metrics[name]) for col, name in METRIC_NAMES.items() if name in metrics}
     return RecordedRun(run_id=run_id, run_name=run.info.run_name or run_id, config=params_to_config(run.data.params),
                        tags=dict(run.data.tags), ap=ap)
 
@@ -128,7 +129,7 @@ def provenance_problems(recorded: Mapping[str, str], current: Mapping[str, str])
 def rerun_ap(cfg: Config, paths: RunPaths, storage: Path, run_name: str, ray_address: str | None = None,
              progress: bool = False) -> dict[str, float]:
     """Train `cfg` from scratch into `<storage>/<run_name>` (untracked), seeded as pipeline/train.py seeds;
-    return the AP columns (Head ... Total) of its last validation."""
+    return the AP columns (Head ... Mean) of its last validation."""
     random.seed(cfg.train.seed)
     np.random.seed(cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
@@ -143,8 +144,8 @@ def rerun_ap(cfg: Config, paths: RunPaths, storage: Path, run_name: str, ray_add
     finally:
         if cfg.train.num_workers > 0:
             ray.shutdown()
-    last = next((h for h in reversed(result.history) if "ap/mean" in h), {})
-    return {col: float(last.get(name, math.nan)) for col, name in AP_METRIC_NAMES.items()}
+    last = next((h for h in reversed(result.history) if MEAN_METRIC in h), {})
+    return {col: float(last.get(name, math.nan)) for col, name in METRIC_NAMES.items()}
 
 
 def _same(a: float, b: float, tolerance: float) -> bool:
@@ -157,7 +158,7 @@ def compare_ap(recorded: Mapping[str, float], reproduced: Mapping[str, float],
                tolerance: float) -> tuple[list[tuple[str, float, float, bool]], bool]:
     """Rows (column, recorded, reproduced, equal) over the AP columns, and whether all are equal."""
     rows = []
-    for col in AP_METRIC_NAMES:
+    for col in METRIC_NAMES:
         a, b = float(recorded.get(col, math.nan)), float(reproduced.get(col, math.nan))
         rows.append((col, a, b, _same(a, b, tolerance)))
     return rows, all(ok for *_, ok in rows)
@@ -167,6 +168,5 @@ def format_comparison(rows: list[tuple[str, float, float, bool]]) -> str:
     """A markdown table: joint, recorded AP, reproduced AP, difference, equal."""
     lines = ["| Joint | Recorded | Reproduced | Difference | Equal |", "|---|---:|---:|---:|:---:|"]
     for col, a, b, ok in rows:
-        name = "Mean" if col == "Total" else col
-        lines.append(f"| {name} | {a:.6f} | {b:.6f} | {b - a:+.2e} | {'yes' if ok else 'NO'} |")
+        lines.append(f"| {col} | {a:.6f} | {b:.6f} | {b - a:+.2e} | {'yes' if ok else 'NO'} |")
     return "\n".join(lines) + "\n"

@@ -33,14 +33,14 @@ import torch
 from ray import tune
 
 from vremd.config import Config, config_from_dict, flatten
+from vremd.eval.posetrack_ap import MEAN_METRIC, METRIC_NAMES
 from vremd.model.cost import parameters_outside_backbone
 from vremd.ablation.fused_loop import FusedRow, fit_fused
 from vremd.ablation.fusion import FusionPlan
 from vremd.ablation.grid import AblationError, TableSpec, TrialSpec, slug, training_id
 from vremd.ablation.reuse import adopt_finished_twin
 from vremd.train.identity import RunIdentity
-from vremd.ablation.report import (COLUMN_METRICS, ReportRow, TrialOutcome, report_rows, summary_text,
-                                         write_report)
+from vremd.ablation.report import ReportRow, TrialOutcome, report_rows, summary_text, write_report
 from vremd.train.loop import RunPaths
 from vremd.train.ray_train import close_tracking, open_tracking, train_and_track
 from vremd.train.tracking import Tracker, run_tags
@@ -127,8 +127,8 @@ def _prepare_row(spec: Mapping[str, Any], context: TrialContext,
 
 
 def _final_metrics(history: Sequence[Mapping[str, float]], epochs: int) -> dict[str, float]:
-    last_ap = next((h for h in reversed(history) if "ap/mean" in h), {})
-    metrics = {m: float(last_ap.get(m, math.nan)) for m in COLUMN_METRICS.values()}
+    last_ap = next((h for h in reversed(history) if MEAN_METRIC in h), {})
+    metrics = {m: float(last_ap.get(m, math.nan)) for m in METRIC_NAMES.values()}
     return {**metrics, "loss": float(history[-1]["loss"]), "epochs": epochs}
 
 
@@ -245,8 +245,8 @@ def _outcomes(results, trials: Sequence[TrialSpec]) -> list[TrialOutcome]:
             own = ({name[len(f"rows/{k}/"):]: v for name, v in metrics.items() if name.startswith(f"rows/{k}/")}
                    if "fused" in unit else metrics)
             if result.error is None:
-                status, error = ("finished" if "ap/mean" in own else "not run"), ""
-            kept = {n: v for n, v in own.items() if n in (*COLUMN_METRICS.values(), "loss", "epochs")}
+                status, error = ("finished" if MEAN_METRIC in own else "not run"), ""
+            kept = {n: v for n, v in own.items() if n in (*METRIC_NAMES.values(), "loss", "epochs")}
             found[(spec.get("row"), spec.get("seed"))] = TrialOutcome(
                 spec.get("row", "?"), int(spec.get("seed", -1)), status, kept, error[:500], spec.get("run_name", ""),
                 str(own.get("mlflow_run_id", "")), str(metrics.get("node_id", "")))
@@ -339,7 +339,7 @@ def _finish_parent(parent: Tracker, rows: Sequence[ReportRow], paths: Mapping[st
     """Per-row mean AP as `<row>/ap/mean` metrics, the report files as artifacts, FAILED if a trial failed."""
     metrics = {}
     for r in rows:
-        for col, name in COLUMN_METRICS.items():
+        for col, name in METRIC_NAMES.items():
             if r.ours.get(col):
                 metrics[f"{slug(r.name)}/{name}"] = sum(r.ours[col]) / len(r.ours[col])
     parent.log_metrics(metrics, step=0)

@@ -33,7 +33,6 @@ from vremd.data.detections import Detection, DetectionFormatError, read_detectio
 
 FORMAT_VERSION = 3  # 2: frames may be decoded at 1/2 or 1/4 resolution (crops.py); 3: out-of-frame joints kept,
 # val crops every person poseval counts (any box size, unlabeled frames with persons) and no jointless person
-SPLITS = ("train", "val")
 MANIFEST = "manifest.parquet"
 STATS = "stats.json"
 
@@ -130,7 +129,7 @@ def _plan_tasks(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadI
     """Every current video's task and the records still valid for it (same key)."""
     dets = _detections_by_video(val_boxes, dataset_dir) if val_boxes != "gt" else None
     tasks, records = [], {}
-    for split in SPLITS:
+    for split in posetrack.SPLITS:
         for json_path in posetrack.list_videos(dataset_dir, split):
             video_dets = dets.get(json_path.stem, {}) if dets is not None and split == "val" else None
             task = VideoTask(split, json_path, dataset_dir, out_dir, cfg, policy, video_dets, "")
@@ -145,7 +144,7 @@ def _plan_tasks(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadI
 def _remove_stale(out_dir: Path, current: set[tuple[str, str]]) -> list[str]:
     """Delete shards, records and temp files of videos that are no longer in the raw data."""
     removed = []
-    for split in SPLITS:
+    for split in posetrack.SPLITS:
         for path in sorted((out_dir / split).glob("*")) if (out_dir / split).is_dir() else []:
             video = path.name.split(".")[0]
             temp = path.name.endswith(".tmp") or ".tmp-" in path.name  # a killed writer's (now or before)
@@ -162,7 +161,7 @@ def build_crops(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadI
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     if not 0 <= cfg.jpeg_quality <= 100:
         raise ConfigError(f"crops.jpeg_quality: expected 0 (raw pixels) or 1-100, found {cfg.jpeg_quality}")
-    if not any(posetrack.list_videos(dataset_dir, split) for split in SPLITS):
+    if not any(posetrack.list_videos(dataset_dir, split) for split in posetrack.SPLITS):
         raise FileNotFoundError(f"{dataset_dir}: no annotations/{{train,val}}/*.json (run pipeline/download.py first)")
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks, records = _plan_tasks(dataset_dir, out_dir, cfg, policy, val_boxes)
@@ -207,7 +206,7 @@ MANIFEST_COLUMNS = [
 def _stats(records: list[dict], processed: list[str], removed: list[str]) -> dict:
     """Counts per split and per video (no rows), plus which videos this run (re)extracted or removed."""
     splits = {}
-    for split in SPLITS:
+    for split in posetrack.SPLITS:
         recs = [r for r in records if r["split"] == split]
         skipped = sum((Counter(r["skipped"]) for r in recs), Counter())
         splits[split] = {

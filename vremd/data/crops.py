@@ -31,8 +31,8 @@ from vremd.data.detections import Detection
 from vremd.data.joints import JOINT_NAMES, annotated_joints
 from vremd.data.jpeg import DECODE_SCALES, JpegError, decode_jpeg, load_jpeg
 from vremd.errors import InputError
+from vremd.frames import FRAME_OFFSETS, NUM_FRAMES
 
-FRAME_OFFSETS = (-1, 0, 1)  # T = 3 frames, ordered t-1, t, t+1
 MAX_MESSAGES = 20  # skip messages kept per video for the summary
 
 
@@ -346,7 +346,7 @@ def extract_video(video, split: str, dataset_dir: Path, cfg: CropsConfig, policy
         jobs.append((s, idx, clamped, crop_rect(checked, cfg.enlarge, crop_wh)))
     scales = _decode_scales(jobs, crop_wh, reduced_decode)
     # pass 2: decode each frame once into a sliding window of 3, crop, encode
-    T = len(FRAME_OFFSETS)
+    T = NUM_FRAMES
     jpeg = [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality] if cfg.jpeg_quality else None
     raw = np.empty((1 if jpeg else len(jobs), T, cfg.height, cfg.width, 3), np.uint8)  # (S, T, H, W, 3) BGR
     encoded: list[np.ndarray] = []

@@ -17,7 +17,8 @@ import orjson
 import pandas as pd
 
 from vremd.atomic import atomic_write
-from vremd.data.crop_store import SPLITS, STATS, read_manifest
+from vremd.data.crop_store import STATS, read_manifest
+from vremd.data.posetrack import SPLITS
 from vremd.data.joints import JOINT_NAMES
 
 

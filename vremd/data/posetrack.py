@@ -31,8 +31,12 @@ POSETRACK18_SKELETON_1BASED: tuple[tuple[int, int], ...] = (
     (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
 )
 
-# what the official poseval accepts as an image path: .../<digits>_<mpii|bonn|mpiinew>[_...]/<int>.jpg
-POSEVAL_FILE_NAME = re.compile(r"(?:^|/)(\d+)_(?:mpii|bonn|mpiinew)(?:_[^/]*)?/(\d+)\.jpg$")
+# a video folder's name as poseval reads it: "<digits>_<kind>[_...]", kind one of poseval's sequence kinds as a
+# whole "_"-separated word (000342_mpii, 000001_mpii_test, 000522_mpiinew_test)
+_KIND = r"(?:mpii|bonn|mpiinew)(?=_|/|$)"
+VIDEO_FOLDER = re.compile(rf"(\d+)_({_KIND})")  # .match(folder name); groups: digits, kind
+# what the official poseval accepts as an image path: .../<video folder>/<int>.jpg; groups: digits, frame
+POSEVAL_FILE_NAME = re.compile(rf"(?:^|/)(\d+)_{_KIND}(?:_[^/]*)?/(\d+)\.jpg$")
 
 MAX_TRACK_ID = 10000  # poseval asserts track_id < 10000
 

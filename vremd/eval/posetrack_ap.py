@@ -24,7 +24,9 @@ from tqdm import tqdm
 from vremd.eval.poseval_io import NUM_EVAL_JOINTS, POSEVAL_JOINTS, EvalFrame, PoseTrackEvalError, read_frames
 
 PROTOCOLS = ("posetrack18", "posetrack21")
-PCKH_THRESHOLD = 0.5
+_MAX_BLOCK = 1 << 22  # elements of one (frames, P, R, J) distance block
+PCKH_THRESHOLD = 0.5  # a predicted joint matches when within 0.5 head sizes of its GT joint (inclusive)
+HEAD_SIZE_FACTOR = 0.6  # poseval: head size = 0.6 x the diagonal of the GT head box
 GROUPS: dict[str, tuple[str, ...]] = {
     "Head": ("head_top", "neck", "nose"),
     "Shoulder": ("right_shoulder", "left_shoulder"),
@@ -34,8 +36,34 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "Knee": ("right_knee", "left_knee"),
     "Ankle": ("right_ankle", "left_ankle"),
 }
-TABLE_KEYS: tuple[str, ...] = (*GROUPS, "Total")
-_MAX_BLOCK = 1 << 22  # elements of one (frames, P, R, J) distance block
+# The AP vocabulary, once. The mean over the 15 joints is "Total" in the evaluator's table (poseval's name; the
+# `python -m vremd.eval` json) and "Mean" everywhere downstream (reports, metrics/ap.json, CSVs: the paper's name);
+# `as_columns` is the one place that renames it. MLflow metrics are "ap/<column>", train_curve.csv says "ap_<column>".
+TOTAL, MEAN = "Total", "Mean"
+TABLE_KEYS: tuple[str, ...] = (*GROUPS, TOTAL)  # the evaluator's table
+COLUMNS: tuple[str, ...] = (*GROUPS, MEAN)  # every report's columns
+METRIC_NAMES: dict[str, str] = {  # report column -> MLflow (and Ray Tune) metric name
+    "Head": "ap/head", "Shoulder": "ap/shoulder", "Elbow": "ap/elbow", "Wrist": "ap/wrist",
+    "Hip": "ap/hip", "Knee": "ap/knee", "Ankle": "ap/ankle", MEAN: "ap/mean",
+}
+MEAN_METRIC = METRIC_NAMES[MEAN]
+
+
+def curve_column(metric: str) -> str:
+    """A metric's column name in metrics/train_curve.csv: "ap/mean" -> "ap_mean"."""
+    return metric.replace("/", "_")
+
+
+AP_CURVE_COLUMNS: tuple[str, ...] = tuple(curve_column(METRIC_NAMES[c]) for c in (MEAN, *GROUPS))  # ap_mean, ap_head ..
+
+
+def as_columns(table: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of `table` keyed by report columns: the evaluator's "Total" becomes "Mean" (moved last; an existing
+    "Mean" wins and "Total" stays)."""
+    out = dict(table or {})
+    if TOTAL in out and MEAN not in out:
+        out[MEAN] = out.pop(TOTAL)
+    return out
 
 
 @dataclass(frozen=True)
@@ -233,6 +261,12 @@ def _check_heads(kept, gts: _Side, preds: _Side) -> None:
         raise PoseTrackEvalError(f"{kept[frame][0].where}: bbox_head: missing for a GT person (needed for PCKh)")
 
 
+def head_size(head_wh) -> np.ndarray:
+    """poseval's PCKh normaliser: HEAD_SIZE_FACTOR x the head box diagonal, (...) from its width, height (..., 2)."""
+    wh = np.asarray(head_wh)
+    return HEAD_SIZE_FACTOR * np.sqrt(wh[..., 0] * wh[..., 0] + wh[..., 1] * wh[..., 1])
+
+
 def match_labels(g_xy: np.ndarray, g_has: np.ndarray, g_head: np.ndarray, n_gt_frame: np.ndarray,
                  p_xy: np.ndarray, p_has: np.ndarray, n_pr_frame: np.ndarray) -> np.ndarray:
     """Return the TP label (NP, 15) of every predicted joint under poseval's two-step assignment.
@@ -243,8 +277,7 @@ def match_labels(g_xy: np.ndarray, g_has: np.ndarray, g_head: np.ndarray, n_gt_f
     (frames, P, R, 15) block, so no padding is needed.
     """
     labels = np.zeros(p_has.shape, dtype=bool)  # frames without GT or predictions: all FP / nothing
-    wh = g_head[:, 2:] - g_head[:, :2]
-    g_size = 0.6 * np.sqrt(wh[:, 0] * wh[:, 0] + wh[:, 1] * wh[:, 1])  # (NG,) head size in pixels
+    g_size = head_size(g_head[:, 2:] - g_head[:, :2])  # (NG,) head size in pixels
     g_start, p_start = np.cumsum(n_gt_frame) - n_gt_frame, np.cumsum(n_pr_frame) - n_pr_frame
     both = np.flatnonzero((n_gt_frame > 0) & (n_pr_frame > 0))
     key = n_pr_frame[both] * (int(n_gt_frame.max(initial=0)) + 1) + n_gt_frame[both]
@@ -322,7 +355,7 @@ def joint_ap(p_score: np.ndarray, p_has: np.ndarray, labels: np.ndarray, n_gt: n
 def _result(ap, pre, rec, n_gt, n_frames, protocol) -> APResult:
     per_joint = dict(zip(POSEVAL_JOINTS, (float(v) for v in ap)))
     table = {g: float(np.mean([per_joint[n] for n in names])) for g, names in GROUPS.items()}  # NaN joint -> NaN group
-    table["Total"] = float(np.mean(ap[~np.isnan(ap)])) if (~np.isnan(ap)).any() else math.nan
+    table[TOTAL] = float(np.mean(ap[~np.isnan(ap)])) if (~np.isnan(ap)).any() else math.nan
     return APResult(table=table, per_joint=per_joint, precision=dict(zip(POSEVAL_JOINTS, map(float, pre))),
                     recall=dict(zip(POSEVAL_JOINTS, map(float, rec))),
                     n_gt=dict(zip(POSEVAL_JOINTS, map(int, n_gt))), n_frames=n_frames, protocol=protocol)

@@ -6,12 +6,12 @@ See docs/poseval_spec.md §1 (what is read) and §0 (the PoseTrack21 variant). A
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
+from vremd.data.posetrack import MAX_TRACK_ID, VIDEO_FOLDER
 from vremd.errors import InputError
 
 # poseval joint ids 0..14; poseval prints id 12 as "neck" although it is the head_bottom keypoint
@@ -24,9 +24,6 @@ POSEVAL_JOINTS: tuple[str, ...] = (
 CATEGORY_NAMES: tuple[str, ...] = POSEVAL_JOINTS[:12] + ("head_bottom", "nose", "head_top")
 NUM_EVAL_JOINTS = 15
 MISSING_SCORE = -9999.0  # poseval's fallback when a predicted keypoint carries no score
-MAX_TRACK_ID = 10000
-_SEQ_TYPES = ("mpii", "bonn", "mpiinew")
-_VIDEO_DIR = re.compile(r"^(\d+)_([a-z]+)")
 
 
 class PoseTrackEvalError(InputError):
@@ -93,8 +90,8 @@ def _video_of(file_name: Any, where: str) -> str:
         raise _fail(where, "file_name: missing or not a string")
     parts = file_name.replace("\\", "/").rsplit("/", 2)
     folder, frame = (parts[-2] if len(parts) > 1 else ""), parts[-1]
-    match = _VIDEO_DIR.match(folder)
-    if match is None or match.group(2) not in _SEQ_TYPES:
+    match = VIDEO_FOLDER.match(folder)
+    if match is None:
         raise _fail(where, f"file_name: folder {folder!r} is not '<digits>_<mpii|bonn|mpiinew>...'")
     stem = frame.split(".")[0]
     if not stem.isdigit() or int(stem) >= 10000:

@@ -20,8 +20,8 @@ from matplotlib.figure import Figure
 
 from vremd.atomic import atomic_write
 from vremd.errors import InputError
+from vremd.eval.posetrack_ap import COLUMNS, as_columns
 
-COLUMNS: tuple[str, ...] = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean")
 Values = float | Sequence[float]
 
 
@@ -54,16 +54,9 @@ def _stats(value: Values | None) -> tuple[float, float, int]:
     return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, len(vals)
 
 
-def _canonical(values: Mapping[str, Any] | None) -> dict[str, Any]:
-    out = dict(values or {})
-    if "Total" in out and "Mean" not in out:
-        out["Mean"] = out.pop("Total")
-    return out
-
-
 def ap_rows(ours: Mapping[str, Values], paper: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
     """Return one dict per column: column, paper, ours (mean), std, n (seeds), delta (ours - paper)."""
-    ours, paper = _canonical(ours), _canonical(paper)
+    ours, paper = as_columns(ours), as_columns(paper)
     rows = []
     for col in COLUMNS:
         mean, std, n = _stats(ours.get(col))
@@ -153,7 +146,7 @@ def ablation_bar_png(path: Path, rows: Mapping[str, Mapping[str, Values]],
                      paper: Mapping[str, Mapping[str, float]] | None = None, title: str = "Ablation") -> Path:
     """Grouped bars, one group per variant (row) and one bar per metric, paper bars beside ours if given."""
     variants = list(rows)
-    metrics = list(dict.fromkeys(k for v in rows.values() for k in _canonical(v)))
+    metrics = list(dict.fromkeys(k for v in rows.values() for k in as_columns(v)))
     series = [(f"ours {m}", m, False) for m in metrics]
     if paper:
         series += [(f"paper {m}", m, True) for m in metrics]
@@ -164,10 +157,10 @@ def ablation_bar_png(path: Path, rows: Mapping[str, Mapping[str, Values]],
     ax = fig.add_subplot()
     for i, (label, metric, is_paper) in enumerate(series):
         if is_paper:
-            heights = [_canonical(paper.get(v)).get(metric, math.nan) for v in variants]
+            heights = [as_columns(paper.get(v)).get(metric, math.nan) for v in variants]
             errs = [0.0] * len(variants)
         else:
-            stats = [_stats(_canonical(rows[v]).get(metric)) for v in variants]
+            stats = [_stats(as_columns(rows[v]).get(metric)) for v in variants]
             heights, errs = [s[0] for s in stats], [s[1] if s[2] > 1 else 0.0 for s in stats]
         bars = ax.bar(x - 0.4 + width * (i + 0.5), heights, width, yerr=errs, capsize=3, label=label,
                       hatch="//" if is_paper else None, alpha=0.6 if is_paper else 1.0)

@@ -23,12 +23,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vremd.frames import KEY, NEXT, NUM_FRAMES, PREV
 from vremd.model.blocks import CrossAttention, Mlp
 from vremd.model.deformable import DeformConvMotion
 
 __all__ = ["ADCBlock", "DeformConvBlock", "ADCStream", "BMD", "EntangledBMD"]
-
-PREV, KEY, NEXT = 0, 1, 2  # frame axis order (t-1, t, t+1)
 
 
 class ADCBlock(nn.Module):
@@ -103,8 +102,8 @@ class ADCStream(nn.Module):
 
 
 def _motions(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if feats.dim() != 4 or feats.shape[1] != 3:
-        raise ValueError(f"BMD: expected tokens (B, T=3, N, D), got shape {tuple(feats.shape)}")
+    if feats.dim() != 4 or feats.shape[1] != NUM_FRAMES:
+        raise ValueError(f"BMD: expected tokens (B, T={NUM_FRAMES}, N, D), got shape {tuple(feats.shape)}")
     forward_motion = feats[:, NEXT] - feats[:, KEY]  # M_f (B, N, D)
     backward_motion = feats[:, PREV] - feats[:, KEY]  # M_b (B, N, D)
     return forward_motion, backward_motion

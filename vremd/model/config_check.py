@@ -15,8 +15,9 @@ import warnings
 import torch
 
 from vremd.config import Config, ConfigError
+from vremd.frames import NUM_FRAMES
 from vremd.model.heads import HEATMAP_STRIDE
-from vremd.model.vremd import NUM_FRAMES, build_model
+from vremd.model.vremd import build_model
 
 __all__ = ["check_model_config", "model_config_problems"]
 

@@ -34,17 +34,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vremd.frames import KEY, NUM_FRAMES
 from vremd.model.blocks import Mlp, TransformerStack, mask_log
 
 __all__ = ["HumanMask", "KeypointMask", "SpatioTemporalAggregation", "HKME"]
-
-KEY = 1  # index of the key frame t in the (t-1, t, t+1) frame axis
 
 
 class HumanMask(nn.Module):
     """Eq. 1: ``(B, T, N, D)`` -> F_c ``(B, T, N, D)`` and log Mask_h ``(B, T, N)`` (Mask_h in [0, 1])."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, depth: int, num_frames: int) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, depth: int, num_frames: int = NUM_FRAMES) -> None:
         super().__init__()
         self.human_token = nn.Parameter(torch.zeros(num_frames, 1, dim))  # T_h: one per frame, (3, 1, D)
         nn.init.trunc_normal_(self.human_token, std=0.02)
@@ -66,7 +65,8 @@ class HumanMask(nn.Module):
 class KeypointMask(nn.Module):
     """Eq. 2: F_c ``(B, T, N, D)`` (+ log Mask_h) -> F_f ``(B, T, N, D)``, log Mask_k ``(B, T, N)``, tokens ``(B, T, J, D)``."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, depth: int, num_joints: int, num_frames: int) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, depth: int, num_joints: int,
+                 num_frames: int = NUM_FRAMES) -> None:
         super().__init__()
         self.keypoint_tokens = nn.Parameter(torch.zeros(num_frames, num_joints, dim))  # T_k: (3, J, D)
         self.frame_embed = nn.Parameter(torch.zeros(num_frames, 1, dim))  # tells the frames apart
@@ -105,7 +105,7 @@ class SpatioTemporalAggregation(nn.Module):
     ``log_mask`` ``(B, T, N)`` (or None) is the key bias of both the spatial and the temporal attention.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, depth: int, num_frames: int) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, depth: int, num_frames: int = NUM_FRAMES) -> None:
         super().__init__()
         self.spatial = TransformerStack(dim, heads, mlp_ratio, depth)
         self.temporal = TransformerStack(dim, heads, mlp_ratio, depth)

@@ -42,20 +42,19 @@ from torch import nn
 
 from vremd.config import ConfigError, ModelConfig
 from vremd.errors import InputError
+from vremd.frames import FRAME_NAMES, KEY, NUM_FRAMES
 from vremd.model.backbone import ViTBackbone, load_vitpose_checkpoint
 from vremd.model.bmd import BMD, ADCBlock, ADCStream, DeformConvBlock, EntangledBMD
 from vremd.model.deformable import DeformConvMotion, motion_attention_class
 from vremd.model.heads import HEATMAP_STRIDE, KeypointTokenHead, UpsampleHead
 from vremd.model.hkme import HKME, HumanMask, KeypointMask, SpatioTemporalAggregation
 
-__all__ = ["ARCH_VERSION", "HEADS", "KEY", "NUM_FRAMES", "HeadAlone", "ModelStateError", "VREMD",
-           "arch_version_problem", "autocast", "build_model", "predict_heatmaps"]
+__all__ = ["ARCH_VERSION", "HEADS", "HeadAlone", "ModelStateError", "VREMD", "arch_version_problem", "autocast",
+           "build_model", "predict_heatmaps"]
 
-KEY = 1  # index of the key frame t in the (t-1, t, t+1) frame axis
 # Bump when a change makes older weights mean something else. 2: H_m from [M, F_t^i], masks as key biases,
 # one human token per frame, 15 keypoint tokens, p_z from z, DC block, optional projection.
 ARCH_VERSION = 2
-NUM_FRAMES = 3  # t-1, t, t+1: the window VREMD is built for
 
 
 class ModelStateError(RuntimeError):
@@ -115,7 +114,7 @@ class VREMD(nn.Module):
         """
         B, T, C, H, W = frames.shape
         if T != NUM_FRAMES:
-            raise ValueError(f"VREMD: expected {NUM_FRAMES} frames (t-1, t, t+1), got {T}")
+            raise ValueError(f"VREMD: expected {NUM_FRAMES} frames ({', '.join(FRAME_NAMES)}), got {T}")
         if self.hkme is None and self.bmd is None:  # the baseline reads F_t^i only: no ViT pass over t-1, t+1
             key_tokens = self.backbone(frames[:, KEY:KEY + 1])  # (B, 1, N, E)
             return self.forward_tokens(key_tokens.expand(B, T, *key_tokens.shape[2:]), return_aux)  # (B, 3, N, E)
@@ -213,12 +212,12 @@ def reads_enhanced_feature(cfg: ModelConfig) -> bool:
 
 def _build_hkme(cfg: ModelConfig, num_joints: int) -> HKME:
     args = (cfg.dim, cfg.heads, cfg.mlp_ratio)
-    human = HumanMask(*args, cfg.hkme_depth, NUM_FRAMES) if cfg.human_mask else None
-    keypoint = KeypointMask(*args, cfg.hkme_depth, num_joints, NUM_FRAMES) if cfg.keypoint_mask else None
+    human = HumanMask(*args, cfg.hkme_depth) if cfg.human_mask else None
+    keypoint = KeypointMask(*args, cfg.hkme_depth, num_joints) if cfg.keypoint_mask else None
     # F feeds only the ADC blocks: without them (table 4(a), 6(a)) the aggregation stage would have no reader
     aggregation = None
     if reads_enhanced_feature(cfg):
-        aggregation = SpatioTemporalAggregation(*args, cfg.aggregation_depth, NUM_FRAMES)
+        aggregation = SpatioTemporalAggregation(*args, cfg.aggregation_depth)
     return HKME(human, keypoint, aggregation)
 
 

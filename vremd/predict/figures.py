@@ -19,10 +19,8 @@ from matplotlib.figure import Figure
 
 from vremd.atomic import atomic_write
 from vremd.data.joints import SKELETON
-
-PCKH_THRESHOLD = 0.5  # a joint is wrong when farther than 0.5 head sizes from its GT (PCKh@0.5)
-HEAD_SIZE_FACTOR = 0.6  # poseval: head size = 0.6 x the diagonal of the GT head box
-FRAME_NAMES = ("t-1", "t", "t+1")
+from vremd.eval.posetrack_ap import PCKH_THRESHOLD, head_size
+from vremd.frames import FRAME_NAMES
 
 
 @dataclass(frozen=True)
@@ -31,13 +29,13 @@ class GroundTruth:
 
     joints_xy: np.ndarray  # (P, J, 2) image pixels
     visible: np.ndarray  # (P, J) > 0 where annotated
-    head_size: np.ndarray  # (P,) pixels: 0.6 x head-box diagonal (see head_size_from_box)
+    head_size: np.ndarray  # (P,) pixels: poseval's head size (see head_size_from_box)
 
 
 def head_size_from_box(bbox_head_xywh) -> float:
-    """poseval's PCKh normaliser: 0.6 x the diagonal of an (x, y, w, h) head box."""
+    """poseval's PCKh normaliser (`head_size`) of an (x, y, w, h) head box."""
     _, _, w, h = (float(v) for v in bbox_head_xywh)
-    return HEAD_SIZE_FACTOR * float(np.hypot(w, h))
+    return float(head_size((w, h)))
 
 
 def wrong_joints(pred_xy: np.ndarray, gt: GroundTruth) -> np.ndarray:

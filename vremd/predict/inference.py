@@ -24,6 +24,7 @@ from vremd.data.crops import crop_frames, neighbour_indices
 from vremd.data.dataset import normalise_frames
 from vremd.data.heatmaps import heatmaps_to_image_xy
 from vremd.data.joints import FLIP_INDEX
+from vremd.frames import NUM_FRAMES
 from vremd.model.heads import HEATMAP_STRIDE
 from vremd.model.vremd import VREMD, autocast, predict_heatmaps
 
@@ -143,7 +144,7 @@ def predict_video(
     results: list[dict[str, np.ndarray]] = []
     pending_frames: list[tuple[int, np.ndarray]] = []  # frames waiting for their persons' predictions
     jobs: list[CropJob] = []
-    batch = np.empty((batch_size, 3, crop_wh[1], crop_wh[0], 3), np.uint8)  # (B, T, H, W, 3)
+    batch = np.empty((batch_size, NUM_FRAMES, crop_wh[1], crop_wh[0], 3), np.uint8)  # (B, T, H, W, 3)
 
     def flush() -> None:
         if jobs:

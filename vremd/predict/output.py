@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vremd.data.posetrack import (
-    MAX_TRACK_ID, POSEVAL_FILE_NAME, Frame, Person, Video, image_id_for, write_video,
+    MAX_TRACK_ID, POSEVAL_FILE_NAME, VIDEO_FOLDER, Frame, Person, Video, image_id_for, write_video,
 )
-
-VIDEO_NAME = re.compile(r"^(\d+)_(?:mpii|bonn|mpiinew)(?:_.*)?$")
 
 
 def poseval_video_name(stem: str, video_number: int = 1) -> str:
     """`stem` when it already reads `<digits>_mpii...` (poseval's video folder form), else `000001_mpii_test`."""
-    return stem if VIDEO_NAME.match(stem) else f"{video_number:06d}_mpii_test"
+    return stem if VIDEO_FOLDER.match(stem) else f"{video_number:06d}_mpii_test"
 
 
 def default_images(video_name: str, num_frames: int) -> list[dict[str, Any]]:
     """PoseTrack image entries for a video without GT: `images/<video>/<frame:06d>.jpg`, PoseTrack ids."""
-    number = int(VIDEO_NAME.match(video_name).group(1)) % 1_000_000
+    number = int(VIDEO_FOLDER.match(video_name).group(1)) % 1_000_000
     images = []
     for t in range(num_frames):
         # poseval needs frame numbers < 10000; later frames keep unique ids but poseval rejects them

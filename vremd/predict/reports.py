@@ -7,9 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vremd.data.crops import neighbour_indices
 from vremd.data.joints import UNANNOTATED_JOINTS
 from vremd.data.posetrack import read_video
 from vremd.errors import InputError
+from vremd.frames import NUM_FRAMES
 from vremd.model.checkpoint import load_trained
 
 from .boxes_io import BoxSet, FrameBoxes, assign_tracks, load_boxes
@@ -95,9 +97,9 @@ def sample_report_from_video(
     if not 0 <= frame < info.num_frames or person >= len(boxes.frames[frame].scores):
         raise FigureInputError(f"{boxes_path}: frame {frame} has no box {person} (video of {info.num_frames} frames)")
     model, cfg = load_trained(checkpoint)
-    idx = [min(max(frame + d, 0), info.num_frames - 1) for d in (-1, 0, 1)]  # t-1, t, t+1 clamped
+    idx, _clamped = neighbour_indices(frame, info.num_frames)  # t-1, t, t+1 clamped to the video
     frames = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB) for t, img in enumerate(iter_frames(video)) if t in idx]
     frames = [frames[sorted(set(idx)).index(i)] for i in idx]
-    crops = np.empty((3, cfg.crops.height, cfg.crops.width, 3), np.uint8)
+    crops = np.empty((NUM_FRAMES, cfg.crops.height, cfg.crops.width, 3), np.uint8)
     person_crop(frames, boxes.frames[frame].boxes_xywh[person], cfg.crops, out=crops)
     return sample_report(model.to(device), crops, out_png, device)

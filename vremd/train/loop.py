@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from vremd.config import Config, TrainConfig, config_to_dict
 from vremd.data.dataset import PoseTrackCrops
+from vremd.eval.posetrack_ap import MEAN_METRIC
 from vremd.eval.predictions import describe_unpredicted
 from vremd.model.heads import HEATMAP_STRIDE
 from vremd.model.losses import heatmap_mse
@@ -276,7 +277,7 @@ def _epoch_line(metrics: dict[str, float], epochs: int) -> str:
     """One progress line per epoch: `epoch 3/8: loss 0.00412, lr 2e-03, 31.2 samples/s, val mean AP 10.6`."""
     line = (f"epoch {metrics['epoch']}/{epochs}: loss {metrics['loss']:.5f}, lr {metrics['lr']:.0e}, "
             f"{metrics['samples_per_s']:.1f} samples/s")
-    return line + (f", val mean AP {metrics['ap/mean']:.1f}" if "ap/mean" in metrics else "")
+    return line + (f", val mean AP {metrics[MEAN_METRIC]:.1f}" if MEAN_METRIC in metrics else "")
 
 
 def _report_unpredicted(validation: Validation, tracker: Tracker | None) -> None:

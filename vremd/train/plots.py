@@ -13,6 +13,7 @@ from matplotlib.figure import Figure  # a bare Figure renders with Agg: no displ
 from vremd.atomic import atomic_write, atomic_write_bytes
 from vremd.data.draw import draw_pose
 from vremd.data.posetrack import read_video
+from vremd.eval.posetrack_ap import MEAN_METRIC
 
 __all__ = ["plot_training_curve", "pose_overlays"]
 
@@ -28,7 +29,7 @@ def plot_training_curve(history: Sequence[dict[str, float]], path: Path) -> Path
     ax.plot(epochs, [h["loss"] for h in history], "o-", color="tab:blue", label="train loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("heatmap MSE loss", color="tab:blue")
-    ap = [(h["epoch"], h["ap/mean"]) for h in history if math.isfinite(h.get("ap/mean", float("nan")))]
+    ap = [(h["epoch"], h[MEAN_METRIC]) for h in history if math.isfinite(h.get(MEAN_METRIC, float("nan")))]
     if ap:
         ax2 = ax.twinx()
         ax2.plot(*zip(*ap), "s-", color="tab:red", label="val mean AP")

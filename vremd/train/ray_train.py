@@ -29,6 +29,8 @@ from ray.train.torch import TorchTrainer
 
 from vremd.atomic import atomic_write_text
 from vremd.config import Config, config_from_dict, config_to_dict, flatten
+from vremd.data.posetrack import SPLITS
+from vremd.eval.posetrack_ap import MEAN_METRIC, METRIC_NAMES
 from vremd.train.identity import RunIdentity, run_identity
 from vremd.model.checkpoint import CheckpointError
 from vremd.train.checkpoints import load_state
@@ -37,7 +39,7 @@ from vremd.train.loop import PREDICTIONS_DIR, LocalSession, RunPaths, run_traini
 from vremd.train.plots import plot_training_curve, pose_overlays
 from vremd.train.checkpoints import checkpoint_dir_name, latest_checkpoint
 from vremd.train.runs import FitResult, check_resumable, fit_result
-from vremd.train.tracking import AP_METRIC_NAMES, Tracker, run_tags
+from vremd.train.tracking import Tracker, run_tags
 
 __all__ = ["TrainingWorkerError", "TrainOutcome", "fit", "train_and_track", "train_worker", "RaySession", "init_ray",
            "cpus_per_worker", "open_tracking", "close_tracking"]
@@ -239,7 +241,7 @@ def open_tracking(cfg: Config, paths: RunPaths, storage_path: Path, run_name: st
     tags = run_tags(cfg, repo_dir, Path(paths.index_dir), identity)
     tracker = Tracker.start_or_resume(run_dir / "mlflow_run_id", tracking_uri, cfg.tracking.experiment, run_name,
                                       flatten(cfg), tags)
-    sizes = {split: pq.read_metadata(Path(paths.index_dir) / f"{split}.parquet").num_rows for split in ("train", "val")}
+    sizes = {split: pq.read_metadata(Path(paths.index_dir) / f"{split}.parquet").num_rows for split in SPLITS}
     tracker.log_dataset(cfg.data.source, tags["dvc_data_hash"], Path(paths.index_dir), sizes)  # kept once per run
     return tracker, dataclasses.replace(paths, tracking_uri=tracking_uri if tracker.active else "",
                                         mlflow_run_id=tracker.run_id or "")
@@ -258,11 +260,11 @@ def _log_artifacts(tracker: Tracker, cfg: Config, result: FitResult, gt_dir: Pat
     """Per-joint tables + AP bar chart, training curve, pose overlays, final predictions, params.yaml."""
     if not tracker.active:
         return
-    last_ap = next((h for h in reversed(result.history) if "ap/mean" in h), None)
+    last_ap = next((h for h in reversed(result.history) if MEAN_METRIC in h), None)
     with tempfile.TemporaryDirectory(prefix="vremd-artifacts-") as tmp:
         tmp = Path(tmp)
         if last_ap is not None:
-            ours = {col: last_ap[name] for col, name in AP_METRIC_NAMES.items()}
+            ours = {col: last_ap[name] for col, name in METRIC_NAMES.items()}
             write_tables(tmp / "tables", ours, None, stem="per_joint", title=f"Per-joint AP ({cfg.data.source} val)")
         plot_training_curve(result.history, tmp / "figures" / "training_curve.png")
         pred_dir = result.checkpoint_dir / PREDICTIONS_DIR

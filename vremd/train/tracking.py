@@ -33,14 +33,9 @@ from mlflow.tracking import MlflowClient
 from vremd.config import Config
 from vremd.train.identity import RunIdentity, dvc_dir_md5
 
-__all__ = ["Tracker", "resolve_tracking_uri", "run_tags", "library_versions", "lock_sha256", "AP_METRIC_NAMES",
-           "VERSION_TAGS", "LOCK_FILE", "LOCK_TAG"]
+__all__ = ["Tracker", "resolve_tracking_uri", "run_tags", "library_versions", "lock_sha256", "VERSION_TAGS",
+           "LOCK_FILE", "LOCK_TAG"]
 
-# evaluator table column -> MLflow metric name
-AP_METRIC_NAMES: dict[str, str] = {
-    "Head": "ap/head", "Shoulder": "ap/shoulder", "Elbow": "ap/elbow", "Wrist": "ap/wrist",
-    "Hip": "ap/hip", "Knee": "ap/knee", "Ankle": "ap/ankle", "Total": "ap/mean",
-}
 _MAX_PARAM_CHARS = 500
 # tag -> installed distribution, for the libraries whose version a run records beside `python_version`
 _VERSIONED = {"torch_version": "torch", "torchvision_version": "torchvision", "timm_version": "timm",

@@ -17,11 +17,10 @@ from tqdm import tqdm
 from vremd.data.heatmaps import heatmaps_to_image_xy
 from vremd.data.joints import FLIP_INDEX
 from vremd.eval.oks_nms import keep_detected
-from vremd.eval.posetrack_ap import APResult, evaluate_dirs
+from vremd.eval.posetrack_ap import METRIC_NAMES, APResult, as_columns, evaluate_dirs
 from vremd.eval.predictions import GTPersonRef, read_gt_videos, unpredicted_gt_persons, write_predictions
 from vremd.errors import InputError
 from vremd.model.vremd import autocast, predict_heatmaps
-from vremd.train.tracking import AP_METRIC_NAMES
 
 __all__ = ["Predictions", "Validation", "predict", "validate", "ap_metrics", "UNPREDICTED_METRIC",
            "UNPREDICTED_TAG"]
@@ -102,6 +101,7 @@ def validate(model: nn.Module, dataset: Dataset, index: pd.DataFrame, gt_dir: Pa
 def ap_metrics(result: Validation) -> dict[str, float]:
     """The evaluator's table as MLflow metric names (`ap/head` ... `ap/mean`; NaN kept as NaN) and the
     count of GT persons without a prediction (`val/unpredicted_persons`)."""
-    metrics = {name: float(result.ap.table.get(col, float("nan"))) for col, name in AP_METRIC_NAMES.items()}
+    table = as_columns(result.ap.table)
+    metrics = {name: float(table.get(col, float("nan"))) for col, name in METRIC_NAMES.items()}
     metrics[UNPREDICTED_METRIC] = float(len(result.unpredicted))
     return metrics

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from vremd.atomic import atomic_write_text
 from vremd.config import SyntheticConfig
 from vremd.data.sources.archives import extract_archive, group_split_parts, link_or_copy
-from vremd.data.posetrack import PoseTrackFormatError, list_videos, read_video, validate_layout
+from vremd.data.posetrack import SPLITS, PoseTrackFormatError, list_videos, read_video, validate_layout
 from vremd.data.sources.posetrack17 import convert_posetrack17
 from vremd.data.synthetic.generate import generate_dataset
 from vremd.errors import InputError
@@ -264,12 +264,12 @@ def _install_posetrack18(parts: list[Path], dest: Path) -> None:
     """
     for part in parts:
         for images in _find_dirs(part, "images"):
-            for split in ("train", "val"):
+            for split in SPLITS:
                 if (images / split).is_dir():
                     shutil.copytree(images / split, dest / "images" / split, copy_function=link_or_copy,
                                     dirs_exist_ok=True)
         for folder in _find_dirs(part, "annotations") + _find_dirs(part, "posetrack_data"):
-            for split in ("train", "val"):
+            for split in SPLITS:
                 for json_path in sorted((folder / split).glob("*.json")):
                     (dest / "annotations" / split).mkdir(parents=True, exist_ok=True)
                     link_or_copy(json_path, dest / "annotations" / split / json_path.name)
@@ -370,7 +370,7 @@ def prepare_synthetic(cfg: SyntheticConfig, dataset_dir: Path, progress: bool = 
 def summarize(dataset_dir: Path) -> dict[str, dict[str, int]]:
     """`{split: {videos, frames, labeled_frames, persons}}` of a PoseTrack-layout dataset."""
     summary = {}
-    for split in ("train", "val"):
+    for split in SPLITS:
         videos = [read_video(p, split) for p in list_videos(dataset_dir, split)]
         frames = [f for v in videos for f in v.frames]
         summary[split] = {"videos": len(videos), "frames": len(frames),

@@ -25,7 +25,9 @@ from tqdm import tqdm
 
 from vremd.data.sources.archives import link_or_copy
 from vremd.data.joints import JOINT_NAMES, NUM_JOINTS
-from vremd.data.posetrack import POSETRACK18_SKELETON_1BASED, PoseTrackFormatError, image_id_for, write_video
+from vremd.data.posetrack import (
+    POSETRACK18_SKELETON_1BASED, SPLITS, VIDEO_FOLDER, PoseTrackFormatError, image_id_for, write_video,
+)
 
 # poseval joint ids of PoseTrack2017, in id order
 POSEVAL_NAMES: tuple[str, ...] = (
@@ -36,8 +38,7 @@ POSEVAL_NAMES: tuple[str, ...] = (
 # POSEVAL_TO_SLOT[k]: the 17-slot COCO-order index of poseval joint id k (mapped by name)
 POSEVAL_TO_SLOT: tuple[int, ...] = tuple(JOINT_NAMES.index(name) for name in POSEVAL_NAMES)
 BOX_ENLARGE = 1.3  # keypoints' extent -> person box: 30% larger about its centre
-SPLITS = {"train": "train", "val": "test"}  # 2018 video-name suffix per split
-_VIDEO_DIR = re.compile(r"^(\d+)_(mpii|bonn|mpiinew)")
+SPLIT_SUFFIX = {"train": "train", "val": "test"}  # 2018 video-name suffix per split
 
 
 def _one(value: Any, where: str) -> Any:
@@ -165,12 +166,12 @@ def convert_video(json_path: Path, split: str, roots: list[Path]) -> tuple[str, 
         name = str(_req(_one(_req(entry, "image", at), f"{at}: image"), "name", f"{at}: image"))
         entries[name] = (i, entry)
     first = next(iter(entries))
-    match = _VIDEO_DIR.match(Path(first).parent.name)
+    match = VIDEO_FOLDER.match(Path(first).parent.name)
     if match is None:
         raise PoseTrackFormatError(f"{json_path}: annolist[0]: image folder {Path(first).parent.name!r} "
                                    "is not a PoseTrack video folder like 000342_mpii")
     digits, kind = match.groups()
-    video = f"{digits}_{kind}_{SPLITS[split]}"
+    video = f"{digits}_{kind}_{SPLIT_SUFFIX[split]}"
     found = _locate(first, roots)
     if found is None:
         raise PoseTrackFormatError(f"{json_path}: annolist[0]: image {first} not found under "
