@@ -45,7 +45,8 @@ from vremd.data.boxes import (
     clip_box_xywh, crop_box_xywh, crop_to_image_affine, invert_affine, pixels_to_box_xywh, snap_box_to_pixels,
 )
 from vremd.data.crop_store import VideoTask, run_task, video_key
-from vremd.data.crops import crop_frames, crop_sample, neighbour_indices, plan_samples, shard_sample
+from vremd.data.crops import crop_frames, crop_sample, neighbour_indices, plan_samples
+from vremd.data.shards import shard_sample
 from vremd.data.jpeg import decode_jpeg, load_jpeg, read_frame
 from vremd.data.synthetic.generate import generate_dataset
 

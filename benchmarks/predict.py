@@ -42,7 +42,8 @@ from vremd.predict.run import PredictRequest, run_prediction
 from vremd.predict.run import detect_boxes
 from vremd.predict.boxes_io import assign_tracks, load_boxes
 from vremd.predict.output import default_images, predictions_video, write_predictions_json
-from vremd.predict.inference import person_crop, predict_crops
+from vremd.predict.inference import predict_crops
+from vremd.predict.video_poses import person_crop
 from vremd.predict.video import iter_frames, probe, read_frame
 
 from benchmarks.result import Result, write_results

@@ -14,7 +14,8 @@ from vremd.data.boxes import (
     apply_affine, crop_box_xywh, crop_to_image_affine, invert_affine, pixels_to_box_xywh, snap_box_to_pixels,
 )
 from vremd.data.crop_store import build_crops, read_manifest
-from vremd.data.crops import CropInputError, crop_frames, crop_sample, extract_video, shard_sample
+from vremd.data.crops import CropInputError, crop_frames, crop_sample, extract_video
+from vremd.data.shards import shard_sample
 from vremd.data.jpeg import read_frame
 
 IMG_H, IMG_W = 96, 128

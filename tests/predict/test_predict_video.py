@@ -17,7 +17,8 @@ from vremd.data.posetrack import POSEVAL_FILE_NAME, read_video
 from vremd.model.checkpoint import load_trained
 from vremd.predict.boxes_io import BoxFileError, assign_tracks, load_boxes
 from vremd.predict.cli import main
-from vremd.predict.inference import frame_windows, predict_crops, predict_video
+from vremd.predict.inference import predict_crops
+from vremd.predict.video_poses import frame_windows, predict_video
 from vremd.predict.video import VideoReadError, probe
 
 

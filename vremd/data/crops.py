@@ -30,6 +30,7 @@ from vremd.data.boxes import (
 from vremd.data.detections import Detection
 from vremd.data.joints import JOINT_NAMES, annotated_joints
 from vremd.data.jpeg import DECODE_SCALES, JpegError, decode_jpeg, load_jpeg
+from vremd.data.shards import shard_sample
 from vremd.errors import InputError
 from vremd.frames import FRAME_OFFSETS, NUM_FRAMES
 
@@ -75,14 +76,6 @@ class VideoCrops:
     def sample(self, row: int) -> np.ndarray:
         """(T, H, W, 3) uint8 RGB crops of one sample."""
         return shard_sample(self.crops, row, self.rows[row]["jpeg_offsets"])
-
-
-def shard_sample(shard: np.ndarray, row: int, jpeg_offsets) -> np.ndarray:
-    """(T, H, W, 3) uint8 RGB crops of one sample of a shard (raw, or JPEG bytes with offsets)."""
-    if shard.ndim > 1:
-        return np.asarray(shard[row])
-    bounds = list(jpeg_offsets)
-    return np.stack([cv2.imdecode(np.asarray(shard[a:b]), cv2.IMREAD_COLOR_RGB) for a, b in zip(bounds, bounds[1:])])
 
 
 def neighbour_indices(t: int, num_frames: int) -> tuple[tuple[int, ...], bool]:

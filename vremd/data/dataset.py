@@ -13,8 +13,8 @@ from torch.utils.data import Dataset, get_worker_info
 from vremd.config import AugmentConfig, ConfigError, ModelConfig
 from vremd.data.augment import apply_augmentation, sample_affine
 from vremd.data.boxes import compose_affine, invert_affine
-from vremd.data.crops import shard_sample
 from vremd.data.heatmaps import encode
+from vremd.data.shards import shard_sample
 from vremd.errors import InputError
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)

@@ -16,7 +16,8 @@ from vremd.model.checkpoint import load_trained
 
 from .boxes_io import BoxSet, FrameBoxes, assign_tracks, load_boxes
 from .figures import GroundTruth, compare_figure, head_size_from_box, sample_figure
-from .inference import person_crop, predict_crops, predict_video
+from .inference import predict_crops
+from .video_poses import person_crop, predict_video
 from .video import iter_frames, probe
 
 

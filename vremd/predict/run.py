@@ -15,7 +15,7 @@ from vremd.model.checkpoint import load_trained
 from .boxes_io import BoxSet, FrameBoxes, assign_tracks, load_boxes
 from .output import default_images, poseval_video_name, predictions_video, write_predictions_json
 from .overlay import OverlayWriter, draw_frame
-from .inference import predict_video
+from .video_poses import predict_video
 from .video import iter_frames, probe
 
 
