@@ -58,7 +58,7 @@ class PerSampleLoader(PoseTrackCrops):
     once, straight to the augmented crop (the same affine and flip the real loader draws)."""
 
     def __init__(self, index_path: Path, augment, num_joints: int, seed: int, crop_wh: tuple[int, int]) -> None:
-        super().__init__(index_path, augment, num_joints, seed)
+        super().__init__(index_path, augment, num_joints, seed, heatmap_stride=HEATMAP_STRIDE)
         self.crop_wh = crop_wh
         self._names: dict[str, list[Path]] = {}  # GT json -> frame files
 

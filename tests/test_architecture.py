@@ -35,22 +35,47 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _package(path: Path) -> str:
+    """The package a relative import in `path` starts from: the module's own for __init__.py, else its parent's."""
+    module = _module_name(path)
+    return module if path.name == "__init__.py" else module.rpartition(".")[0]
+
+
 def _imports(path: Path) -> set[str]:
+    """Absolute names of the modules `path` imports; relative imports resolved against its package."""
     tree = ast.parse(path.read_text(), filename=str(path))
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
             found.add(node.module)
+        elif isinstance(node, ast.ImportFrom):  # `from .x import y`, `from .. import x`
+            parts = _package(path).split(".")
+            base = ".".join(parts[:len(parts) - (node.level - 1)])
+            assert base, f"{path.relative_to(ROOT)}:{node.lineno}: relative import beyond the top-level package"
+            if node.module:
+                found.add(f"{base}.{node.module}")
+            else:  # each imported name may be a submodule
+                found.update(f"{base}.{alias.name}" for alias in node.names)
     return found
 
 
-def _sources():
-    return sorted(p for p in (ROOT / "vremd").rglob("*.py"))
+def _sources(*folders: str):
+    return sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", _sources(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_imports_resolve_to_absolute_names(tmp_path, monkeypatch):
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)  # _module_name reads it
+    package = tmp_path / "vremd" / "predict"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("from .cli import main\nfrom . import run\n")
+    (package / "run.py").write_text("from .runner import load_model\nfrom ..train import loop\nfrom .. import eval\n")
+    assert _imports(package / "__init__.py") == {"vremd.predict.cli", "vremd.predict.run"}
+    assert _imports(package / "run.py") == {"vremd.predict.runner", "vremd.train", "vremd.eval"}
+
+
+@pytest.mark.parametrize("path", _sources("vremd"), ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_wrong_way_imports(path):
     module = _module_name(path)
     rules = [bad for pkg, bad in FORBIDDEN.items() if module == pkg or module.startswith(pkg + ".")]
@@ -61,7 +86,7 @@ def test_no_wrong_way_imports(path):
     assert not wrong, f"{path.relative_to(ROOT)} imports {wrong}: imports must point one way (STYLE.md §1)"
 
 
-@pytest.mark.parametrize("path", _sources(), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", _sources("vremd", "pipeline"), ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_import_time_work(path):
     """Module bodies only define names: no top-level calls other than assignments of constants."""
     tree = ast.parse(path.read_text())

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from poseval_fixtures import poseval_real
-from benchmarks.eval_speed import make_video, reference_evaluate
+from benchmarks.eval_speed import make_video
+from vremd.eval.posetrack_ap_reference import reference_evaluate
 from vremd.data.joints import JOINT_NAMES
 from vremd.eval.poseval_io import POSEVAL_JOINTS, PoseTrackEvalError, read_frames
 from vremd.eval.posetrack_ap import evaluate_dirs, evaluate_frames, evaluate_json, joint_ap

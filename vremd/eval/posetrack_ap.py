@@ -4,7 +4,7 @@ The rules are docs/poseval_spec.md: frames with GT only, ignore regions strictly
 (boundary kept), PCKh@0.5 inclusive with head size 0.6 x diag(bbox_head), poseval's two-step argmax
 assignment (lowest index on ties), VOC all-point AP pooled per joint over the dataset. The
 `posetrack21` protocol is the PoseTrack21 re-implementation (spec §0). The slow per-person reference
-lives in benchmarks/eval_speed.py; tests compare both.
+lives beside it in posetrack_ap_reference.py; tests compare both.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def load_json(path: Path) -> Any:
 # frame selection and ignore regions (§2)
 
 
-def _select(pairs: Sequence[tuple[EvalFrame, EvalFrame]], protocol: str) -> list[tuple[EvalFrame, EvalFrame]]:
+def select_frames(pairs: Sequence[tuple[EvalFrame, EvalFrame]], protocol: str) -> list[tuple[EvalFrame, EvalFrame]]:
     """Keep the frames poseval evaluates: with GT persons (PT18) or `is_labeled` (PT21)."""
     if protocol == "posetrack18":
         return [(g, p) for g, p in pairs if g.n_raw > 0]
@@ -241,7 +241,7 @@ def _remove_ignored(kept, gts: _Side, preds: _Side, protocol: str) -> tuple[_Sid
 
 def evaluate_frames(pairs: Sequence[tuple[EvalFrame, EvalFrame]], protocol: str = "posetrack18") -> APResult:
     """Score paired (GT, prediction) frames in order; the core every entry point ends in."""
-    kept = _select(pairs, protocol)
+    kept = select_frames(pairs, protocol)
     gts = _Side.of([g for g, _ in kept], protocol)
     preds = _Side.of([p for _, p in kept], protocol)
     gts, preds = _remove_ignored(kept, gts, preds, protocol)
@@ -249,7 +249,7 @@ def evaluate_frames(pairs: Sequence[tuple[EvalFrame, EvalFrame]], protocol: str 
     labels = match_labels(gts.xy, gts.present, gts.head, gts.per_frame, preds.xy, preds.present, preds.per_frame)
     n_gt = gts.present.sum(axis=0)  # (15,) annotated GT joints after ignore removal
     ap, pre, rec = joint_ap(preds.score, preds.present, labels, n_gt, recall_floor_one=protocol == "posetrack21")
-    return _result(ap, pre, rec, n_gt, len(kept), protocol)
+    return ap_result(ap, pre, rec, n_gt, len(kept), protocol)
 
 
 def _check_heads(kept, gts: _Side, preds: _Side) -> None:
@@ -352,7 +352,8 @@ def joint_ap(p_score: np.ndarray, p_has: np.ndarray, labels: np.ndarray, n_gt: n
     return ap, pre_end, rec_end
 
 
-def _result(ap, pre, rec, n_gt, n_frames, protocol) -> APResult:
+def ap_result(ap, pre, rec, n_gt, n_frames, protocol) -> APResult:
+    """The APResult of per-joint AP, precision and recall (percent, (15,) in POSEVAL_JOINTS order) and GT counts."""
     per_joint = dict(zip(POSEVAL_JOINTS, (float(v) for v in ap)))
     table = {g: float(np.mean([per_joint[n] for n in names])) for g, names in GROUPS.items()}  # NaN joint -> NaN group
     table[TOTAL] = float(np.mean(ap[~np.isnan(ap)])) if (~np.isnan(ap)).any() else math.nan
