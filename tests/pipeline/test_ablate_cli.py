@@ -173,16 +173,17 @@ def test_rerun_restores_and_runs_only_the_failed_trial(smoke_data, local_ray, tm
                       identity_of=identities(str(smoke_data / "index"), smoke_data / "raw"))
     blocked = tmp_path / "ray_results" / "table6-smoke-runs" / grid[1].run_name / "checkpoint_epoch_0001"
     blocked.parent.mkdir(parents=True)
-    blocked.write_text("not a checkpoint")  # a transient fault inside the DCA+BS trial's training
+    blocked.write_text("not a checkpoint")  # a transient fault inside the DCA+BS trial's training: epoch 1 cannot
+    # be published over it (a folder without its state file is never resumed from: checkpoints.latest_checkpoint)
     assert ablate.main(args) == 1  # one trial failed: the table says so and the exit code too
     captured = capsys.readouterr()
     assert "did not finish; run the same command again" in captured.err
     line = next(line for line in captured.out.splitlines() if line.startswith("DCA+BS "))
     assert "failed" in line and "0/1 (1 failed)" in line
-    assert "unreadable checkpoint" in captured.out
+    assert "cannot publish checkpoint" in captured.out
     trials = {t["row"]: t for t in csv.DictReader((tmp_path / "results" / "table6" / "trials.csv").open())}
     assert trials["DCA"]["status"] == "finished" and trials["DCA+BS"]["status"] == "failed"
-    assert "unreadable checkpoint" in trials["DCA+BS"]["error"] and trials["DCA+BS"]["run_name"] == grid[1].run_name
+    assert "cannot publish checkpoint" in trials["DCA+BS"]["error"] and trials["DCA+BS"]["run_name"] == grid[1].run_name
     runs = tmp_path / "ray_results" / "table6-smoke-runs"
     finished_ckpt = next((runs / trials["DCA"]["run_name"]).glob("checkpoint_*/*"))
     stamp = finished_ckpt.stat().st_mtime_ns

@@ -32,7 +32,8 @@ def test_killed_crops_stage_resumes_to_identical_outputs(tmp_path):
     params = write_params(tmp_path, data__synthetic__train_videos=14, data__synthetic__val_videos=6,
                           data__synthetic__min_frames=24, data__synthetic__max_frames=30,
                           data__synthetic__image_height=240, data__synthetic__image_width=320,
-                          data__synthetic__max_people=4, crops__workers=1, crops__height=128, crops__width=96)
+                          data__synthetic__max_people=4, crops__workers=1, crops__height=128, crops__width=96,
+                          model__img_height=128, model__img_width=96)
     assert download.main(["--params", str(params), "--out", str(tmp_path / "raw"), "--no-progress"]) == 0
     n_videos = 20
 
