@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.train.test_train_loop import build_smoke_data
 from vremd.ablation.fused_loop import FusedRow, FusedTrainingError, fit_fused
 from vremd.ablation.fusion import GIB, estimate_bytes, plan_fusion, plan_text
 from vremd.ablation.grid import AblationError, build_grid, load_tables
@@ -26,9 +25,9 @@ def frozen_smoke(frozen: bool = True, **train):
 
 
 @pytest.fixture(scope="module")
-def smoke_paths(tmp_path_factory):
+def smoke_paths(smoke_data):
     torch.set_num_threads(1)
-    return build_smoke_data(tmp_path_factory.mktemp("fused"), smoke_config())
+    return smoke_data.run_paths()
 
 
 def _rows(specs, paths, storage: Path, epochs: int | None = None) -> list[FusedRow]:

@@ -22,10 +22,8 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from ports import free_port
 from ray_nodes import RayNode, node_env, node_ids, start_node, wait_for_nodes
 
-from tests.pipeline.test_ablate_cli import smoke_data  # noqa: F401 (fixture: the stages' smoke data)
 from tests.train.test_tracking_server import team_server  # noqa: F401 (fixture: PostgreSQL + mlflow server)
 from vremd.ablation.trials import ATTEMPTS_FILE
 
@@ -37,7 +35,7 @@ ROWS = {"DC", "DA", "DCA", "DCA+BS"}
 
 
 @pytest.fixture
-def two_nodes():
+def two_nodes(free_port):
     """(address, head, second node, {"head_node": id, "second_node": id}); both nodes stopped afterwards."""
     port = free_port()
     address = f"127.0.0.1:{port}"
@@ -91,7 +89,7 @@ def test_a_table_runs_on_both_nodes_and_finishes_after_losing_one(smoke_data, te
     storage, out, log = tmp_path / "shared", tmp_path / "results", tmp_path / "ablate.log"
     cmd = [sys.executable, "pipeline/ablate.py", "--table", "6", "--profile", "smoke", "--seeds", "1", "--no-fuse",
            "--max-failures", "1", "--set", f"train.epochs={EPOCHS}", "--ray-address", address,
-           "--index", str(smoke_data / "index"), "--raw", str(smoke_data / "raw"), "--storage", str(storage),
+           "--index", str(smoke_data.index), "--raw", str(smoke_data.raw), "--storage", str(storage),
            "--out", str(out)]
     started = time.monotonic()
     with open(log, "w") as log_file:

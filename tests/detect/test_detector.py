@@ -15,7 +15,6 @@ from torchvision.models import detection
 
 from pipeline import detect as detect_stage
 from tests.predict.predict_fixtures import make_tiny_video, save_smoke_checkpoint
-from tests.reliability.reliability_fixtures import prepare_data, write_params
 from vremd.config import DetectConfig
 from vremd.data.detections import read_detections
 from vremd.data.posetrack import list_videos, read_video
@@ -73,12 +72,12 @@ def test_weights_of_another_architecture_are_refused_naming_the_file(weights):
         build_detector(DetectConfig(model=LIGHT, weights=str(weights.with_name("nope.pth"))))
 
 
-def test_detect_stage_writes_coco_json_for_the_labeled_val_frames(weights, tmp_path, capsys):
+def test_detect_stage_writes_coco_json_for_the_labeled_val_frames(weights, smoke_data, write_params, tmp_path, capsys):
     out = tmp_path / "detections" / "detected" / "val.json"
     common = dict(detect__model=LIGHT, detect__weights=str(weights), detect__min_size=96, detect__max_size=160,
                   detect__batch_size=2)
     params = write_params(tmp_path, **common)  # data.val_boxes: gt
-    prepare_data(tmp_path, params)
+    smoke_data.link_into(tmp_path)
     argv = ["--params", str(params), "--raw", str(tmp_path / "raw"), "--out", str(out), "--no-progress"]
     assert detect_stage.main(argv) == 0  # GT boxes: nothing to detect, and it says so
     assert "detect: not needed, data.val_boxes is 'gt'" in capsys.readouterr().out

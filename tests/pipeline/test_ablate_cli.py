@@ -15,37 +15,13 @@ from matplotlib.image import imread
 from mlflow.tracking import MlflowClient
 
 import pipeline.ablate as ablate
-import pipeline.crops as crops_stage
-import pipeline.download as download_stage
-import pipeline.preprocess as preprocess_stage
-from vremd.config import config_to_dict, smoke_config
+from vremd.config import smoke_config
 from vremd.model.vremd import build_model
 from vremd.ablation.trials import ATTEMPTS_FILE
 from vremd.ablation.grid import build_grid, identities, load_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 AP_NAMES = {"ap/head", "ap/shoulder", "ap/elbow", "ap/wrist", "ap/hip", "ap/knee", "ap/ankle", "ap/mean", "loss"}
-
-
-@pytest.fixture(scope="module")
-def smoke_data(tmp_path_factory) -> Path:
-    """Smoke-sized synthetic data built once by the real download, crops and preprocess stages."""
-    root = tmp_path_factory.mktemp("ablate-data")
-    params = root / "params.yaml"
-    params.write_text(yaml.safe_dump({"profile": "smoke", "profiles": {"smoke": config_to_dict(smoke_config())}}))
-    common = ["--params", str(params)]
-    assert download_stage.main([*common, "--out", str(root / "raw"), "--cache", str(root / "dl"), "--no-progress"]) == 0
-    assert crops_stage.main([*common, "--raw", str(root / "raw"), "--out", str(root / "crops"), "--no-progress"]) == 0
-    assert preprocess_stage.main(["--crops", str(root / "crops"), "--out", str(root / "index"),
-                                  "--stats", str(root / "dataset.json")]) == 0
-    return root
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
 
 
 def cli_args(data: Path, work: Path, *extra: str) -> list[str]:
@@ -64,7 +40,7 @@ def nested_runs(work: Path, parent_id: str):
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_table6_smoke_runs_four_trials_and_reports_beside_the_paper(smoke_data, local_ray, tmp_path, capsys):
-    rc = ablate.main(["--table", "6", "--seeds", "1", *cli_args(smoke_data, tmp_path)])
+    rc = ablate.main(["--table", "6", "--seeds", "1", *cli_args(smoke_data.root, tmp_path)])
     out = capsys.readouterr().out
     assert rc == 0, out
     table = out[out.index("Table 6: motion attention"):]
@@ -103,7 +79,7 @@ def test_table6_smoke_runs_four_trials_and_reports_beside_the_paper(smoke_data, 
 
     # Unfused, the same rows are the same trainings: the restored experiment refuses the other grouping, and a
     # fresh one finds every row's training finished in its folder and trains nothing.
-    unfused = ["--table", "6", "--seeds", "1", "--no-fuse", *cli_args(smoke_data, tmp_path)]
+    unfused = ["--table", "6", "--seeds", "1", "--no-fuse", *cli_args(smoke_data.root, tmp_path)]
     assert ablate.main(unfused) == 1
     assert "another grid (the fused groups" in capsys.readouterr().err
     states = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray_results" / "table6-smoke-runs").glob("*/*/state.pt")}
@@ -118,7 +94,7 @@ def test_table6_smoke_runs_four_trials_and_reports_beside_the_paper(smoke_data, 
     ablations = tmp_path / "ablations.yaml"
     ablations.write_text(yaml.safe_dump({"tables": {4: {"title": "Table 4 (shared row)", "rows": {
         "VREMD": {"model.hkme": True, "model.bmd": True}}}}}))
-    assert ablate.main(["--table", "4", "--ablations", str(ablations), *cli_args(smoke_data, tmp_path)]) == 0
+    assert ablate.main(["--table", "4", "--ablations", str(ablations), *cli_args(smoke_data.root, tmp_path)]) == 0
     assert "VREMD " in capsys.readouterr().out
     runs = tmp_path / "ray_results"
     (twin,) = (runs / "table6-smoke-runs").glob("DCA-BS-seed0-*")
@@ -162,7 +138,7 @@ def test_rerun_restores_and_runs_only_the_failed_trial(smoke_data, local_ray, tm
         "DCA": {"model.motion_attention": "dca", "model.bidirectional_separation": False},
         "DCA+BS": {"model.motion_attention": "dca", "model.bidirectional_separation": True,
                    "model.pretrained": "weights/vitpose-smoke.pth"}}}}}))
-    args = ["--table", "6", "--ablations", str(ablations), "--max-failures", "0", *cli_args(smoke_data, tmp_path)]
+    args = ["--table", "6", "--ablations", str(ablations), "--max-failures", "0", *cli_args(smoke_data.root, tmp_path)]
     assert ablate.main(args) == 1  # missing weights: refused before any trial trains
     assert f"model.pretrained: no such weights file: {weights}; nothing was run" in capsys.readouterr().err
     assert not (tmp_path / "ray_results").exists()
@@ -170,7 +146,7 @@ def test_rerun_restores_and_runs_only_the_failed_trial(smoke_data, local_ray, tm
     weights.parent.mkdir()
     write_vitpose_checkpoint(weights)
     grid = build_grid(smoke_config(), load_tables(ablations)[6], 1,  # the run names ablate.py will use
-                      identity_of=identities(str(smoke_data / "index"), smoke_data / "raw"))
+                      identity_of=identities(str(smoke_data.index), smoke_data.raw))
     blocked = tmp_path / "ray_results" / "table6-smoke-runs" / grid[1].run_name / "checkpoint_epoch_0001"
     blocked.parent.mkdir(parents=True)
     blocked.write_text("not a checkpoint")  # a transient fault inside the DCA+BS trial's training: epoch 1 cannot

@@ -6,7 +6,6 @@ import cv2
 import numpy as np
 import orjson
 import pandas as pd
-import yaml
 
 from pipeline import crops as crops_stage
 from pipeline import preprocess as preprocess_stage
@@ -34,19 +33,18 @@ def write_video(dataset_dir: Path, split: str, number: int, n_frames: int) -> No
                                           tuple(frames)), dataset_dir / f"annotations/{split}/{name}.json")
 
 
-def setup(tmp_path: Path) -> tuple[Path, list[str]]:
-    params = {"profile": "t", "profiles": {"t": {"data": {"source": "synthetic", "on_bad_input": "error"},
-                                                 "crops": {"height": 32, "width": 24, "workers": 2},
-                                                 "model": {"img_height": 32, "img_width": 24}}}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+def setup(write_params, tmp_path: Path) -> tuple[Path, list[str]]:
+    params = write_params(tmp_path, {"data": {"source": "synthetic", "on_bad_input": "error"},
+                                     "crops": {"height": 32, "width": 24, "workers": 2},
+                                     "model": {"img_height": 32, "img_width": 24}}, profile="t")
     for split, number in (("train", 1), ("train", 2), ("val", 3)):
         write_video(tmp_path / "raw/synthetic", split, number, 5)
-    return tmp_path, ["--params", str(tmp_path / "params.yaml"), "--raw", str(tmp_path / "raw"),
+    return tmp_path, ["--params", str(params), "--raw", str(tmp_path / "raw"),
                       "--out", str(tmp_path / "crops"), "--no-progress"]
 
 
-def test_crops_then_preprocess(tmp_path, capsys):
-    root, args = setup(tmp_path)
+def test_crops_then_preprocess(write_params, tmp_path, capsys):
+    root, args = setup(write_params, tmp_path)
     assert crops_stage.main(args) == 0
     assert "3 video(s) extracted" in capsys.readouterr().out
     index_args = ["--crops", str(root / "crops"), "--out", str(root / "index"), "--stats", str(root / "m/dataset.json")]
@@ -66,8 +64,8 @@ def test_crops_then_preprocess(tmp_path, capsys):
     assert "1 video(s) extracted" in out and "val   2 videos, 10 samples" in out
 
 
-def test_bad_input_error_and_skip(tmp_path, capsys):
-    root, args = setup(tmp_path)
+def test_bad_input_error_and_skip(write_params, tmp_path, capsys):
+    root, args = setup(write_params, tmp_path)
     bad = root / "raw/synthetic/images/train/000002_mpii_train/000002.jpg"
     good = bad.read_bytes()
     bad.write_bytes(good[:100])

@@ -67,7 +67,7 @@ def _run(root: Path, *argv: str, timeout: int = 900) -> subprocess.CompletedProc
     return out
 
 
-def test_paper_profile_end_to_end_at_paper_shapes(tmp_path):
+def test_paper_profile_end_to_end_at_paper_shapes(write_params, tmp_path):
     started = time.monotonic()
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     paper = _merge(params["profiles"]["paper"], SHRUNK)
@@ -77,7 +77,7 @@ def test_paper_profile_end_to_end_at_paper_shapes(tmp_path):
     _mmpose_vit_l(source, model.embed_dim, model.depth, (model.img_height // 16) * (model.img_width // 16))
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     paper["model"].update(pretrained="weights/vitpose-l.pth", pretrained_url=str(source), pretrained_sha256=digest[:8])
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"profile": "paper", "profiles": {"paper": paper}}))
+    write_params(tmp_path, paper, profile="paper")
     copy_mlflow_db(tmp_path)
     stages = [
         ["pipeline/download.py", "--out", "data/raw", "--no-progress"],

@@ -10,34 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from pipeline import evaluate, train
 from vremd.config import config_to_dict, smoke_config
-from vremd.data.crop_store import build_crops
-from vremd.data.index import build_index
-from vremd.data.sources.download import prepare_synthetic
 from vremd.model.vremd import build_model
 
-
-def write_params(root: Path, source: str = "synthetic", **model) -> Path:
-    """`root/params.yaml` with one profile: the smoke config, `data.source` and model keys replaced."""
-    tree = config_to_dict(smoke_config())
-    tree.pop("profile")
-    tree["data"]["source"] = source
-    tree["model"].update(model)
-    tree["tracking"]["tracking_uri"] = "sqlite:///mlflow.db"  # relative: beside params.yaml
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump({"profile": "smoke", "profiles": {"smoke": tree}}, sort_keys=False))
-    return path
-
-
-def build_data(root: Path, source: str) -> None:
-    cfg = smoke_config()
-    dataset_dir = root / "raw" / source
-    prepare_synthetic(cfg.data.synthetic, dataset_dir, progress=False)
-    build_crops(dataset_dir, root / "crops", cfg.crops, "error", progress=False)
-    build_index(root / "crops", root / "index")
+RELATIVE_STORE = "sqlite:///mlflow.db"  # relative: beside params.yaml
 
 
 def vitpose_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -59,13 +37,14 @@ def vitpose_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_relative_pretrained_path_reaches_ray_train_workers(tmp_path, monkeypatch):
+def test_relative_pretrained_path_reaches_ray_train_workers(no_local_ray, smoke_data, write_params, tmp_path,
+                                                            monkeypatch):
     root, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
-    root.mkdir()
+    smoke_data.link_into(root)
     elsewhere.mkdir()
-    build_data(root, "synthetic")
     vit = vitpose_weights(root / "weights" / "vit.pth")
-    params = write_params(root, pretrained="weights/vit.pth", freeze_backbone=True)  # relative to params.yaml
+    params = write_params(root, model__pretrained="weights/vit.pth", model__freeze_backbone=True,  # beside params
+                          tracking__tracking_uri=RELATIVE_STORE)
     monkeypatch.chdir(elsewhere)  # neither the driver's nor the workers' cwd holds weights/
     code = train.main(["--params", str(params), "--index", str(root / "index"), "--raw", str(root / "raw"),
                        "--out", str(root / "models"), "--curve", str(root / "curve.csv"),
@@ -80,12 +59,14 @@ def test_relative_pretrained_path_reaches_ray_train_workers(tmp_path, monkeypatc
     assert (root / "mlflow.db").is_file() and not (elsewhere / "mlflow.db").exists()
 
 
-def test_evaluate_from_another_folder_keeps_the_paper_column(tmp_path, monkeypatch):
+def test_evaluate_from_another_folder_keeps_the_paper_column(smoke_data, write_params, tmp_path, monkeypatch):
     root, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
-    root.mkdir()
+    (root / "raw").mkdir(parents=True)
     elsewhere.mkdir()
-    build_data(root, "posetrack18")  # PoseTrack18-format files: the paper's table 2 is the reference
-    params = write_params(root, source="posetrack18")
+    # the smoke data as PoseTrack18-format files: the paper's table 2 is the reference
+    (root / "raw" / "posetrack18").symlink_to(smoke_data.dataset_dir, target_is_directory=True)
+    (root / "index").symlink_to(smoke_data.index, target_is_directory=True)
+    params = write_params(root, data__source="posetrack18", tracking__tracking_uri=RELATIVE_STORE)
     torch.manual_seed(0)
     cfg = smoke_config()
     torch.save({"model": build_model(cfg.model).state_dict(), "config": config_to_dict(cfg)}, root / "final.pt")

@@ -28,7 +28,7 @@ from vremd.data.posetrack import read_video
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "predict"))
 from predict_fixtures import save_smoke_checkpoint  # noqa: E402
-from reliability_fixtures import REPO, stage_env, write_params  # noqa: E402
+from reliability_fixtures import REPO, stage_env  # noqa: E402
 
 REAL_GT = Path(__file__).resolve().parents[1] / "fixtures" / "poseval_real" / "gt"
 OUT_OF_FRAME_PERSON = 1012834000010  # head_top at (424.0380249, -24.93852425)
@@ -115,7 +115,7 @@ def _assert_same_ap(ours: dict, official: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory):
+def real(write_params, tmp_path_factory):
     root = tmp_path_factory.mktemp("real18")
     archive = _archive(root)
     write_params(root, data__source="posetrack18", data__urls=[str(archive)], data__on_bad_input="error")

@@ -16,7 +16,6 @@ import torch
 from pipeline import weights
 from tests.model.test_backbone import DEPTH, DIM, HEADS, vitpose_state_dict
 from tests.model.test_checkpoint_layouts import mmpose_checkpoint
-from tests.reliability.reliability_fixtures import write_params
 from vremd.model.checkpoint_layouts import MMPRETRAIN
 
 # the smoke profile's backbone at the test checkpoints' size (64x48 input: a 4x3 token grid)
@@ -30,11 +29,18 @@ def _checkpoint(tmp_path: Path) -> tuple[Path, str]:
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _run(tmp_path: Path, **dotted) -> tuple[int, Path]:
-    params = write_params(tmp_path, **SIZE, **dotted)
-    manifest = tmp_path / "weights" / "manifest.json"
-    argv = ["--params", str(params), "--manifest", str(manifest), "--cache", str(tmp_path / "cache"), "--no-progress"]
-    return weights.main(argv), manifest
+@pytest.fixture
+def run_stage(write_params, tmp_path):
+    """`run_stage(**dotted) -> (exit code, manifest path)`: the stage on the smoke profile at SIZE in tmp_path."""
+
+    def run(**dotted) -> tuple[int, Path]:
+        params = write_params(tmp_path, **SIZE, **dotted)
+        manifest = tmp_path / "weights" / "manifest.json"
+        argv = ["--params", str(params), "--manifest", str(manifest), "--cache", str(tmp_path / "cache"),
+                "--no-progress"]
+        return weights.main(argv), manifest
+
+    return run
 
 
 @pytest.fixture
@@ -49,38 +55,38 @@ def served(tmp_path):
     server.server_close()
 
 
-def test_download_over_http_checks_the_sha256_prefix_and_installs(tmp_path, served):
+def test_download_over_http_checks_the_sha256_prefix_and_installs(run_stage, tmp_path, served):
     src, digest = _checkpoint(tmp_path)
     dest = tmp_path / "weights" / "vitpose.pth"
-    rc, manifest = _run(tmp_path, model__pretrained=str(dest), model__pretrained_url=f"{served}/{src.name}",
-                        model__pretrained_sha256=digest[:8])
+    rc, manifest = run_stage(model__pretrained=str(dest), model__pretrained_url=f"{served}/{src.name}",
+                             model__pretrained_sha256=digest[:8])
     assert rc == 0
     assert dest.read_bytes() == src.read_bytes()
     record = json.loads(manifest.read_text())
     assert record["sha256"] == digest and record["layout"] == MMPRETRAIN and record["bytes"] == src.stat().st_size
     assert record["embed_dim"] == DIM and record["depth"] == DEPTH
     stamp = dest.stat().st_mtime_ns
-    assert _run(tmp_path, model__pretrained=str(dest), model__pretrained_url=f"{served}/{src.name}",
-                model__pretrained_sha256=digest)[0] == 0  # cached download, full digest: nothing rewritten
+    assert run_stage(model__pretrained=str(dest), model__pretrained_url=f"{served}/{src.name}",
+                     model__pretrained_sha256=digest)[0] == 0  # cached download, full digest: nothing rewritten
     assert dest.stat().st_mtime_ns == stamp
 
 
-def test_a_wrong_digest_is_refused_and_nothing_is_installed(tmp_path, capsys):
+def test_a_wrong_digest_is_refused_and_nothing_is_installed(run_stage, tmp_path, capsys):
     src, digest = _checkpoint(tmp_path)
     dest = tmp_path / "weights" / "vitpose.pth"
     wrong = "0" * 8 if not digest.startswith("0" * 8) else "1" * 8
-    rc, manifest = _run(tmp_path, model__pretrained=str(dest), model__pretrained_url=str(src),
-                        model__pretrained_sha256=wrong)
+    rc, manifest = run_stage(model__pretrained=str(dest), model__pretrained_url=str(src),
+                             model__pretrained_sha256=wrong)
     assert rc == 1
     err = capsys.readouterr().err
     assert f"does not start with model.pretrained_sha256 {wrong}" in err and src.name in err
     assert not dest.exists() and not manifest.exists()
-    assert _run(tmp_path, model__pretrained=str(dest), model__pretrained_url=str(src),
-                model__pretrained_sha256="53609f")[0] == 1  # too short to be a checked prefix
+    assert run_stage(model__pretrained=str(dest), model__pretrained_url=str(src),
+                     model__pretrained_sha256="53609f")[0] == 1  # too short to be a checked prefix
     assert "prefix of at least 8 hex digits" in capsys.readouterr().err
 
 
-def test_a_checkpoint_of_another_size_fails_here_naming_both_sizes(tmp_path, capsys):
+def test_a_checkpoint_of_another_size_fails_here_naming_both_sizes(write_params, tmp_path, capsys):
     src, _ = _checkpoint(tmp_path)
     params = {**SIZE, "model__embed_dim": 2 * DIM, "model__num_heads": HEADS}
     path = write_params(tmp_path, **params, model__pretrained=str(src))
@@ -91,15 +97,15 @@ def test_a_checkpoint_of_another_size_fails_here_naming_both_sizes(tmp_path, cap
     assert f"width {DIM} and depth {DEPTH}" in err and f"width {2 * DIM} and depth {DEPTH}" in err
 
 
-def test_a_file_placed_by_hand_is_verified_and_recorded(tmp_path, capsys):
+def test_a_file_placed_by_hand_is_verified_and_recorded(run_stage, tmp_path, capsys):
     src, digest = _checkpoint(tmp_path)
-    rc, manifest = _run(tmp_path, model__pretrained=str(src))
+    rc, manifest = run_stage(model__pretrained=str(src))
     assert rc == 0
     assert json.loads(manifest.read_text())["sha256"] == digest
     assert "no model.pretrained_sha256 given" in capsys.readouterr().out
 
 
-def test_no_pretrained_backbone_writes_a_manifest_saying_so(tmp_path):
-    rc, manifest = _run(tmp_path)
+def test_no_pretrained_backbone_writes_a_manifest_saying_so(run_stage, tmp_path):
+    rc, manifest = run_stage()
     assert rc == 0
     assert json.loads(manifest.read_text())["pretrained"] is None

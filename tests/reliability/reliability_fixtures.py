@@ -1,4 +1,5 @@
-"""Helpers shared by the reliability tests: smoke-sized params files, data, and stage subprocesses."""
+"""Helpers shared by the reliability tests: a ready MLflow store and stage subprocesses (params files and data:
+tests/conftest.py's `write_params` and `smoke_data`)."""
 
 from __future__ import annotations
 
@@ -11,40 +12,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
-
-import yaml
-
-from vremd.config import config_to_dict, smoke_config
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def write_params(root: Path, **dotted: Any) -> Path:
-    """`root/params.yaml` with one profile `smoke` = smoke_config() plus dotted overrides (`train__epochs=3`)."""
-    tree = config_to_dict(smoke_config())
-    tree.pop("profile")
-    for key, value in dotted.items():
-        *parents, leaf = key.split("__")
-        node = tree
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    path = Path(root) / "params.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({"profile": "smoke", "profiles": {"smoke": tree}}, sort_keys=False))
-    return path
-
-
-def prepare_data(root: Path, params: Path) -> None:
-    """download (synthetic) -> crops -> preprocess into root/{raw,crops,index}, in-process."""
-    from pipeline import crops, download, preprocess
-
-    p = ["--params", str(params)]
-    assert download.main(p + ["--out", str(root / "raw"), "--no-progress"]) == 0
-    assert crops.main(p + ["--raw", str(root / "raw"), "--out", str(root / "crops"), "--no-progress"]) == 0
-    assert preprocess.main(["--crops", str(root / "crops"), "--out", str(root / "index"),
-                            "--stats", str(root / "metrics" / "dataset.json")]) == 0
 
 
 @functools.lru_cache(maxsize=1)

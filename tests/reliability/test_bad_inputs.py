@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from pipeline import crops as crops_stage
-from reliability_fixtures import REPO, copy_mlflow_db, prepare_data, stage_env, train_argv, write_params
+from reliability_fixtures import REPO, copy_mlflow_db, stage_env, train_argv
 from vremd.config import config_to_dict, smoke_config
 from vremd.data.dataset import PoseTrackCrops
 from vremd.data.index import build_index
@@ -116,12 +116,11 @@ def build_dataset(root: Path, case: dict[str, str]) -> tuple[Path, Path]:
     return damaged, dataset / "annotations" / "train" / f"{video}.json"
 
 
-def run_crops(root: Path, policy: str, workers: int = 1) -> int:
-    params = {"profile": "t", "profiles": {"t": {"data": {"source": "synthetic", "on_bad_input": policy},
-                                                 "crops": {"height": 32, "width": 24, "workers": workers},
-                                                 "model": {"img_height": 32, "img_width": 24}}}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return crops_stage.main(["--params", str(root / "params.yaml"), "--raw", str(root / "raw"),
+def run_crops(write_params, root: Path, policy: str, workers: int = 1) -> int:
+    params = write_params(root, {"data": {"source": "synthetic", "on_bad_input": policy},
+                                 "crops": {"height": 32, "width": 24, "workers": workers},
+                                 "model": {"img_height": 32, "img_width": 24}}, profile="t")
+    return crops_stage.main(["--params", str(params), "--raw", str(root / "raw"),
                              "--out", str(root / "crops"), "--no-progress"])
 
 
@@ -132,10 +131,10 @@ def sample_key(row: dict) -> tuple:
 
 
 @pytest.fixture(scope="module")
-def clean_samples(tmp_path_factory) -> set[tuple]:
+def clean_samples(write_params, tmp_path_factory) -> set[tuple]:
     root = tmp_path_factory.mktemp("clean")
     build_dataset(root, next(c for c in CASES if c["case"] == "good"))
-    assert run_crops(root, "error") == 0
+    assert run_crops(write_params, root, "error") == 0
     record = orjson.loads((root / "crops" / "train" / f"{GOOD_VIDEO}.json").read_bytes())
     assert record["samples"] == 6
     return {sample_key(r) for r in record["rows"]}
@@ -177,10 +176,10 @@ def _check_ok_or_skip(root: Path, case: dict, expected: str, video_json: Path, c
 
 @pytest.mark.parametrize("policy", ["error", "skip"])
 @pytest.mark.parametrize("case", CASES, ids=[c["case"] for c in CASES])
-def test_bad_input_case(case, policy, tmp_path, capsys, clean_samples):
+def test_bad_input_case(case, policy, write_params, tmp_path, capsys, clean_samples):
     damaged, video_json = build_dataset(tmp_path, case)
     expected = case[policy]
-    rc = run_crops(tmp_path, policy)
+    rc = run_crops(write_params, tmp_path, policy)
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     if expected.startswith("error: "):
@@ -194,11 +193,11 @@ def test_bad_input_case(case, policy, tmp_path, capsys, clean_samples):
 
 
 @pytest.mark.parametrize("name", ["nan_keypoint", "large_jpeg_header"])
-def test_errors_cross_the_worker_pool_intact(name, tmp_path, capsys):
+def test_errors_cross_the_worker_pool_intact(name, write_params, tmp_path, capsys):
     """With crops.workers=2 the error raised in a pool worker reaches the CLI with the same message."""
     case = next(c for c in CASES if c["case"] == name)
     damaged, _ = build_dataset(tmp_path, case)
-    assert run_crops(tmp_path, "error", workers=2) == 1
+    assert run_crops(write_params, tmp_path, "error", workers=2) == 1
     err = capsys.readouterr().err
     assert case["error"][len("error: "):] in err and damaged.name in err and "Traceback" not in err
 
@@ -260,10 +259,12 @@ STAGES = CORPUS / "stages"
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> Path:
-    """Smoke data (raw/, crops/, index/, params.yaml) and models/final.pt, a random smoke model in training's format."""
+def smoke(smoke_data, write_params, tmp_path_factory) -> Path:
+    """Smoke data (raw/, crops/, index/ linked; params.yaml) and models/final.pt, a random smoke model in training's
+    format."""
     root = tmp_path_factory.mktemp("stages")
-    prepare_data(root, write_params(root))
+    smoke_data.link_into(root)
+    write_params(root)
     save_checkpoint(root / "models" / "final.pt", smoke_config())
     return root
 
@@ -390,10 +391,9 @@ def test_predict_uses_the_checkpoints_config_beside_an_unrelated_params_yaml(smo
 
 
 @pytest.mark.slow
-def test_worker_error_under_ray_is_one_line(smoke, tmp_path):
+def test_worker_error_under_ray_is_one_line(smoke_data, write_params, tmp_path):
     """A crop shard truncated after the inputs were checked fails inside the Ray Train worker."""
-    for sub in ("raw", "crops", "index"):
-        shutil.copytree(smoke / sub, tmp_path / sub, symlinks=True)
+    smoke_data.copy_to(tmp_path)  # this test damages its data
     index = pd.read_parquet(tmp_path / "index" / "train.parquet")
     shard = (tmp_path / "index" / index["shard"].iloc[-1]).resolve()
     assert shard != (tmp_path / "index" / index["shard"].iloc[0]).resolve()  # sample 0 is read by the input checks

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from pipeline import download
-from reliability_fixtures import REPO, kill_group, stage_env, wait_for, write_params
+from reliability_fixtures import REPO, kill_group, stage_env, wait_for
 
 
 def _crops_argv(root: Path, params: Path, out: str) -> list[str]:
@@ -28,7 +28,7 @@ def _digest(out: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_killed_crops_stage_resumes_to_identical_outputs(tmp_path):
+def test_killed_crops_stage_resumes_to_identical_outputs(write_params, tmp_path):
     params = write_params(tmp_path, data__synthetic__train_videos=14, data__synthetic__val_videos=6,
                           data__synthetic__min_frames=24, data__synthetic__max_frames=30,
                           data__synthetic__image_height=240, data__synthetic__image_width=320,

@@ -16,20 +16,24 @@ import psutil
 import pytest
 import torch
 
-from reliability_fixtures import (copy_mlflow_db, kill_group, prepare_data, stage_env, train_argv, wait_for,
-                                  write_params)
+from reliability_fixtures import copy_mlflow_db, kill_group, stage_env, train_argv, wait_for
 from vremd.model.checkpoint import CheckpointError
 from vremd.train.checkpoints import load_state
 
 RUN = "fault"
 
 
-def _setup(tmp_path: Path, **overrides) -> Path:
-    params = write_params(tmp_path, train__val_every=0, train__checkpoint_keep=5,
-                          tracking__tracking_uri="sqlite:///mlflow.db", **overrides)
-    prepare_data(tmp_path, params)
-    copy_mlflow_db(tmp_path)
-    return params
+@pytest.fixture
+def run_setup(smoke_data, write_params, tmp_path) -> Callable[..., Path]:
+    """`run_setup(**overrides)`: tmp_path gets the smoke data (linked), a ready MLflow store and a params.yaml."""
+
+    def make(**overrides) -> Path:
+        smoke_data.link_into(tmp_path)
+        copy_mlflow_db(tmp_path)
+        return write_params(tmp_path, train__val_every=0, train__checkpoint_keep=5,
+                            tracking__tracking_uri="sqlite:///mlflow.db", **overrides)
+
+    return make
 
 
 def _checkpoint(tmp_path: Path, epoch: int) -> Path:
@@ -90,8 +94,8 @@ def _run(tmp_path: Path, params: Path, **env) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "ray"])
-def test_driver_killed_after_first_checkpoint_resumes_on_rerun(tmp_path, workers):
-    params = _setup(tmp_path, train__epochs=3, train__num_workers=workers)
+def test_driver_killed_after_first_checkpoint_resumes_on_rerun(run_setup, tmp_path, workers):
+    params = run_setup(train__epochs=3, train__num_workers=workers)
     proc = _start(tmp_path, params)
     try:
         first = _snapshot_first_checkpoint(tmp_path, proc, ray=workers > 0)
@@ -114,8 +118,8 @@ def test_driver_killed_after_first_checkpoint_resumes_on_rerun(tmp_path, workers
 
 
 @pytest.mark.slow
-def test_ray_worker_killed_mid_epoch_restarts_from_last_checkpoint(tmp_path):
-    params = _setup(tmp_path, train__epochs=4, train__num_workers=1, train__max_failures=1,
+def test_ray_worker_killed_mid_epoch_restarts_from_last_checkpoint(run_setup, tmp_path):
+    params = run_setup(train__epochs=4, train__num_workers=1, train__max_failures=1,
                     data__synthetic__train_videos=4, data__synthetic__min_frames=10, data__synthetic__max_frames=12)
     proc = _start(tmp_path, params)
     workers: set[int] = set()
@@ -145,8 +149,8 @@ def test_ray_worker_killed_mid_epoch_restarts_from_last_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_unreachable_mlflow_server_training_completes_with_local_files(tmp_path):
-    params = _setup(tmp_path, train__epochs=1, train__num_workers=0)
+def test_unreachable_mlflow_server_training_completes_with_local_files(run_setup, tmp_path):
+    params = run_setup(train__epochs=1, train__num_workers=0)
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -166,8 +170,8 @@ def _ignore_sigxfsz() -> None:
 
 
 @pytest.mark.slow
-def test_checkpoint_write_failure_is_clear_and_keeps_previous_checkpoint(tmp_path):
-    params = _setup(tmp_path, train__epochs=2, train__num_workers=0)
+def test_checkpoint_write_failure_is_clear_and_keeps_previous_checkpoint(run_setup, tmp_path):
+    params = run_setup(train__epochs=2, train__num_workers=0)
     log = open(tmp_path / "train.log", "w")
     proc = subprocess.Popen(train_argv(tmp_path, params, RUN), cwd=tmp_path, env=stage_env(), stdout=log,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=_ignore_sigxfsz)

@@ -17,7 +17,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from reliability_fixtures import REPO, copy_mlflow_db, stage_env, write_params
+from reliability_fixtures import REPO, copy_mlflow_db, stage_env
 from vremd.config import flatten, load_config, smoke_config
 from vremd.ablation.reproduce import compare_ap, dvc_dir_md5, params_to_config, provenance_problems
 from vremd.eval.posetrack_ap import METRIC_NAMES
@@ -70,7 +70,7 @@ def test_ap_comparison_tolerance_and_nan():
     assert not compare_ap(rec, {**rec, "Ankle": 0.0}, 1e-6)[1]
 
 
-def _project(root: Path) -> Path:
+def _project(root: Path, write_params) -> Path:
     """A DVC + git project in `root`: this checkout's stages and code, a smoke-sized params.yaml."""
     for name in ("vremd", "pipeline", "experiments"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -94,8 +94,8 @@ def _run(root: Path, *argv: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_dvc_pipeline_run_is_recorded_and_reproduced(tmp_path):
-    root = _project(tmp_path)
+def test_dvc_pipeline_run_is_recorded_and_reproduced(write_params, tmp_path):
+    root = _project(tmp_path, write_params)
     repro = subprocess.run(["dvc", "repro", "-q"], cwd=root, env=stage_env(), capture_output=True, text=True, timeout=900)
     assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
 

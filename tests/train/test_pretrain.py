@@ -26,7 +26,6 @@ from vremd.train.checkpoints import latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "reliability"))
-from reliability_fixtures import prepare_data, write_params  # noqa: E402
 
 
 def _run_stage(root: Path, *overrides: str) -> int:
@@ -36,10 +35,10 @@ def _run_stage(root: Path, *overrides: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def stage(tmp_path_factory):
+def stage(smoke_data, write_params, tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain")
     params = write_params(root, model__pretrained_url="pretrain", model__pretrained="weights/vitpose-demo.pth")
-    prepare_data(root, params)
+    smoke_data.link_into(root)
     assert _run_stage(root) == 0
     return root, load_config(params), json.loads((root / "pretrain" / "manifest.json").read_text())
 
@@ -126,7 +125,7 @@ def test_frozen_backbone_is_bit_identical_after_training(stage, tmp_path):
     assert not torch.equal(initial["motion_head.final.weight"], after["motion_head.final.weight"])
 
 
-def test_not_needed_when_the_backbone_comes_from_elsewhere(stage, tmp_path):
+def test_not_needed_when_the_backbone_comes_from_elsewhere(stage, write_params, tmp_path):
     root, _, _ = stage
     other = tmp_path / "other"
     params = write_params(other, model__pretrained_url="")

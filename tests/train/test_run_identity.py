@@ -28,22 +28,21 @@ from vremd.train.runs import RunMismatchError
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "reliability"))
-from reliability_fixtures import copy_mlflow_db, stage_env, write_params  # noqa: E402
-from test_train_loop import build_smoke_data as build_data, with_train  # noqa: E402
+from reliability_fixtures import copy_mlflow_db, stage_env  # noqa: E402
+from test_train_loop import with_train  # noqa: E402
 
 
 
 
 @pytest.fixture(scope="module")
-def two_datasets(tmp_path_factory):
+def two_datasets(smoke_data, build_smoke_data, tmp_path_factory):
     """The smoke data, and the same recipe with another synthetic seed: other data, same config keys."""
     torch.set_num_threads(1)
-    cfg = with_train(smoke_config(), val_every=0)
-    root = tmp_path_factory.mktemp("identity")
-    a = build_data(root / "a", cfg)
+    cfg = with_train(smoke_data.cfg, val_every=0)
     other = dataclasses.replace(cfg.data.synthetic, seed=1)
-    b = build_data(root / "b", dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, synthetic=other)))
-    return cfg, a, b
+    b = build_smoke_data(tmp_path_factory.mktemp("identity-b"),
+                         dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, synthetic=other)))
+    return cfg, smoke_data.run_paths(), b.run_paths()
 
 
 @pytest.fixture()
@@ -141,11 +140,11 @@ def _run_dir(stdout: str) -> Path:
 
 @pytest.mark.slow
 def test_train_cli_trains_again_for_new_data_or_changed_code_and_reuses_identical_inputs(two_datasets, code_copy,
-                                                                                         tmp_path, capsys):
+                                                                                         write_params, tmp_path, capsys):
     from pipeline import train
 
-    _, a, b = two_datasets
-    params = write_params(tmp_path, train__val_every=0, tracking__run_name="cli")
+    cfg, a, b = two_datasets
+    params = write_params(tmp_path, cfg, tracking__run_name="cli")  # val_every 0
     copy_mlflow_db(tmp_path)
     assert train.main(_argv(tmp_path, params, a)) == 0
     out = capsys.readouterr().out

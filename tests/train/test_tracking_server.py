@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ports import free_port
 
 from vremd.eval.posetrack_ap import METRIC_NAMES
 from vremd.train.tracking import Tracker, resolve_tracking_uri
@@ -27,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def team_server():
+def team_server(free_port):
     """PostgreSQL + mlflow server on free ports; yields (http URI, artifacts dir). Both stopped on exit.
 
     The folder is a fresh /tmp/vts* (mode 755), not pytest's tmp_path: PostgreSQL runs as the `postgres`
@@ -67,7 +66,7 @@ def test_an_experiment_made_without_the_kind_gets_it(tmp_path):
     assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
-def test_postgres_refuses_a_user_that_does_not_exist(tmp_path):
+def test_postgres_refuses_a_user_that_does_not_exist(tmp_path, free_port):
     import os
 
     if os.geteuid() != 0:
@@ -135,7 +134,7 @@ def test_the_ui_shows_per_joint_ap_of_both_runs(team_server, tmp_path):
 
 
 @pytest.mark.slow
-def test_ui_screenshot_shows_an_ablation_tables_trial_runs(tmp_path, monkeypatch):
+def test_ui_screenshot_shows_an_ablation_tables_trial_runs(tmp_path, monkeypatch, free_port):
     """`pipeline/ui_screenshot.py --table N` finds the table's newest parent run and its nested trials in a
     SQLite store, serves it, and writes the compare view as a PNG; a table never run is a one-line error."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

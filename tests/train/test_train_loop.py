@@ -8,26 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from vremd.config import smoke_config
-from vremd.data.crop_store import build_crops
-from vremd.data.index import build_index
-from vremd.data.sources.download import prepare_synthetic
 from vremd.train.checkpoints import load_state
 from vremd.data.dataset import PoseTrackCrops
 from vremd.model.heads import HEATMAP_STRIDE
-from vremd.train.loop import EpochSampler, RunPaths, train_loader
+from vremd.train.loop import EpochSampler, train_loader
 from vremd.train.ray_train import fit
 from vremd.train.checkpoints import latest_checkpoint
 from vremd.train.runs import RunMismatchError
-
-
-def build_smoke_data(root: Path, cfg) -> RunPaths:
-    """Synthetic raw videos -> crops -> index for `cfg` under `root` (about a second)."""
-    dataset_dir = root / "raw" / cfg.data.source
-    prepare_synthetic(cfg.data.synthetic, dataset_dir, progress=False)
-    build_crops(dataset_dir, root / "crops", cfg.crops, "error", progress=False)
-    build_index(root / "crops", root / "index")
-    return RunPaths(index_dir=str(root / "index"), gt_dir=str(dataset_dir / "annotations" / "val"), run_dir="")
 
 
 def with_train(cfg, **changes):
@@ -35,10 +22,9 @@ def with_train(cfg, **changes):
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(smoke_data):
     torch.set_num_threads(1)  # tiny model on a shared 2-core machine: one thread is fastest
-    cfg = smoke_config()
-    return cfg, build_smoke_data(tmp_path_factory.mktemp("smoke"), cfg)
+    return smoke_data.cfg, smoke_data.run_paths()
 
 
 def test_sampler_splits_each_epoch_evenly_and_deterministically():

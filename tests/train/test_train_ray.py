@@ -12,28 +12,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
 
-from vremd.config import smoke_config
-from vremd.data.crop_store import build_crops
-from vremd.data.index import build_index
-from vremd.data.sources.download import prepare_synthetic
-from vremd.train.loop import RunPaths
 from vremd.train.ray_train import fit, train_and_track
 from vremd.train.tracking import resolve_tracking_uri
 
 pytestmark = pytest.mark.slow
-
-
-def build_smoke_data(root: Path, cfg) -> tuple[RunPaths, Path]:
-    """Synthetic raw videos -> crops -> index under `root`; return the run paths and the dataset dir."""
-    dataset_dir = root / "raw" / cfg.data.source
-    prepare_synthetic(cfg.data.synthetic, dataset_dir, progress=False)
-    build_crops(dataset_dir, root / "crops", cfg.crops, "error", progress=False)
-    build_index(root / "crops", root / "index")
-    paths = RunPaths(index_dir=str(root / "index"), gt_dir=str(dataset_dir / "annotations" / "val"), run_dir="")
-    return paths, dataset_dir
 
 
 def with_train(cfg, **changes):
@@ -41,22 +25,13 @@ def with_train(cfg, **changes):
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    cfg = with_train(smoke_config(), num_workers=2, max_failures=1)
-    root = tmp_path_factory.mktemp("ray-smoke")
-    paths, dataset_dir = build_smoke_data(root, cfg)
-    return cfg, paths, dataset_dir, root
+def smoke(smoke_data):
+    cfg = with_train(smoke_data.cfg, num_workers=2, max_failures=1)
+    return cfg, smoke_data.run_paths(), smoke_data.dataset_dir
 
 
 def test_two_workers_one_epoch_logged_to_mlflow(local_ray, smoke, tmp_path):
-    cfg, paths, dataset_dir, _ = smoke
+    cfg, paths, dataset_dir = smoke
     uri = resolve_tracking_uri("sqlite:///mlflow.db", tmp_path)
     outcome = train_and_track(cfg, paths, tmp_path / "runs", "two", uri, tmp_path, dataset_dir)
     result = outcome.fit
@@ -104,7 +79,7 @@ def _kill_a_worker_after(first_checkpoint: Path, killed: list) -> None:
 
 
 def test_worker_killed_mid_run_resumes_and_finishes_all_epochs(local_ray, smoke, tmp_path):
-    cfg, paths, _, _ = smoke
+    cfg, paths, _ = smoke
     cfg = with_train(cfg, epochs=4, val_every=0, max_failures=2)
     killed: list[int] = []
     killer = threading.Thread(target=_kill_a_worker_after,

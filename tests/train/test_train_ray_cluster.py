@@ -7,20 +7,13 @@ would stop them all).
 
 import pytest
 import torch
-import yaml
-from ports import free_port
 from ray_nodes import start_node, wait_for_nodes
-
-from vremd.config import config_to_dict, smoke_config
-from vremd.data.crop_store import build_crops
-from vremd.data.index import build_index
-from vremd.data.sources.download import prepare_synthetic
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def ray_head(monkeypatch):
+def ray_head(monkeypatch, free_port):
     port = free_port()
     # `ray start --head` enables token authentication (token in ~/.ray/auth_token); clients must opt in
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
@@ -33,22 +26,13 @@ def ray_head(monkeypatch):
         head.stop()
 
 
-def test_train_cli_joins_existing_cluster(ray_head, tmp_path, monkeypatch):
+def test_train_cli_joins_existing_cluster(no_local_ray, ray_head, smoke_data, write_params, tmp_path, monkeypatch):
     from pipeline import train
 
-    cfg = smoke_config()
-    root = tmp_path / "data"
-    dataset_dir = root / "raw" / "synthetic"
-    prepare_synthetic(cfg.data.synthetic, dataset_dir, progress=False)
-    build_crops(dataset_dir, root / "crops", cfg.crops, "error", progress=False)
-    build_index(root / "crops", root / "index")
-    profile = config_to_dict(cfg)
-    profile.pop("profile")
-    profile["train"]["num_workers"] = 2
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"profile": "smoke", "profiles": {"smoke": profile}}))
+    write_params(tmp_path, smoke_data.cfg, train__num_workers=2)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    rc = train.main(["--params", "params.yaml", "--index", str(root / "index"), "--raw", str(root / "raw"),
+    rc = train.main(["--params", "params.yaml", "--index", str(smoke_data.index), "--raw", str(smoke_data.raw),
                      "--out", "models", "--curve", "curve.csv", "--storage", "runs", "--run-name", "cluster",
                      "--ray-address", ray_head, "--no-progress"])
     assert rc == 0

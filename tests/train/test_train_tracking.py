@@ -5,7 +5,6 @@ import warnings
 
 import pytest
 from mlflow.tracking import MlflowClient
-from ports import free_port
 
 from vremd.config import flatten, smoke_config
 from vremd.train.identity import RunIdentity, dvc_dir_md5
@@ -75,7 +74,7 @@ def test_an_id_file_reopens_its_run_and_a_stale_one_starts_afresh(store, tmp_pat
     assert not fresh.resumed and fresh.run_id != first.run_id and id_file.read_text() == fresh.run_id
 
 
-def test_down_server_warns_once_and_never_raises(monkeypatch):
+def test_down_server_warns_once_and_never_raises(monkeypatch, free_port):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     uri = f"http://127.0.0.1:{free_port()}"

@@ -11,10 +11,7 @@ import torch
 from torch.utils.data import Subset
 
 from vremd.config import smoke_config
-from vremd.data.crop_store import build_crops
 from vremd.data.dataset import PoseTrackCrops
-from vremd.data.index import build_index
-from vremd.data.sources.download import prepare_synthetic
 from vremd.data.heatmaps import input_to_image_xy
 from vremd.data.joints import FLIP_INDEX
 from vremd.data.posetrack import read_video
@@ -45,15 +42,9 @@ class Oracle(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def val_data(tmp_path_factory):
-    cfg = smoke_config()
-    root = tmp_path_factory.mktemp("val")
-    dataset_dir = root / "raw" / "synthetic"
-    prepare_synthetic(cfg.data.synthetic, dataset_dir, progress=False)
-    build_crops(dataset_dir, root / "crops", cfg.crops, "error", progress=False)
-    build_index(root / "crops", root / "index")
-    index_path = root / "index" / "val.parquet"
-    return PoseTrackCrops(index_path, None, 17, heatmap_stride=HEATMAP_STRIDE), pd.read_parquet(index_path), dataset_dir / "annotations" / "val"
+def val_data(smoke_data):
+    index_path = smoke_data.index / "val.parquet"
+    return PoseTrackCrops(index_path, None, 17, heatmap_stride=HEATMAP_STRIDE), pd.read_parquet(index_path), smoke_data.gt_dir
 
 
 def test_flip_test_of_a_perfect_model_returns_its_heatmaps(val_data):
@@ -92,13 +83,14 @@ def test_perfect_heatmaps_score_near_the_ceiling_and_noise_scores_low(val_data, 
     assert sorted(p.name for p in (tmp_path / "oracle").iterdir()) == sorted(p.name for p in Path(gt_dir).glob("*.json"))
 
 
-def test_oks_nms_removes_duplicate_detector_poses_and_keeps_gt_box_samples(val_data, tmp_path):
+def test_oks_nms_removes_duplicate_detector_poses_and_keeps_gt_box_samples(val_data, smoke_data, tmp_path):
     dataset, index, gt_dir = val_data
     twice = pd.concat([index, index], ignore_index=True)  # every person cropped from two identical "detections"
     twice["sample_id"] = range(len(twice))
     twice["source"], twice["score"] = "det", 0.9
-    path = Path(dataset.shards[0]).parents[2] / "index-twice" / "val.parquet"  # shards at ../crops, as the index's
-    path.parent.mkdir(exist_ok=True)
+    (tmp_path / "crops").symlink_to(smoke_data.crops)  # shards at ../crops, as the index's
+    path = tmp_path / "index-twice" / "val.parquet"
+    path.parent.mkdir()
     twice.to_parquet(path)
     doubled = PoseTrackCrops(path, None, 17, heatmap_stride=HEATMAP_STRIDE)
     oracle = Oracle(dataset)

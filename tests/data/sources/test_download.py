@@ -14,7 +14,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import yaml
 
 from pipeline.download import main
 from vremd.data.sources.download import MARKER, DownloadError, NetworkError, download_url, fetch, prepare_real
@@ -195,26 +194,27 @@ def test_wrong_checksum_names_file_expected_and_found(tmp_path):
 # ---------------------------------------------------------------- the stage, end to end
 
 
-def params_file(tmp_path: Path, data: dict) -> Path:
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump({"profile": "t", "profiles": {"t": {"data": data}}}))
-    return path
+@pytest.fixture
+def run_stage(write_params, tmp_path, capsys):
+    """`run_stage(data) -> (exit code, stdout, stderr)`: the stage in tmp_path with `data` as the profile's data."""
+
+    def run(data: dict) -> tuple[int, str, str]:
+        params = write_params(tmp_path, {"data": data}, profile="t")
+        rc = main(["--params", str(params), "--out", str(tmp_path / "raw"), "--cache", str(tmp_path / "downloads"),
+                   "--no-progress"])
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    return run
 
 
-def run_stage(tmp_path: Path, data: dict, capsys) -> tuple[int, str, str]:
-    rc = main(["--params", str(params_file(tmp_path, data)), "--out", str(tmp_path / "raw"),
-               "--cache", str(tmp_path / "downloads"), "--no-progress"])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def test_posetrack18_archives_over_http_end_to_end(tmp_path, server, capsys):
+def test_posetrack18_archives_over_http_end_to_end(run_stage, tmp_path, server):
     write_posetrack18(tmp_path / "src")
     annotations = pack(tmp_path / "src", server.root / "annotations.zip", only="annotations/")
     images = pack(tmp_path / "src", server.root / "images.tar.gz", only="images/")
     data = {"source": "posetrack18", "urls": [f"{server.url}/annotations.zip", f"{server.url}/images.tar.gz"],
             "sha256": [sha256(annotations), sha256(images)]}
-    rc, out, err = run_stage(tmp_path, data, capsys)
+    rc, out, err = run_stage(data)
     assert rc == 0, err
     assert "not verified" not in err  # both archives had a sha256
     dataset = tmp_path / "raw" / "posetrack18"
@@ -227,23 +227,23 @@ def test_posetrack18_archives_over_http_end_to_end(tmp_path, server, capsys):
 
     requests = len(server.log)
     start = time.perf_counter()
-    rc, out, _ = run_stage(tmp_path, data, capsys)
+    rc, out, _ = run_stage(data)
     assert rc == 0 and "up to date" in out and len(server.log) == requests
     assert time.perf_counter() - start < 2.0
 
 
-def test_wrong_checksum_keeps_the_existing_dataset(tmp_path, server, capsys):
+def test_wrong_checksum_keeps_the_existing_dataset(run_stage, tmp_path, server):
     write_posetrack18(tmp_path / "src")
     archive = pack(tmp_path / "src", server.root / "all.tar.gz")
     good = {"source": "posetrack18", "urls": [f"{server.url}/all.tar.gz"], "sha256": [sha256(archive)]}
-    assert run_stage(tmp_path, good, capsys)[0] == 0
+    assert run_stage(good)[0] == 0
     dataset = tmp_path / "raw" / "posetrack18"
     before = sorted(p.relative_to(dataset) for p in dataset.rglob("*"))
 
     pack(tmp_path / "src", archive, only="annotations/")  # the served archive changes
     (tmp_path / "downloads" / "all.tar.gz").unlink()
     bad = {**good, "urls": [f"{server.url}/all.tar.gz"], "sha256": [sha256(archive)[::-1]]}
-    rc, _, err = run_stage(tmp_path, bad, capsys)
+    rc, _, err = run_stage(bad)
     assert rc == 1
     assert "sha256 mismatch" in err and sha256(archive)[::-1] in err and sha256(archive) in err
     assert "all.tar.gz" in err
@@ -251,20 +251,20 @@ def test_wrong_checksum_keeps_the_existing_dataset(tmp_path, server, capsys):
     assert not (tmp_path / "downloads" / "extracted" / "posetrack18").exists()  # nothing was extracted
 
 
-def test_truncated_archive_fails_clearly_and_leaves_no_dataset(tmp_path, capsys):
+def test_truncated_archive_fails_clearly_and_leaves_no_dataset(run_stage, tmp_path):
     write_posetrack18(tmp_path / "src")
     full = pack(tmp_path / "src", tmp_path / "full.tar.gz")
     cut = tmp_path / "cut.tar.gz"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size * 2 // 3])
-    rc, _, err = run_stage(tmp_path, {"source": "posetrack18", "urls": [str(cut)]}, capsys)
+    rc, _, err = run_stage({"source": "posetrack18", "urls": [str(cut)]})
     assert rc == 1 and "cut.tar.gz: truncated or corrupt archive" in err
     assert not (tmp_path / "raw" / "posetrack18").exists()
 
 
-def test_archive_without_the_layout_lists_what_is_missing(tmp_path, capsys):
+def test_archive_without_the_layout_lists_what_is_missing(run_stage, tmp_path):
     write_posetrack18(tmp_path / "src")
     only_annotations = pack(tmp_path / "src", tmp_path / "ann.zip", only="annotations/")
-    rc, _, err = run_stage(tmp_path, {"source": "posetrack21", "urls": [only_annotations.as_uri()]}, capsys)
+    rc, _, err = run_stage({"source": "posetrack21", "urls": [only_annotations.as_uri()]})
     assert rc == 1
     assert f"{tmp_path / 'raw' / 'posetrack21'} (from posetrack21 archives): layout: 2 problem(s)" in err
     assert "images/train/000001_mpii_train/: image folder referenced by 000001_mpii_train.json is missing" in err
@@ -272,27 +272,26 @@ def test_archive_without_the_layout_lists_what_is_missing(tmp_path, capsys):
     assert [p.name for p in (tmp_path / "raw").iterdir()] == []  # the temporary build was removed
 
 
-def test_sha256_count_must_match_urls(tmp_path, capsys):
-    rc, _, err = run_stage(tmp_path, {"source": "posetrack18", "urls": ["a.zip", "b.zip"], "sha256": ["00"]},
-                           capsys)
+def test_sha256_count_must_match_urls(run_stage):
+    rc, _, err = run_stage({"source": "posetrack18", "urls": ["a.zip", "b.zip"], "sha256": ["00"]})
     assert rc == 1 and "data.sha256: expected 2 digests" in err
-    rc, _, err = run_stage(tmp_path, {"source": "posetrack18"}, capsys)
+    rc, _, err = run_stage({"source": "posetrack18"})
     assert rc == 1 and "data.urls: no archive" in err
 
 
-def test_synthetic_source_is_generated_atomically_and_skipped_when_done(tmp_path, capsys):
+def test_synthetic_source_is_generated_atomically_and_skipped_when_done(run_stage, tmp_path):
     synthetic = {"seed": 3, "train_videos": 1, "val_videos": 1, "min_frames": 6, "max_frames": 6,
                  "image_height": 96, "image_width": 128, "max_people": 2, "unlabeled_fraction": 0.0}
-    rc, out, err = run_stage(tmp_path, {"source": "synthetic", "synthetic": synthetic}, capsys)
+    rc, out, err = run_stage({"source": "synthetic", "synthetic": synthetic})
     assert rc == 0, err
     dataset = tmp_path / "raw" / "synthetic"
     validate_layout(dataset)
     assert "train 1 videos, 6 frames" in out and "val   1 videos, 6 frames" in out
     assert [p.name for p in (tmp_path / "raw").iterdir()] == ["synthetic"]  # no build folder left
     stamp = (dataset / MARKER).stat().st_mtime_ns
-    rc, out, _ = run_stage(tmp_path, {"source": "synthetic", "synthetic": synthetic}, capsys)
+    rc, out, _ = run_stage({"source": "synthetic", "synthetic": synthetic})
     assert rc == 0 and "up to date" in out and (dataset / MARKER).stat().st_mtime_ns == stamp
-    rc, out, _ = run_stage(tmp_path, {"source": "synthetic", "synthetic": {**synthetic, "seed": 4}}, capsys)
+    rc, out, _ = run_stage({"source": "synthetic", "synthetic": {**synthetic, "seed": 4}})
     assert rc == 0 and "built" in out and (dataset / MARKER).stat().st_mtime_ns != stamp
 
 
@@ -313,29 +312,29 @@ def test_prepare_real_reuses_cache_after_the_output_is_removed(tmp_path, server)
     assert (tmp_path / "cache" / "all.zip").read_bytes() == archive.read_bytes()
 
 
-def test_failed_synthetic_run_leaves_the_old_dataset_and_no_debris(tmp_path, capsys):
+def test_failed_synthetic_run_leaves_the_old_dataset_and_no_debris(run_stage, tmp_path):
     synthetic = {"seed": 3, "train_videos": 1, "val_videos": 1, "min_frames": 6, "max_frames": 6,
                  "image_height": 96, "image_width": 128, "max_people": 2}
-    assert run_stage(tmp_path, {"source": "synthetic", "synthetic": synthetic}, capsys)[0] == 0
+    assert run_stage({"source": "synthetic", "synthetic": synthetic})[0] == 0
     before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "raw").rglob("*"))
-    rc, _, err = run_stage(tmp_path, {"source": "synthetic", "synthetic": {**synthetic, "image_height": 8}}, capsys)
+    rc, _, err = run_stage({"source": "synthetic", "synthetic": {**synthetic, "image_height": 8}})
     assert rc == 1 and "data.synthetic" in err
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "raw").rglob("*")) == before
 
 
-def test_posetrack21_layout_is_recognised(tmp_path, capsys):
+def test_posetrack21_layout_is_recognised(run_stage, tmp_path):
     write_posetrack18(tmp_path / "src")
     src21 = tmp_path / "src21"
     shutil.copytree(tmp_path / "src" / "posetrack_data" / "images", src21 / "images")
     shutil.copytree(tmp_path / "src" / "posetrack_data" / "annotations", src21 / "posetrack_data")
     archive = pack(src21, tmp_path / "pt21.tar.gz")
-    rc, out, err = run_stage(tmp_path, {"source": "posetrack21", "urls": [str(archive)]}, capsys)
+    rc, out, err = run_stage({"source": "posetrack21", "urls": [str(archive)]})
     assert rc == 0, err
     validate_layout(tmp_path / "raw" / "posetrack21")
     assert "val   1 videos, 3 frames" in out
 
 
-def test_split_image_archive_over_http_is_joined(tmp_path, server, capsys):
+def test_split_image_archive_over_http_is_joined(run_stage, tmp_path, server):
     write_posetrack18(tmp_path / "src")
     labels = pack(tmp_path / "src", server.root / "labels.tar.gz", only="annotations/")
     images = pack(tmp_path / "src", tmp_path / "images.tar", only="images/")
@@ -344,23 +343,23 @@ def test_split_image_archive_over_http_is_joined(tmp_path, server, capsys):
     for i, name in enumerate(names):
         (server.root / name).write_bytes(data[i * third:(i + 1) * third])
     urls = [f"{server.url}/{n}" for n in names] + [f"{server.url}/labels.tar.gz"]
-    rc, out, err = run_stage(tmp_path, {"source": "posetrack18", "urls": urls}, capsys)
+    rc, out, err = run_stage({"source": "posetrack18", "urls": urls})
     assert rc == 0, err
     validate_layout(tmp_path / "raw" / "posetrack18")
     assert sorted(p for p, _ in server.log) == sorted(f"/{n}" for n in names + ["labels.tar.gz"])
     assert labels.is_file()
 
 
-def test_two_urls_with_the_same_file_name_are_refused(tmp_path, capsys):
+def test_two_urls_with_the_same_file_name_are_refused(run_stage):
     urls = ["http://127.0.0.1:9/train/labels.zip", "http://127.0.0.1:9/val/labels.zip"]
-    rc, _, err = run_stage(tmp_path, {"source": "posetrack18", "urls": urls}, capsys)
+    rc, _, err = run_stage({"source": "posetrack18", "urls": urls})
     assert rc == 1 and "would both be cached as labels.zip" in err
 
 
-def test_archive_without_sha256_says_so_in_one_line(tmp_path, capsys):
+def test_archive_without_sha256_says_so_in_one_line(run_stage, tmp_path):
     write_posetrack18(tmp_path / "src")
     archive = pack(tmp_path / "src", tmp_path / "posetrack18.zip")
-    rc, _, err = run_stage(tmp_path, {"source": "posetrack18", "urls": [str(archive)]}, capsys)
+    rc, _, err = run_stage({"source": "posetrack18", "urls": [str(archive)]})
     assert rc == 0, err
     lines = [line for line in err.splitlines() if "not verified" in line]
     assert lines == [f"download: posetrack18.zip: no sha256 given in data.sha256, not verified "

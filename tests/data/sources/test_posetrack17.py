@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import yaml
 
 from pipeline.download import main
 from vremd.data.joints import JOINT_NAMES
@@ -135,7 +134,7 @@ def test_no_annotations_found(tmp_path):
         convert_posetrack17([tmp_path / "empty"], tmp_path / "out", progress=False)
 
 
-def test_download_stage_converts_posetrack17_archives(tmp_path, capsys):
+def test_download_stage_converts_posetrack17_archives(write_params, tmp_path, capsys):
     write_posetrack17(tmp_path / "src")
     main_archive = tmp_path / "posetrack17_val_and_annotations.tar.gz"
     with tarfile.open(main_archive, "w:gz") as tar:
@@ -144,9 +143,8 @@ def test_download_stage_converts_posetrack17_archives(tmp_path, capsys):
     with zipfile.ZipFile(images_archive, "w") as zf:
         for path in sorted((tmp_path / "src" / "images_archive").rglob("*.jpg")):
             zf.write(path, path.relative_to(tmp_path / "src" / "images_archive").as_posix())
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"profile": "p", "profiles": {"p": {"data": {
-        "source": "posetrack17", "urls": [str(main_archive), images_archive.as_uri()]}}}}))
+    params = write_params(tmp_path, {"data": {"source": "posetrack17",
+                                              "urls": [str(main_archive), images_archive.as_uri()]}}, profile="p")
     argv = ["--params", str(params), "--out", str(tmp_path / "raw"), "--cache", str(tmp_path / "dl"), "--no-progress"]
     assert main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
