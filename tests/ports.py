@@ -1,4 +1,5 @@
-"""A free TCP port on 127.0.0.1, for the servers and Ray nodes tests start."""
+"""A free TCP port on 127.0.0.1, for the servers and Ray nodes tests start: tests take it as the `free_port`
+fixture (tests/conftest.py); helpers such as tests/ray_nodes.py call it directly."""
 
 import socket
 
