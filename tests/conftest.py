@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,10 +129,10 @@ def local_ray(_ray_session) -> None:
 @pytest.fixture
 def no_local_ray() -> None:
     """No Ray in this process: for a test whose code calls `ray.init` itself (and `ray.shutdown` after).
-    The next `local_ray` test starts a new one."""
-    import ray
-
-    if ray.is_initialized():
+    The next `local_ray` test starts a new one. Ray is not imported here: it reads settings such as
+    RAY_AUTH_MODE from the environment when first imported, which the test may still set."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
         ray.shutdown()
 
 
