@@ -4,8 +4,9 @@
 (Ray's address file lands there, not in /tmp/ray where an argument-less `ray.init()` of any other process
 on this machine would find it), free ports and worker ports chosen by the OS, so several nodes of one
 cluster (a head and nodes that join it with `--address`) and other Ray instances can share the host.
-`RayNode.stop` terminates that process group, `RayNode.kill` SIGKILLs it (a machine lost mid-trial); a
-plain `ray stop` would stop every Ray instance of the user on the machine, not just ours.
+`RayNode.stop` terminates that process group, `RayNode.kill` SIGKILLs every process of its session, workers
+included (a machine lost mid-trial); a plain `ray stop` would stop every Ray instance of the user on the
+machine, not just ours.
 
 Ray 2.60's `ray start --head` turns on token authentication: the test process, its children and every
 `ray start --address` need `RAY_AUTH_MODE=token` (`node_env` sets it; the token is ~/.ray/auth_token).
@@ -13,6 +14,7 @@ Ray 2.60's `ray start --head` turns on token authentication: the test process, i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -47,10 +49,30 @@ class RayNode:
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.is_file() else ""
 
+    def session_pids(self) -> list[int]:
+        """The live processes of this node's session: `ray start`, GCS, raylet, agents and the workers. Ray gives
+        each worker a process group of its own, so a worker is found by its session, not its group."""
+        pids = []
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and os.getsid(int(entry)) == self.process.pid:
+                    pids.append(int(entry))
+            except ProcessLookupError:  # exited while listed
+                continue
+        return pids
+
     def kill(self) -> None:
-        """SIGKILL the node's process group: raylet, object store, agents and its workers die at once."""
-        os.killpg(self.process.pid, signal.SIGKILL)
+        """SIGKILL every process of the node's session at once (a machine lost mid-trial): a worker left running
+        would go on training and report to the driver until it noticed its raylet was gone."""
+        deadline = time.monotonic() + 30
+        while (pids := [pid for pid in self.session_pids() if _alive(pid)]) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
         self.process.wait()
+        if pids:
+            raise RuntimeError(f"processes {pids} of the node's session survived SIGKILL for 30 s")
 
     def stop(self) -> None:
         """Terminate the node's process group (SIGKILL after 60 s), then SIGKILL what is left of it (a process
@@ -63,7 +85,19 @@ class RayNode:
                 continue
             except ProcessLookupError:
                 break
+        for pid in self.session_pids():  # workers outside the group (see session_pids)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Not yet exited and not a zombie (a killed child stays listed until it is reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
 
 
 def start_node(*args: str) -> RayNode:

@@ -7,7 +7,6 @@ import ast
 from pathlib import Path
 
 import pytest
-import yaml
 
 import pipeline.download
 import vremd.eval.__main__
@@ -71,10 +70,9 @@ def test_every_input_error_class_derives_from_input_error():
     assert direct == []
 
 
-def test_input_errors_are_one_line(tmp_path, capsys):
+def test_input_errors_are_one_line(write_params, tmp_path, capsys):
     """Real CLIs with bad input: one line naming the key or file (a bug is not caught: the scan above)."""
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"profile": "t", "profiles": {"t": {"data": {"synthetic": {"min_frames": 0}}}}}))
+    params = write_params(tmp_path, {"data": {"synthetic": {"min_frames": 0}}}, profile="t")
     rc = pipeline.download.main(["--params", str(params), "--out", str(tmp_path / "raw"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("download: error: data.synthetic: need 1 <= min_frames") and err.count("\n") == 1

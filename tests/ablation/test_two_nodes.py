@@ -66,14 +66,14 @@ def _epochs_done(run_dir: Path) -> int:
 
 def _lose_node_mid_trial(runs: Path, node: RayNode, node_id: str, driver: subprocess.Popen, log: Path,
                          timeout_s: float = 600) -> tuple[Path, int]:
-    """Wait until `node` finished a trial and is partway through another, SIGKILL it; return that trial's run
-    dir and its epochs done (checkpointed) by then."""
+    """Wait until `node` finished a trial and is partway through another, SIGKILL all of its processes (its
+    workers too: see RayNode.kill); return that trial's run dir and its epochs done (checkpointed) by then."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert driver.poll() is None, f"the table ended before a node was lost:\n{log.read_text()[-6000:]}"
         on_node = [d for d in runs.glob("*-seed0-*") if _attempt_nodes(d) == [node_id]]
         finished = [d for d in on_node if _epochs_done(d) == EPOCHS]
-        partway = [d for d in on_node if 1 <= _epochs_done(d) < EPOCHS]
+        partway = [d for d in on_node if 1 <= _epochs_done(d) < EPOCHS - 1]  # an epoch to spare before the kill
         if finished and partway:
             node.kill()
             return partway[0], _epochs_done(partway[0])

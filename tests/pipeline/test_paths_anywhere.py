@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pipeline import evaluate, train
-from vremd.config import config_to_dict, smoke_config
+from tests.predict.predict_fixtures import save_smoke_checkpoint
+from vremd.config import smoke_config
 from vremd.model.vremd import build_model
 
 RELATIVE_STORE = "sqlite:///mlflow.db"  # relative: beside params.yaml
@@ -67,9 +68,7 @@ def test_evaluate_from_another_folder_keeps_the_paper_column(smoke_data, write_p
     (root / "raw" / "posetrack18").symlink_to(smoke_data.dataset_dir, target_is_directory=True)
     (root / "index").symlink_to(smoke_data.index, target_is_directory=True)
     params = write_params(root, data__source="posetrack18", tracking__tracking_uri=RELATIVE_STORE)
-    torch.manual_seed(0)
-    cfg = smoke_config()
-    torch.save({"model": build_model(cfg.model).state_dict(), "config": config_to_dict(cfg)}, root / "final.pt")
+    save_smoke_checkpoint(root / "final.pt")
     monkeypatch.chdir(elsewhere)
     code = evaluate.main(["--params", str(params), "--model", str(root / "final.pt"), "--index", str(root / "index"),
                           "--raw", str(root / "raw"), "--out", str(root / "reports"),

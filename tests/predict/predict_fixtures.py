@@ -11,9 +11,10 @@ import cv2
 import numpy as np
 import torch
 
-from vremd.config import config_to_dict, smoke_config
+from vremd.config import Config, smoke_config
 from vremd.data.posetrack import write_video
 from vremd.data.synthetic.generate import render_video
+from vremd.model.checkpoint import save_trained
 from vremd.model.vremd import build_model
 
 
@@ -54,14 +55,14 @@ def make_tiny_video(root: Path, index: int = 0) -> TinyVideo:
     return TinyVideo(mp4, frames_dir, dataset, gt_json, coco_json, video.name, len(frames), frames)
 
 
-def save_smoke_checkpoint(path: Path, seed: int = 0, **model_changes) -> Path:
-    """A randomly initialised smoke-config model saved in training's format {"model", "config"}."""
-    cfg = smoke_config()
+def save_smoke_checkpoint(path: Path, seed: int = 0, cfg: Config | None = None, **model_changes) -> Path:
+    """A randomly initialised model of `cfg` (default: the smoke config), with `model_changes`, saved as training
+    saves it (`save_trained`)."""
+    cfg = smoke_config() if cfg is None else cfg
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model_changes))
     torch.manual_seed(seed)
-    model = build_model(cfg.model)
-    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg)}, path)
-    return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_trained(path, build_model(cfg.model), cfg)
 
 
 def count_video_frames(path: Path) -> int:

@@ -3,18 +3,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import mlflow
 import numpy as np
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
-from vremd.config import config_to_dict, smoke_config
-from vremd.model.checkpoint import load_trained
-from vremd.model.vremd import build_model
+from predict_fixtures import save_smoke_checkpoint
+from vremd.model.checkpoint import load_trained, saved_config
 from vremd.predict.inference import predict_crops
 from vremd.predict.mlflow_model import log_trained_model, tracking_uri_as
 from vremd.train.tracking import Tracker
@@ -22,13 +19,8 @@ from vremd.train.tracking import Tracker
 
 @pytest.fixture()
 def trained(tmp_path):
-    cfg = smoke_config()
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=""))
-    torch.manual_seed(3)
-    model = build_model(cfg.model)
-    checkpoint = tmp_path / "final.pt"
-    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg)}, checkpoint)
-    return cfg, checkpoint
+    checkpoint = save_smoke_checkpoint(tmp_path / "final.pt", seed=3, pretrained="")
+    return saved_config(checkpoint), checkpoint
 
 
 def test_logged_model_loads_back_and_predicts_as_the_predict_path(trained, tmp_path):

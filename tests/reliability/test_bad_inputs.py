@@ -21,16 +21,15 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from pipeline import crops as crops_stage
 from reliability_fixtures import REPO, copy_mlflow_db, stage_env, train_argv
-from vremd.config import config_to_dict, smoke_config
+from tests.predict.predict_fixtures import save_smoke_checkpoint
+from vremd.config import smoke_config
 from vremd.data.dataset import PoseTrackCrops
 from vremd.data.index import build_index
 from vremd.model.heads import HEATMAP_STRIDE
-from vremd.model.vremd import build_model
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad"
 GOOD_VIDEO, COMPANION = "000001_mpii_train", "000002_mpii_train"
@@ -265,15 +264,8 @@ def smoke(smoke_data, write_params, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("stages")
     smoke_data.link_into(root)
     write_params(root)
-    save_checkpoint(root / "models" / "final.pt", smoke_config())
+    save_smoke_checkpoint(root / "models" / "final.pt")
     return root
-
-
-def save_checkpoint(path: Path, cfg) -> Path:
-    torch.manual_seed(0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": build_model(cfg.model).state_dict(), "config": config_to_dict(cfg)}, path)
-    return path
 
 
 def run_train(root: Path, capsys, *extra: str, index: Path | None = None) -> tuple[int, str]:
@@ -341,7 +333,7 @@ def test_evaluate_names_the_checkpoint_and_both_crop_sizes(smoke, tmp_path, caps
     cfg = smoke_config()
     big = dataclasses.replace(cfg, crops=dataclasses.replace(cfg.crops, height=128, width=96),
                               model=dataclasses.replace(cfg.model, img_height=128, img_width=96))
-    ckpt = save_checkpoint(tmp_path / "big.pt", big)
+    ckpt = save_smoke_checkpoint(tmp_path / "big.pt", cfg=big)
     rc, err = run_evaluate(smoke, capsys, model=ckpt)
     assert rc == 1 and f"{ckpt} takes 128x96 crops" in err and "holds 64x48 crops" in err, err
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import resource
 import signal
-import socket
 import subprocess
 from pathlib import Path
 from typing import Callable
@@ -17,6 +16,7 @@ import pytest
 import torch
 
 from reliability_fixtures import copy_mlflow_db, kill_group, stage_env, train_argv, wait_for
+from vremd.config import load_config
 from vremd.model.checkpoint import CheckpointError
 from vremd.train.checkpoints import load_state
 
@@ -24,14 +24,19 @@ RUN = "fault"
 
 
 @pytest.fixture
-def run_setup(smoke_data, write_params, tmp_path) -> Callable[..., Path]:
-    """`run_setup(**overrides)`: tmp_path gets the smoke data (linked), a ready MLflow store and a params.yaml."""
+def run_setup(smoke_data, build_smoke_data, write_params, tmp_path) -> Callable[..., Path]:
+    """`run_setup(**overrides)`: tmp_path gets a params.yaml, a ready MLflow store and the smoke data (linked), or
+    data of its own when an override changes `data`."""
 
     def make(**overrides) -> Path:
-        smoke_data.link_into(tmp_path)
+        params = write_params(tmp_path, train__val_every=0, train__checkpoint_keep=5,
+                              tracking__tracking_uri="sqlite:///mlflow.db", **overrides)
+        if any(key.startswith("data__") for key in overrides):
+            build_smoke_data(tmp_path, load_config(params))
+        else:
+            smoke_data.link_into(tmp_path)
         copy_mlflow_db(tmp_path)
-        return write_params(tmp_path, train__val_every=0, train__checkpoint_keep=5,
-                            tracking__tracking_uri="sqlite:///mlflow.db", **overrides)
+        return params
 
     return make
 
@@ -149,11 +154,9 @@ def test_ray_worker_killed_mid_epoch_restarts_from_last_checkpoint(run_setup, tm
 
 
 @pytest.mark.slow
-def test_unreachable_mlflow_server_training_completes_with_local_files(run_setup, tmp_path):
+def test_unreachable_mlflow_server_training_completes_with_local_files(run_setup, free_port, tmp_path):
     params = run_setup(train__epochs=1, train__num_workers=0)
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     done = _run(tmp_path, params, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"MLflow was not reachable (MLflow at http://127.0.0.1:{port}" in done.stdout

@@ -9,7 +9,6 @@ downloaded archives (tests/data/sources/test_download.py::test_wrong_checksum_*)
 from __future__ import annotations
 
 import ast
-import io
 import os
 import re
 import tarfile
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.data.sources.test_archives import write_tar
 from vremd.data.sources.archives import ArchiveError, extract_archive
 from vremd.model.checkpoint import CheckpointError, load_trained
 from vremd.train.checkpoints import load_state
@@ -132,15 +132,6 @@ def test_evaluate_stage_refuses_malicious_model_with_a_clear_error(tmp_path, cap
 # ------------------------------------------------------------------ archives: cases beyond test_archives.py
 
 
-def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return path
-
-
 def _member(name: str, data: bytes | None = None, link: str | None = None, kind: bytes = tarfile.REGTYPE):
     info = tarfile.TarInfo(name)
     if link is not None:
@@ -155,15 +146,15 @@ def _member(name: str, data: bytes | None = None, link: str | None = None, kind:
     ([_member("d/e", link="../../etc", kind=tarfile.SYMTYPE)], "symlink"),
 ], ids=["hardlink-absolute", "hardlink-dotdot-inside-name", "symlinked-dir-then-write-through", "symlink-up-two"])
 def test_more_unsafe_tar_links_are_refused(tmp_path, members, needle):
-    archive = _tar(tmp_path / "bad.tar", members)
+    archive = write_tar(tmp_path / "bad.tar", members, mode="w")
     with pytest.raises(ArchiveError, match=needle):
         extract_archive(archive, tmp_path / "x" / "out")
     assert not (tmp_path / "x" / "out").exists() and not (tmp_path / "x" / "evil.txt").exists()
 
 
 def test_in_tree_hard_link_extracts(tmp_path):
-    archive = _tar(tmp_path / "ok.tar", [_member("a/real.txt", b"data"),
-                                         _member("b/alias.txt", link="a/real.txt", kind=tarfile.LNKTYPE)])
+    archive = write_tar(tmp_path / "ok.tar", [_member("a/real.txt", b"data"),
+                                              _member("b/alias.txt", link="a/real.txt", kind=tarfile.LNKTYPE)], mode="w")
     extract_archive(archive, tmp_path / "out")
     assert (tmp_path / "out/b/alias.txt").read_bytes() == b"data"
 

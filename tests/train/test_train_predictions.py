@@ -6,17 +6,13 @@ import numpy as np
 import orjson
 import pytest
 
-from vremd.config import smoke_config
-from vremd.data.sources.download import prepare_synthetic
 from vremd.eval.posetrack_ap import evaluate_dirs
 from vremd.eval.predictions import PredictionError, read_gt_videos, write_predictions
 
 
 @pytest.fixture(scope="module")
-def gt_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("raw") / "synthetic"
-    prepare_synthetic(smoke_config().data.synthetic, root, progress=False)
-    return root / "annotations" / "val"
+def gt_dir(smoke_data):
+    return smoke_data.gt_dir
 
 
 def _gt_as_predictions(videos):

@@ -4,7 +4,6 @@ Each run starts a Ray Train controller and worker group: tens of seconds on a sh
 so the tests here are marked slow.
 """
 
-import dataclasses
 import os
 import threading
 import time
@@ -13,15 +12,12 @@ from pathlib import Path
 import psutil
 import pytest
 from mlflow.tracking import MlflowClient
+from test_train_loop import with_train
 
 from vremd.train.ray_train import fit, train_and_track
 from vremd.train.tracking import resolve_tracking_uri
 
 pytestmark = pytest.mark.slow
-
-
-def with_train(cfg, **changes):
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
 
 
 @pytest.fixture(scope="module")

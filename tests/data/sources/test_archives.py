@@ -17,7 +17,8 @@ FILES = {"posetrack_data/annotations/val/000001_mpii_test.json": b'{"images": []
          "posetrack_data/images/val/000001_mpii_test/000000.jpg": os.urandom(3000)}
 
 
-def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w:gz") -> Path:
+def write_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w:gz") -> Path:
+    """A tar archive of `members` ((TarInfo, bytes or None for links and folders)); tests/reliability uses it too."""
     with tarfile.open(path, mode) as tar:
         for info, data in members:
             if data is not None:
@@ -55,7 +56,7 @@ def _assert_nothing_left(tmp_path: Path, target: Path) -> None:
 
 @pytest.mark.parametrize("suffix,mode", [(".tar", "w"), (".tar.gz", "w:gz"), (".tgz", "w:gz"), (".tar.xz", "w:xz")])
 def test_tar_archives_extract(tmp_path, suffix, mode):
-    archive = _tar(tmp_path / f"a{suffix}", [_file(n, d) for n, d in FILES.items()], mode)
+    archive = write_tar(tmp_path / f"a{suffix}", [_file(n, d) for n, d in FILES.items()], mode)
     assert check_archive(archive) == sum(len(d) for d in FILES.values())
     assert extract_archive(archive, tmp_path / "out") == tmp_path / "out"
     _assert_extracted(tmp_path / "out")
@@ -68,7 +69,7 @@ def test_zip_extracts(tmp_path):
 
 
 def test_in_tree_symlink_is_allowed(tmp_path):
-    archive = _tar(tmp_path / "a.tar.gz", [_file("d/real.txt", b"hi"), _link("d/alias.txt", "real.txt")])
+    archive = write_tar(tmp_path / "a.tar.gz", [_file("d/real.txt", b"hi"), _link("d/alias.txt", "real.txt")])
     extract_archive(archive, tmp_path / "out")
     assert (tmp_path / "out/d/alias.txt").read_bytes() == b"hi"
 
@@ -82,7 +83,7 @@ def test_in_tree_symlink_is_allowed(tmp_path):
     (_link("d/hard", "../outside", tarfile.LNKTYPE), "hard link"),
 ])
 def test_unsafe_tar_members_are_refused(tmp_path, member, needle):
-    archive = _tar(tmp_path / "bad.tar.gz", [_file("fine.txt", b"fine"), member])
+    archive = write_tar(tmp_path / "bad.tar.gz", [_file("fine.txt", b"fine"), member])
     target = tmp_path / "sub" / "out"
     with pytest.raises(ArchiveError, match=needle) as err:
         extract_archive(archive, target)
@@ -94,7 +95,7 @@ def test_unsafe_tar_members_are_refused(tmp_path, member, needle):
 def test_device_member_is_refused(tmp_path):
     dev = tarfile.TarInfo("dev/null")
     dev.type, dev.devmajor, dev.devminor = tarfile.CHRTYPE, 1, 3
-    archive = _tar(tmp_path / "dev.tar", [(dev, None)], "w")
+    archive = write_tar(tmp_path / "dev.tar", [(dev, None)], "w")
     with pytest.raises(ArchiveError, match="device"):
         extract_archive(archive, tmp_path / "out")
     _assert_nothing_left(tmp_path, tmp_path / "out")
@@ -125,7 +126,7 @@ def test_zip_symlink_is_refused(tmp_path):
 def test_truncated_archive_gives_clear_error(tmp_path, name, mode):
     big = {"a/big.bin": os.urandom(200_000), "a/b.bin": os.urandom(50_000)}
     full = _zip(tmp_path / "full.zip", big) if mode is None else \
-        _tar(tmp_path / f"full{name[1:]}", [_file(n, d) for n, d in big.items()], mode)
+        write_tar(tmp_path / f"full{name[1:]}", [_file(n, d) for n, d in big.items()], mode)
     archive = tmp_path / name
     archive.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     with pytest.raises(ArchiveError, match="truncated or corrupt") as err:
@@ -163,7 +164,7 @@ def _split(archive: Path, pieces: int) -> list[Path]:
 
 
 def test_split_tar_parts_are_joined(tmp_path):
-    parts = _split(_tar(tmp_path / "images.tar.gz", [_file(n, d) for n, d in FILES.items()]), 3)
+    parts = _split(write_tar(tmp_path / "images.tar.gz", [_file(n, d) for n, d in FILES.items()]), 3)
     other = _zip(tmp_path / "labels.zip", {"x.txt": b"x"})
     assert group_split_parts([other, *parts]) == [[other], parts]
     assert split_base(parts[1]) == "images.tar.gz" and split_base(other) is None
@@ -172,11 +173,11 @@ def test_split_tar_parts_are_joined(tmp_path):
 
 
 def test_split_tar_with_missing_part_or_bad_member_is_refused(tmp_path):
-    parts = _split(_tar(tmp_path / "a.tar.gz", [_file("a/big.bin", os.urandom(100_000))]), 3)
+    parts = _split(write_tar(tmp_path / "a.tar.gz", [_file("a/big.bin", os.urandom(100_000))]), 3)
     with pytest.raises(ArchiveError, match="truncated or corrupt"):
         extract_archive(parts[:2], tmp_path / "out")
     _assert_nothing_left(tmp_path, tmp_path / "out")
-    bad = _split(_tar(tmp_path / "b.tar", [_file("ok.txt", b"1"), _file("../evil.txt", b"x")], "w"), 2)
+    bad = _split(write_tar(tmp_path / "b.tar", [_file("ok.txt", b"1"), _file("../evil.txt", b"x")], "w"), 2)
     with pytest.raises(ArchiveError, match="escapes the target"):
         extract_archive(bad, tmp_path / "out")
     _assert_nothing_left(tmp_path, tmp_path / "out")
