@@ -35,7 +35,7 @@ import torch
 
 from vremd.atomic import atomic_write_text
 from vremd.config import load_config
-from vremd.model.cost import module_flops
+from vremd.ablation.cost import module_flops
 from vremd.model.vremd import build_model
 from vremd.train.tracking import LOCK_TAG, lock_sha256
 

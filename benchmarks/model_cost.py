@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from vremd.config import ModelConfig, load_config, smoke_config
-from vremd.model.cost import ModuleCost, format_cost_table, module_flops, parameter_counts
+from vremd.ablation.cost import ModuleCost, format_cost_table, module_flops, parameter_counts
 from vremd.model.heads import HEATMAP_STRIDE
 from vremd.model.losses import heatmap_mse
 from vremd.model.vremd import build_model

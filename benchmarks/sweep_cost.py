@@ -38,7 +38,7 @@ from benchmarks.result import Result, write_results
 from vremd.ablation.fusion import GIB, estimate_bytes
 from vremd.ablation.grid import build_grid, load_tables, training_id
 from vremd.config import Config, config_from_dict, config_to_dict, load_config
-from vremd.model.cost import module_flops
+from vremd.ablation.cost import module_flops
 from vremd.frames import NUM_FRAMES
 from vremd.model.vremd import build_model
 from vremd.train.loop import optimise

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.result import Result, write_results
-from vremd.train.tracking_load import concurrent_writers
-from vremd.train.tracking_server import free_port, mlflow_server, postgres
+from vremd.tracking_server.load import concurrent_writers
+from vremd.tracking_server.server import free_port, mlflow_server, postgres
 
 
 def main(argv: list[str] | None = None) -> int:

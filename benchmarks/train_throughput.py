@@ -14,7 +14,7 @@ runs the real crops stage and index at each profile's crop size, then measures, 
   `--samples` samples, median and min.
 - the model step: `vremd.train.loop.train_step` (the step training runs) on batches from that loader, at
   the profile's model (random weights, the same cost), median and min over `--repeats` steps after one
-  warm-up; FLOPs per sample from `vremd.model.cost` (3x the forward of trainable parts + 1x frozen ones).
+  warm-up; FLOPs per sample from `vremd.ablation.cost` (3x the forward of trainable parts + 1x frozen ones).
 
 A GPU training the frozen ViT-L at 256x192 needs about 300 samples/s, so at paper size it also prints how
 many loader cores feed that.
@@ -41,7 +41,7 @@ from vremd.data.dataset import PoseTrackCrops
 from vremd.data.index import build_index
 from vremd.data.sources.download import prepare_synthetic
 from vremd.data.posetrack import read_video
-from vremd.model.cost import module_flops
+from vremd.ablation.cost import module_flops
 from vremd.model.heads import HEATMAP_STRIDE
 from vremd.model.vremd import build_model
 from vremd.train.loop import train_loader, train_step

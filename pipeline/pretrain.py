@@ -3,7 +3,7 @@
     python pipeline/pretrain.py --raw data/raw --index data/index --out pretrain [--no-progress]
 
 When `model.pretrained_url` is `pretrain`, trains the backbone with the classic decoder as a single-frame
-top-down pose model on synthetic stills of their own seed (`pretrain.*`, vremd/train/pretrain.py), scores it
+top-down pose model on synthetic stills of their own seed (`pretrain.*`, vremd/pretrain.py), scores it
 on the val split of `--index` (the single-frame val AP, logged to MLflow like any training) and writes:
 - `<out>/vitpose-demo.pth`: the backbone in the official ViTPose layout; the `weights` stage installs it at
   `model.pretrained`, and training loads it with `load_vitpose_checkpoint`, as the paper profile's ViT-L;
@@ -28,7 +28,7 @@ from vremd.errors import InputError
 from vremd.eval.posetrack_ap import MEAN, METRIC_NAMES
 from vremd.train.identity import file_sha256, run_identity, training_digest
 from vremd.train.loop import RunPaths
-from vremd.train.pretrain import STILLS_DIR, build_stills, check_pretrain_config, export_backbone, pretraining_config
+from vremd.pretrain import STILLS_DIR, build_stills, check_pretrain_config, export_backbone, pretraining_config
 from vremd.train.ray_train import train_and_track
 from vremd.train.tracking import resolve_tracking_uri
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from vremd.errors import InputError
-from vremd.train.tracking_server import TrackingServerError, mlflow_server, postgres
+from vremd.tracking_server.server import TrackingServerError, mlflow_server, postgres
 
 
 def _interrupt(signum, frame) -> None:

@@ -21,8 +21,8 @@ from pathlib import Path
 from pipeline.cli_config import add_config_args, config_from_args
 from vremd.errors import InputError
 from vremd.train.tracking import resolve_tracking_uri
-from vremd.train.tracking_server import TrackingServerError, mlflow_server
-from vremd.train.ui_snapshot import UISnapshotError, ablation_runs, compare_url, screenshot
+from vremd.tracking_server.server import TrackingServerError, mlflow_server
+from vremd.tracking_server.ui_snapshot import UISnapshotError, ablation_runs, compare_url, screenshot
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """Imports point one way: pipeline -> vremd.ablation -> vremd.train -> vremd.{data, model, eval} -> vremd.config
--> vremd.errors, and vremd.frames (a leaf)."""
+-> vremd.errors, and vremd.frames (a leaf); vremd.pretrain and vremd.tracking_server sit beside vremd.train."""
 
 import ast
 import subprocess
@@ -11,22 +11,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # package -> packages it must never import
+UPPER = ("vremd.train", "vremd.ablation", "vremd.pretrain", "vremd.tracking_server", "vremd.predict", "pipeline")
 FORBIDDEN = {
     "vremd.errors": ("vremd", "pipeline"),  # a leaf: every package may import InputError, it imports nothing of ours
     "vremd.frames": ("vremd", "pipeline"),  # the frame axis: a leaf that data, model and predict all read
-    "vremd.config": ("vremd.data", "vremd.model", "vremd.eval", "vremd.train", "vremd.ablation", "vremd.predict",
-                     "pipeline"),
-    "vremd.data": ("vremd.model", "vremd.eval", "vremd.train", "vremd.ablation", "vremd.predict", "pipeline", "ray",
-                   "mlflow"),
-    "vremd.model": ("vremd.data", "vremd.eval", "vremd.train", "vremd.ablation", "vremd.predict", "pipeline", "ray",
-                    "mlflow"),
-    "vremd.eval": ("vremd.model", "vremd.train", "vremd.ablation", "vremd.predict", "pipeline", "torch", "ray",
-                   "mlflow"),
-    "vremd.train": ("vremd.ablation", "vremd.predict", "pipeline"),  # one training run; sweeps live in vremd.ablation
-    "vremd.ablation": ("vremd.predict", "pipeline"),
-    "vremd.predict": ("vremd.train", "vremd.ablation", "pipeline", "ray"),
-    "vremd.detect": ("vremd.data", "vremd.model", "vremd.eval", "vremd.train", "vremd.ablation", "vremd.predict",
-                     "pipeline", "ray", "mlflow"),
+    "vremd.config": ("vremd.data", "vremd.model", "vremd.eval", *UPPER),
+    "vremd.data": ("vremd.model", "vremd.eval", *UPPER, "ray", "mlflow"),
+    "vremd.model": ("vremd.data", "vremd.eval", *UPPER, "ray", "mlflow"),
+    "vremd.eval": ("vremd.model", *UPPER, "torch", "ray", "mlflow"),
+    # one training run: sweeps live in vremd.ablation, the pretrain stage's data in vremd.pretrain, the team's
+    # server in vremd.tracking_server (so the train stage's code dep is the whole vremd/train folder)
+    "vremd.train": ("vremd.ablation", "vremd.pretrain", "vremd.tracking_server", "vremd.predict", "pipeline"),
+    "vremd.ablation": ("vremd.pretrain", "vremd.tracking_server", "vremd.predict", "pipeline"),
+    "vremd.pretrain": ("vremd.eval", "vremd.train", "vremd.ablation", "vremd.tracking_server", "vremd.predict",
+                       "pipeline", "ray", "mlflow"),  # the stills and the export; pipeline/pretrain.py trains
+    "vremd.tracking_server": ("vremd.data", "vremd.model", "vremd.eval", "vremd.ablation", "vremd.pretrain",
+                              "vremd.predict", "pipeline", "ray", "torch"),  # MLflow and PostgreSQL, Tracker
+    "vremd.predict": ("vremd.train", "vremd.ablation", "vremd.pretrain", "vremd.tracking_server", "pipeline", "ray"),
+    "vremd.detect": ("vremd.data", "vremd.model", "vremd.eval", *UPPER, "ray", "mlflow"),
 }
 
 

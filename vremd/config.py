@@ -10,7 +10,6 @@ import copy
 import dataclasses
 import difflib
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path

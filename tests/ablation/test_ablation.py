@@ -13,7 +13,7 @@ from matplotlib.image import imread
 
 from vremd.config import config_from_dict, smoke_config
 from vremd.eval.tables import load_paper_numbers
-from vremd.model.cost import parameters_outside_backbone
+from vremd.ablation.cost import parameters_outside_backbone
 from vremd.model.vremd import build_model
 from vremd.ablation.trials import _row_params
 from vremd.ablation.grid import (AblationError, TableSpec, apply_overrides, build_grid, check_inputs,

@@ -24,7 +24,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray_nodes import RayNode, node_env, node_ids, start_node, wait_for_nodes
 
-from tests.train.test_tracking_server import team_server  # noqa: F401 (fixture: PostgreSQL + mlflow server)
+from tests.tracking_server.test_tracking_server import team_server  # noqa: F401 (fixture: PostgreSQL + mlflow server)
 from vremd.ablation.trials import ATTEMPTS_FILE
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from benchmarks import gpu
-from vremd.model.cost import module_flops
+from vremd.ablation.cost import module_flops
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,7 @@ import torch
 from vremd.config import ModelConfig, smoke_config
 from vremd.data.joints import ANNOTATED_JOINTS, JOINT_NAMES, NUM_JOINTS, UNANNOTATED_JOINTS
 from vremd.eval.poseval_io import CATEGORY_NAMES
-from vremd.model.cost import format_cost_table, module_flops, parameter_counts
+from vremd.ablation.cost import format_cost_table, module_flops, parameter_counts
 from vremd.model.losses import heatmap_mse
 from vremd.model.vremd import ARCH_VERSION, HeadAlone, ModelStateError, build_model
 

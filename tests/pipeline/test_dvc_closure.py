@@ -5,8 +5,9 @@ A stage's code is the import closure of its script (the `python pipeline/X.py` i
 followed through vremd/ and pipeline/, packages' `__init__.py` included. dvc.yaml must list every module of
 it (a file, or a folder holding it), and no code dep the stage does not use: a folder dep counts as used only
 when every non-empty module in it is in the closure, else editing an unused file reruns the stage.
-Before: `download` missed the synthetic renderer, `evaluate` the inference module, `train` reran on an edit
-of any file in vremd/train. Data deps (data/raw, weights, detections, experiments/*.yaml) are not judged here.
+A folder the stage imports entirely is listed as the folder, so the lists stay short. Before: `download`
+missed the synthetic renderer, `evaluate` the inference module, `train` reran on an edit of any file in
+vremd/train. Data deps (data/raw, weights, detections, experiments/*.yaml) are not judged here.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def test_closure_follows_lazy_relative_and_package_imports():
     assert Path("vremd/predict/mlflow_model.py") in train  # imported inside a function
     assert Path("vremd/train/__init__.py") in train and Path("vremd/__init__.py") in train
     assert Path("pipeline/cli_config.py") in train
-    assert Path("vremd/ablation/grid.py") not in train and Path("vremd/train/pretrain.py") not in train
+    assert Path("vremd/ablation/grid.py") not in train and Path("vremd/pretrain.py") not in train
     assert Path("vremd/predict/tracker.py") in closure(Path("pipeline/evaluate.py"))  # only `from .tracker import`
 
 
@@ -132,4 +133,28 @@ def test_stage_code_deps_are_its_import_closure(dvc_file, name, stage):
                                            (ROOT / dep).is_dir() else [])}
     missing = sorted(p for p in used if p not in covered and (ROOT / p).read_text().strip())
     problems.extend(f"imports {p} (via {script}), not in deps: add it (or its folder) to deps" for p in missing)
+    for folder in _whole_folders(used):  # short lists: a folder the stage runs entirely is one dep
+        listed = sorted(dep for dep in deps if folder in dep.parents)
+        if listed and folder not in deps:
+            problems.append(f"imports every module of {folder}/: list the folder instead of "
+                            f"{', '.join(map(str, listed))}")
     assert not problems, f"{dvc_file} stage `{name}`:\n  " + "\n  ".join(problems)
+
+
+def _whole_folders(used: set[Path]) -> list[Path]:
+    """The outermost folders below vremd/ and pipeline/ whose every non-empty module is in `used`."""
+    folders = sorted({d for p in used for d in p.parents if len(d.parts) >= 2 and d.parts[0] in CODE_ROOTS},
+                     key=lambda d: len(d.parts))
+    whole: list[Path] = []
+    for folder in folders:
+        files = _code_files(folder)
+        if files and files <= used and not any(w in folder.parents for w in whole):
+            whole.append(folder)
+    return whole
+
+
+def test_train_stage_depends_on_whole_model_and_train_packages():
+    """vremd/train is one training and nothing else (sweeps, pretraining stills and the team's MLflow server live
+    beside it), and vremd/model is the network: the train stage runs all of both, so each is one dep."""
+    whole = _whole_folders(closure(Path("pipeline/train.py")))
+    assert Path("vremd/train") in whole and Path("vremd/model") in whole, whole

@@ -34,7 +34,7 @@ from ray import tune
 
 from vremd.config import Config, config_from_dict, flatten
 from vremd.eval.posetrack_ap import MEAN_METRIC, METRIC_NAMES
-from vremd.model.cost import parameters_outside_backbone
+from vremd.ablation.cost import parameters_outside_backbone
 from vremd.ablation.fused_loop import FusedRow, fit_fused
 from vremd.ablation.fusion import FusionPlan
 from vremd.ablation.grid import AblationError, TableSpec, TrialSpec, slug, training_id

@@ -25,7 +25,7 @@ Table rows (experiments/ablations.yaml; tests/model/test_vremd.py asserts each):
   6(a-c) one entangled stream; 6(d) two streams + fusion (about twice the BMD parameters)
 
 The baseline runs the ViT on the key frame only (nothing reads t-1, t+1): it is a single-frame top-down
-pose model, the one the `pretrain` stage trains (vremd/train/pretrain.py).
+pose model, the one the `pretrain` stage trains (vremd/pretrain.py).
 
 Checkpoints: the model carries `ARCH_VERSION` as a buffer; loading a state dict without it or from
 another version raises `ModelStateError` (weights of an older layout never load partially).

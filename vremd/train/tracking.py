@@ -8,7 +8,7 @@ store that is down never stops training: the first failure warns once, later cal
 
 Transient store errors are retried with backoff before they count as a failure: SQLite takes one writer
 at a time, and 8 concurrent Tune trials on one `mlflow.db` otherwise lose runs and metrics to "database is
-locked" and to the schema migration every new process races (measured by tests/train/test_tracking_server.py).
+locked" and to the schema migration every new process races (measured by tests/tracking_server/test_tracking_server.py).
 Two processes creating the same experiment is not an error either: the loser uses the winner's.
 """
 

@@ -18,9 +18,9 @@ from mlflow.tracking import MlflowClient
 
 from vremd.eval.posetrack_ap import METRIC_NAMES
 from vremd.train.tracking import Tracker, resolve_tracking_uri
-from vremd.train.tracking_load import concurrent_writers
-from vremd.train.tracking_server import TrackingServerError, mlflow_server, postgres
-from vremd.train.ui_snapshot import ablation_runs, compare_url, render, screenshot
+from vremd.tracking_server.load import concurrent_writers
+from vremd.tracking_server.server import TrackingServerError, mlflow_server, postgres
+from vremd.tracking_server.ui_snapshot import ablation_runs, compare_url, render, screenshot
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -20,11 +20,11 @@ from vremd.model.vremd import build_model
 from vremd.train.checkpoints import load_state
 from vremd.train.identity import file_sha256
 from vremd.train.loop import THREADS_TAG, RunPaths
-from vremd.train.pretrain import STILLS_DIR, check_pretrain_config, export_backbone
+from vremd.pretrain import STILLS_DIR, check_pretrain_config, export_backbone
 from vremd.train.ray_train import fit
 from vremd.train.checkpoints import latest_checkpoint
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "reliability"))
 
 

@@ -4,7 +4,7 @@
 released together, each open a run through `Tracker` (the path training and Tune trials use) and log
 `epochs` batches of `metrics_per_epoch` metrics, one batch per step as the training loop does. Then it
 reads every metric history back and counts what arrived, value by value. Used by
-tests/train/test_tracking_server.py and benchmarks/tracking_stores.py.
+tests/tracking_server/test_tracking_server.py and benchmarks/tracking_stores.py.
 """
 
 from __future__ import annotations
