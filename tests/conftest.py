@@ -138,8 +138,9 @@ def no_local_ray() -> None:
 
 @pytest.fixture(scope="session")
 def free_port():
-    """`free_port()`: a free TCP port on 127.0.0.1, for the servers and Ray nodes tests start."""
-    from ports import free_port
+    """`free_port()`: a free TCP port on 127.0.0.1, for the servers and Ray nodes tests start (the library's own,
+    which the team's tracking server uses; helpers such as tests/ray_nodes.py import it directly)."""
+    from vremd.tracking_server.server import free_port
 
     return free_port
 

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ports import free_port
+from vremd.tracking_server.server import free_port
 
 RAY = Path(sys.executable).parent / "ray"
 
