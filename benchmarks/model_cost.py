@@ -25,7 +25,7 @@ import torch
 from vremd.config import ModelConfig, load_config, smoke_config
 from vremd.ablation.cost import ModuleCost, format_cost_table, module_flops, parameter_counts
 from vremd.model.heads import HEATMAP_STRIDE
-from vremd.model.losses import heatmap_mse
+from vremd.train.losses import heatmap_mse
 from vremd.model.vremd import build_model
 
 from benchmarks.result import Result, write_results

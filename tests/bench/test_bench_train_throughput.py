@@ -11,7 +11,7 @@ import torch
 from benchmarks.train_throughput import PerSampleLoader, build_data, check_same_targets, loader_timings
 from vremd.config import load_config
 from vremd.data.dataset import IMAGENET_MEAN, IMAGENET_STD, PoseTrackCrops
-from vremd.model.losses import heatmap_mse
+from vremd.train.losses import heatmap_mse
 from vremd.model.heads import HEATMAP_STRIDE
 from vremd.model.vremd import build_model
 from vremd.train.loop import train_loader, train_step

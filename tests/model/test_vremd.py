@@ -20,7 +20,7 @@ from vremd.config import ModelConfig, smoke_config
 from vremd.data.joints import ANNOTATED_JOINTS, JOINT_NAMES, NUM_JOINTS, UNANNOTATED_JOINTS
 from vremd.eval.poseval_io import CATEGORY_NAMES
 from vremd.ablation.cost import format_cost_table, module_flops, parameter_counts
-from vremd.model.losses import heatmap_mse
+from vremd.train.losses import heatmap_mse
 from vremd.model.vremd import ARCH_VERSION, HeadAlone, ModelStateError, build_model
 
 SMOKE = dataclasses.replace(smoke_config().model, dim=16)  # D=16 != E=32 != N=12 != B=2

@@ -153,8 +153,9 @@ def _whole_folders(used: set[Path]) -> list[Path]:
     return whole
 
 
-def test_train_stage_depends_on_whole_model_and_train_packages():
+def test_train_and_evaluate_depend_on_whole_packages():
     """vremd/train is one training and nothing else (sweeps, pretraining stills and the team's MLflow server live
-    beside it), and vremd/model is the network: the train stage runs all of both, so each is one dep."""
-    whole = _whole_folders(closure(Path("pipeline/train.py")))
-    assert Path("vremd/train") in whole and Path("vremd/model") in whole, whole
+    beside it), and vremd/model is the network (the loss lives with training): the train stage runs all of both,
+    evaluate all of the network, so each is one dep."""
+    assert {Path("vremd/train"), Path("vremd/model")} <= set(_whole_folders(closure(Path("pipeline/train.py"))))
+    assert Path("vremd/model") in _whole_folders(closure(Path("pipeline/evaluate.py")))

@@ -32,7 +32,7 @@ from vremd.data.dataset import PoseTrackCrops
 from vremd.eval.posetrack_ap import MEAN_METRIC
 from vremd.eval.predictions import describe_unpredicted
 from vremd.model.heads import HEATMAP_STRIDE
-from vremd.model.losses import heatmap_mse
+from vremd.train.losses import heatmap_mse
 from vremd.model.vremd import autocast, build_model
 from vremd.train.checkpoints import LocalCheckpointStore, load_state, rng_state, save_state, set_rng_state
 from vremd.train.tracking import Tracker
