@@ -150,7 +150,7 @@ def _profile_tree(cfg, **dotted: Any) -> dict:
     overrides (`train__epochs=3` sets train.epochs)."""
     import copy
 
-    from vremd.config import Config, config_to_dict
+    from vremd.config import Config, config_to_dict, set_dotted
 
     if isinstance(cfg, Config):
         tree = config_to_dict(cfg)
@@ -158,11 +158,7 @@ def _profile_tree(cfg, **dotted: Any) -> dict:
     else:
         tree = copy.deepcopy(cfg)
     for key, value in dotted.items():
-        *parents, leaf = key.split("__")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        set_dotted(tree, key.replace("__", "."), value)
     return tree
 
 

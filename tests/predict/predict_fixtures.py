@@ -61,8 +61,7 @@ def save_smoke_checkpoint(path: Path, seed: int = 0, cfg: Config | None = None, 
     cfg = smoke_config() if cfg is None else cfg
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model_changes))
     torch.manual_seed(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return save_trained(path, build_model(cfg.model), cfg)
+    return save_trained(path, build_model(cfg.model), cfg)  # creates the folder
 
 
 def count_video_frames(path: Path) -> int:
