@@ -287,3 +287,28 @@ def test_pipeline_cli_is_the_library_cli():
     import pipeline.predict
 
     assert pipeline.predict.main is main
+
+
+def test_a_posetrack_box_file_out_of_frame_order_puts_each_box_on_its_own_frame(tiny, tmp_path):
+    """Issue 32 item 7: a PoseTrack json's boxes go to the frame its file names name, whatever the list order,
+    and the predictions list the images in the json's own order (poseval pairs files by position)."""
+    video, ckpt, _ = tiny
+    data = json.loads(video.gt_json.read_text())
+    data["images"].reverse()
+    shuffled = tmp_path / "annotations" / "val" / video.gt_json.name
+    shuffled.parent.mkdir(parents=True)
+    shuffled.write_text(json.dumps(data))
+    preds = {}
+    for name, boxes in (("sorted", video.gt_json), ("reversed", shuffled)):
+        out = tmp_path / f"{name}.json"
+        assert main([str(video.frames_dir), "--boxes", str(boxes), "--checkpoint", str(ckpt), "--out", str(out),
+                     "--quiet"]) == 0
+        preds[name] = json.loads(out.read_text())
+    assert [im["id"] for im in preds["reversed"]["images"]] == [im["id"] for im in data["images"]]
+
+    def poses(pred: dict) -> dict:  # image id -> [(track id, keypoints)]
+        return {im["id"]: sorted((a["track_id"], a["keypoints"]) for a in pred["annotations"] if a["image_id"] == im["id"])
+                for im in pred["images"]}
+
+    assert poses(preds["reversed"]) == poses(preds["sorted"])
+    assert sum(map(len, poses(preds["sorted"]).values())) == sum(len(f.persons) for f in read_video(video.gt_json).frames)
