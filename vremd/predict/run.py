@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,17 +95,14 @@ def run_prediction(req: PredictRequest, fallback_cfg: Config | Callable[[], Conf
         if writer is not None:
             writer.write(draw_frame(frame_bgr, result))
 
-    try:
+    with writer if writer is not None else nullcontext():  # the overlay is kept only if the whole run succeeds
         results, stats = predict_video(model, cfg, req.video, boxes, req.batch_size, req.device, on_frame,
                                        req.progress, req.flip_test)
-    finally:
-        if writer is not None:
-            writer.close()
-    images, image_results = _output_frames(boxes, name, results)
-    warnings = [*stats.skipped_boxes[:5]]
-    if len(stats.skipped_boxes) > 5:
-        warnings.append(f"... {len(stats.skipped_boxes) - 5} more boxes skipped")
-    warnings += write_predictions_json(predictions_video(name, images, image_results), req.out_json)
+        images, image_results = _output_frames(boxes, name, results)
+        warnings = [*stats.skipped_boxes[:5]]
+        if len(stats.skipped_boxes) > 5:
+            warnings.append(f"... {len(stats.skipped_boxes) - 5} more boxes skipped")
+        warnings += write_predictions_json(predictions_video(name, images, image_results), req.out_json)
     tracks = {int(i) for r in results for i in r["track_ids"]}
     return PredictSummary(
         frames=stats.frames, persons=stats.crops, tracks=len(tracks), json_path=Path(req.out_json),
