@@ -1,5 +1,6 @@
 """3-frame crop extraction: known pixels, same box on all frames, clamping, bad input, incremental store."""
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -339,3 +340,45 @@ def test_reduced_decode_keeps_boxes_and_pixels_of_full_decode(tmp_path):
     assert extract_video(video, "train", tmp_path, small, "error").decode_scales == Counter({1: 4})
     with pytest.raises(ValueError, match="reduced_decode: expected auto"):
         extract_video(video, "train", tmp_path, small, "error", reduced_decode="sometimes")
+
+
+def _window_frames(crops: np.ndarray) -> list[int]:
+    """Which fixture frames a (3, H, W, 3) RGB window shows: frame t has blue 20 + 40 t (`frame_pixels`)."""
+    return [int(round((np.median(crops[k, :, :, 2]) - 20) / 40)) for k in range(3)]
+
+
+def _rewrite_images(video: posetrack.Video, keep_listed: list[int]) -> posetrack.Video:
+    """The video's json with only the images at positions `keep_listed`, listed in that order (and their persons)."""
+    data = json.loads(video.json_path.read_text())
+    images = [data["images"][k] for k in keep_listed]
+    ids = {im["id"] for im in images}
+    data.update(images=images, annotations=[a for a in data["annotations"] if a["image_id"] in ids])
+    video.json_path.write_text(json.dumps(data))
+    return posetrack.read_video(video.json_path, video.split)
+
+
+def test_a_json_listing_images_out_of_frame_order_crops_the_real_neighbours(tmp_path):
+    """Issue 32 item 7: the images list is not in frame order; t-1 and t+1 are still the frames numbered so."""
+    video = write_fixture_video(tmp_path, "val", 5, two_people(5))
+    expected = extract_video(video, "val", tmp_path, RAW, "error")
+    shuffled = _rewrite_images(video, [3, 0, 4, 2, 1])
+    got = extract_video(shuffled, "val", tmp_path, RAW, "error")
+    keys = ("frame_index", "image_id", "file_name", "track_id", "box_xywh", "neighbour_clamped", "crop_to_image")
+    assert [{k: r[k] for k in keys} for r in got.rows] == [{k: r[k] for k in keys} for r in expected.rows]
+    np.testing.assert_array_equal(got.crops, expected.crops)
+    for row in got.rows:
+        t = row["frame_index"]
+        assert row["file_name"].endswith(f"{t:06d}.jpg")
+        assert _window_frames(got.sample(row["row"])) == [max(t - 1, 0), t, min(t + 1, 4)]
+
+
+def test_a_neighbour_the_json_does_not_list_is_clamped_never_a_farther_frame(tmp_path):
+    """A json listing every 2nd frame: the neighbours of frame 2 are frames 1 and 3, which it does not list, so
+    the key frame stands in for them (as at the video's ends), never frames 0 and 4."""
+    video = write_fixture_video(tmp_path, "val", 6, two_people(5))
+    sparse = _rewrite_images(video, [0, 2, 4])
+    assert sparse.frame_numbers == (0, 2, 4)
+    res = extract_video(sparse, "val", tmp_path, RAW, "error")
+    windows = {(r["file_name"][-10:-4], r["track_id"]): _window_frames(res.sample(r["row"])) for r in res.rows}
+    assert windows == {(f"{t:06d}", p): [t, t, t] for t in (0, 2, 4) for p in (0, 1)}
+    assert all(r["neighbour_clamped"] for r in res.rows) and res.clamped_neighbours == 6

@@ -31,8 +31,9 @@ from vremd.data import posetrack
 from vremd.data.crops import extract_video
 from vremd.data.detections import Detection, DetectionFormatError, read_detections
 
-FORMAT_VERSION = 3  # 2: frames may be decoded at 1/2 or 1/4 resolution (crops.py); 3: out-of-frame joints kept,
-# val crops every person poseval counts (any box size, unlabeled frames with persons) and no jointless person
+FORMAT_VERSION = 4  # 2: frames may be decoded at 1/2 or 1/4 resolution (crops.py); 3: out-of-frame joints kept,
+# val crops every person poseval counts (any box size, unlabeled frames with persons) and no jointless person;
+# 4: neighbours by frame number (a json's images sorted by it; a neighbour the json does not list is clamped)
 MANIFEST = "manifest.parquet"
 STATS = "stats.json"
 

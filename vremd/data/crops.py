@@ -1,9 +1,10 @@
 """3-frame person crops of one video, extracted frame-major (each JPEG decoded once).
 
 A sample is one person box in a labeled key frame t: the box is enlarged by 25% and widened to the
-crop's aspect, snapped to pixel boundaries, and the SAME box crops frames t-1, t, t+1 (neighbour
-indices clamped at the video's ends). Frames are decoded once per video into a sliding window of 3, so a frame shared by several
-persons and by its neighbours' samples costs one decode. `crop_frames` (a resize of the box's pixels)
+crop's aspect, snapped to pixel boundaries, and the SAME box crops frames t-1, t, t+1 (by frame number;
+clamped to t at the video's ends and where the json does not list the neighbour). Frames are decoded
+once per video into a sliding window of 3, so a frame shared by several persons and by its neighbours'
+samples costs one decode. `crop_frames` (a resize of the box's pixels)
 is the fast crop; `crop_sample` (warpAffine of the crop affine) is its reference.
 
 Two passes per video: the first reads each needed file once, checks every sample against the
@@ -17,6 +18,7 @@ with a full-resolution decode up to resampling differences (tests bound them).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,9 +80,21 @@ class VideoCrops:
         return shard_sample(self.crops, row, self.rows[row]["jpeg_offsets"])
 
 
-def neighbour_indices(t: int, num_frames: int) -> tuple[tuple[int, ...], bool]:
-    """Frame indices (t-1, t, t+1) clamped to the video, and whether any was clamped."""
-    idx = tuple(min(max(t + d, 0), num_frames - 1) for d in FRAME_OFFSETS)
+def neighbour_indices(t: int, num_frames: int, frame_numbers: Sequence[int] | None = None,
+                      ) -> tuple[tuple[int, ...], bool]:
+    """Frame indices (t-1, t, t+1) clamped to the video, and whether any was clamped.
+
+    `frame_numbers` (ascending, one per frame; default 0, 1, 2, ...) are the frames' real numbers: a
+    neighbour whose number is not among them (a json listing only some frames) is clamped to t, as at
+    the video's ends, never replaced by a farther frame.
+    """
+    def index(d: int) -> int:
+        i = t + d
+        if not 0 <= i < num_frames or (frame_numbers is not None and frame_numbers[i] != frame_numbers[t] + d):
+            return t
+        return i
+
+    idx = tuple(index(d) for d in FRAME_OFFSETS)
     return idx, any(i != t + d for i, d in zip(idx, FRAME_OFFSETS))
 
 
@@ -321,7 +335,7 @@ def extract_video(video, split: str, dataset_dir: Path, cfg: CropsConfig, policy
     files: dict[int, _File | JpegError] = {}
     jobs = []  # (sample, neighbour indices, clamped, pixel rectangle), in frame order
     for s in plan:
-        idx, clamped = neighbour_indices(s.frame_index, len(video.frames))
+        idx, clamped = neighbour_indices(s.frame_index, len(video.frames), video.frame_numbers)
         for i in idx:
             if i not in files:
                 files[i] = _load_file(dataset_dir / video.frames[i].file_name, result)
