@@ -161,6 +161,8 @@ def test_stored_train_crops_keep_the_margin_val_crops_none(index_dir):
     assert (train.margins == [15, 11]).all() and (val.margins == 0).all()  # 24x32 at 1.35: warp_margin_px
     assert train._crops(0).shape == (3, 32 + 2 * 11, 24 + 2 * 15, 3) and train.raw_crops(0).shape == (3, 32, 24, 3)
     assert val._crops(0).shape == (3, 32, 24, 3)
+    augmented = PoseTrackCrops(path / "train.parquet", AugmentConfig(), heatmap_stride=HEATMAP_STRIDE)
+    assert augmented._open == {}  # its margin check leaves no shard mapped for DataLoader workers to inherit pickled
 
 
 @pytest.mark.parametrize("context", [0.0, 1.35])

@@ -130,6 +130,7 @@ class PoseTrackCrops(Dataset):
         if self.augment is None or self.augment.borders != "frame" or not len(self):
             return
         H, W = self.raw_crops(0).shape[1:3]
+        self._open.clear()  # DataLoader workers map the shards themselves (a pickled map would copy them)
         need = required_margin_px(self.augment, (W, H))
         have = tuple(int(v) for v in self.margins.min(axis=0))
         if need[0] <= have[0] and need[1] <= have[1]:
