@@ -180,17 +180,22 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class DetectConfig:
-    """Person detector for test-time boxes (`vremd.detect`) and the DCPose-style post-processing of its boxes."""
+    """Person detector for test-time boxes (`vremd.detect`) and the post-processing of the poses of scored boxes
+    (`vremd.eval.postprocess`, shared by validation and predict; GT boxes are never post-processed)."""
 
     model: str = "fasterrcnn_resnet50_fpn_v2"  # or fasterrcnn_mobilenet_v3_large_fpn (CPU)
     weights: str = ""  # local state dict; empty: torchvision's download and cache
-    score_threshold: float = 0.2  # torchvision keeps boxes scoring above it (DCPose VAL.IMAGE_THRE 0.2, kept at >=)
+    # boxes scoring >= it are kept (DCPose PoseTrack.py:377 drops `score < IMAGE_THRE`, 0.2): by the detector, by
+    # the crops stage reading a detection json, by predict reading one
+    score_threshold: float = 0.2
     nms_iou: float = 0.5  # box NMS inside the detector (torchvision's default)
     min_size: int = 800  # input resize: shorter side (torchvision's default) ...
     max_size: int = 1333  # ... longer side at most
     batch_size: int = 4
-    oks_nms: float = 0.9  # OKS-NMS of the predicted poses per frame (DCPose VAL.OKS_THRE)
-    keypoint_threshold: float = 0.2  # joints above it rescore a person (DCPose VAL.IN_VIS_THRE)
+    # "none": every kept box's pose is written (DCPose); "oks_nms": rescoring + OKS-NMS as MMPose's PoseTrack18Metric
+    postprocess: Literal["none", "oks_nms"] = "none"
+    oks_nms: float = 0.9  # oks_nms: keep a pose while its OKS with every kept one is <= this (MMPose nms_thr)
+    keypoint_threshold: float = 0.2  # oks_nms: joints above it rescore a person (MMPose keypoint_score_thr)
 
 
 @dataclass(frozen=True)

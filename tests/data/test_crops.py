@@ -288,6 +288,22 @@ def test_val_boxes_from_detection_json(tmp_path):
         build_crops(tmp_path, tmp_path / "crops", CFG, "error", val_boxes=str(tmp_path / "dets.json"))
 
 
+def test_detection_json_boxes_are_cropped_at_or_above_the_score_threshold(tmp_path):
+    """DCPose keeps a box unless `score < IMAGE_THRE` (0.2): 0.2 is cropped, 0.1999 is not; the threshold is
+    detect.score_threshold, and changing it re-extracts the video."""
+    import orjson
+    video = write_fixture_video(tmp_path, "val", 20, two_people(2))
+    image_id = video.frames[1].image_id
+    dets = [{"image_id": image_id, "category_id": 1, "bbox": [30, 20, 20, 40], "score": score}
+            for score in (0.2, 0.1999, 0.6)]
+    (tmp_path / "dets.json").write_bytes(orjson.dumps(dets))
+    build_crops(tmp_path, tmp_path / "crops", CFG, "error", val_boxes=str(tmp_path / "dets.json"), min_box_score=0.2)
+    assert read_manifest(tmp_path / "crops")["score"].tolist() == [0.6, 0.2]  # best first
+    stats = build_crops(tmp_path, tmp_path / "crops", CFG, "error", val_boxes=str(tmp_path / "dets.json"),
+                        min_box_score=0.6)
+    assert stats["processed"] == [f"val/{video.name}"] and read_manifest(tmp_path / "crops")["score"].tolist() == [0.6]
+
+
 def _smooth_jpeg(rng, hw, path: Path) -> None:
     h, w = hw
     coarse = rng.integers(0, 255, (h // 24 + 1, w // 24 + 1, 3), dtype=np.uint8)

@@ -27,7 +27,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from vremd.atomic import atomic_write_bytes, atomic_write_stream
-from vremd.config import BadInputPolicy, ConfigError, CropsConfig
+from vremd.config import BadInputPolicy, ConfigError, CropsConfig, DetectConfig
 from vremd.data import posetrack
 from vremd.data.crops import extract_video
 from vremd.data.detections import Detection, DetectionFormatError, read_detections
@@ -108,9 +108,9 @@ def _read_record(path: Path) -> dict | None:
     return record if record.get("format") == FORMAT_VERSION else None
 
 
-def _detections_by_video(val_boxes: str, dataset_dir: Path) -> dict[str, dict[int, list[Detection]]]:
-    """Detections of `data.val_boxes` split per val video (by the image ids of its GT json)."""
-    by_image = read_detections(Path(val_boxes))
+def _detections_by_video(val_boxes: str, dataset_dir: Path, min_score: float) -> dict[str, dict[int, list[Detection]]]:
+    """Detections of `data.val_boxes` scoring at least `min_score`, split per val video (by its GT json's image ids)."""
+    by_image = read_detections(Path(val_boxes), min_score)
     out = {}
     for json_path in posetrack.list_videos(dataset_dir, "val"):
         video = posetrack.read_video(json_path, "val")
@@ -127,9 +127,9 @@ def _init_worker() -> None:
 
 
 def _plan_tasks(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadInputPolicy,
-                val_boxes: str) -> tuple[list[VideoTask], dict]:
+                val_boxes: str, min_score: float) -> tuple[list[VideoTask], dict]:
     """Every current video's task and the records still valid for it (same key)."""
-    dets = _detections_by_video(val_boxes, dataset_dir) if val_boxes != "gt" else None
+    dets = _detections_by_video(val_boxes, dataset_dir, min_score) if val_boxes != "gt" else None
     tasks, records = [], {}
     for split in posetrack.SPLITS:
         for json_path in posetrack.list_videos(dataset_dir, split):
@@ -158,15 +158,19 @@ def _remove_stale(out_dir: Path, current: set[tuple[str, str]]) -> list[str]:
 
 
 def build_crops(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadInputPolicy,
-                val_boxes: str = "gt", workers: int = 1, progress: bool = True) -> dict:
-    """Bring `out_dir` up to date with the raw dataset; write the manifest and stats; return the stats."""
+                val_boxes: str = "gt", workers: int = 1, progress: bool = True,
+                min_box_score: float = DetectConfig.score_threshold) -> dict:
+    """Bring `out_dir` up to date with the raw dataset; write the manifest and stats; return the stats.
+
+    Val crops of a detection json (`val_boxes`) take its boxes scoring at least `min_box_score`
+    (`detect.score_threshold`)."""
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     if not 0 <= cfg.jpeg_quality <= 100:
         raise ConfigError(f"crops.jpeg_quality: expected 0 (raw pixels) or 1-100, found {cfg.jpeg_quality}")
     if not any(posetrack.list_videos(dataset_dir, split) for split in posetrack.SPLITS):
         raise FileNotFoundError(f"{dataset_dir}: no annotations/{{train,val}}/*.json (run pipeline/download.py first)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    tasks, records = _plan_tasks(dataset_dir, out_dir, cfg, policy, val_boxes)
+    tasks, records = _plan_tasks(dataset_dir, out_dir, cfg, policy, val_boxes, min_box_score)
     todo = [t for t in tasks if (t.split, t.json_path.stem) not in records]
     removed = _remove_stale(out_dir, {(t.split, t.json_path.stem) for t in tasks})
     bar = tqdm(total=len(todo), desc="crops (videos)", unit="video", disable=not progress)

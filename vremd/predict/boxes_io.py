@@ -7,11 +7,15 @@ Which frame a COCO `image_id` means:
   to a frame by its base name (`000012.jpg` is the 13th file of a frame folder, or frame 12 of a video:
   the last integer in the name is the frame index when no file of that name exists).
 A PoseTrack json pairs its images with frames by position (as poseval does); its `track_id`s are kept.
-Only `category_id` 1 (person, or no category) is used; boxes below `min_score` are dropped.
+Only `category_id` 1 (person, or no category) is used; boxes scoring below `min_score` are dropped
+(`vremd.data.detections.keeps_score`, the crops stage's rule). A COCO file whose boxes carry scores holds a
+detector's boxes (`BoxSet.detected`: their poses are post-processed, as validation's); a PoseTrack json or
+unscored boxes are annotated persons, one box each. A frame's boxes are listed best score first.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -22,6 +26,7 @@ import numpy as np
 import orjson
 
 from vremd.data.boxes import box_from_keypoints
+from vremd.data.detections import keeps_score
 from vremd.data.posetrack import PoseTrackFormatError, read_video
 from vremd.errors import InputError
 
@@ -48,6 +53,7 @@ class BoxSet:
     frames: tuple[FrameBoxes, ...]
     images: tuple[dict[str, Any], ...] | None = None  # PoseTrack json images (file_name, id, ...)
     video_name: str | None = None
+    detected: bool = False  # a detector's scored boxes (post-processed), not annotated persons
 
     @property
     def num_boxes(self) -> int:
@@ -90,7 +96,7 @@ def _collect(per_frame: dict[int, list], num_frames: int, path: Path) -> tuple[F
         )
     frames = []
     for t in range(num_frames):
-        rows = per_frame.get(t, [])
+        rows = sorted(per_frame.get(t, []), key=lambda r: -r[1])  # best score first (stable), as read_detections
         if not rows:
             frames.append(_empty())
             continue
@@ -113,13 +119,15 @@ def _load_coco(path: Path, data: Any, frame_names: tuple[str, ...], min_score: f
     else:
         frame_of_id, dets = None, data
     per_frame: dict[int, list] = {}
+    scored = False
     for i, det in enumerate(dets):
         where = f"{path}: [{i}]" if frame_of_id is None else f"{path}: annotations[{i}]"
         if not isinstance(det, dict) or "image_id" not in det or "bbox" not in det:
             raise BoxFileError(f"{where}: expected a detection with 'image_id' and 'bbox'")
         score = _score(det.get("score", 1.0), where)
-        if det.get("category_id", 1) != 1 or score < min_score:
+        if det.get("category_id", 1) != 1 or not keeps_score(score, min_score):
             continue
+        scored |= "score" in det
         if frame_of_id is None:
             frame = det["image_id"]
             if not isinstance(frame, int):
@@ -129,7 +137,7 @@ def _load_coco(path: Path, data: Any, frame_names: tuple[str, ...], min_score: f
         else:
             frame = frame_of_id[det["image_id"]]
         per_frame.setdefault(frame, []).append((_box(det["bbox"], where), score, -1))
-    return BoxSet(_collect(per_frame, len(frame_names), path))
+    return BoxSet(_collect(per_frame, len(frame_names), path), detected=scored)
 
 
 def _load_posetrack(path: Path, num_frames: int) -> BoxSet:
@@ -153,7 +161,7 @@ def _load_posetrack(path: Path, num_frames: int) -> BoxSet:
 def load_boxes(
     path: str | Path, frame_names: tuple[str, ...], fmt: str = "auto", min_score: float = 0.0
 ) -> BoxSet:
-    """Read person boxes for a video whose frames are `frame_names`; raises BoxFileError.
+    """Read person boxes for a video whose frames are `frame_names` (scored boxes below `min_score` dropped).
 
     fmt: "coco", "posetrack" or "auto" (a dict with `categories` and `track_id`s is PoseTrack).
     """
@@ -187,4 +195,4 @@ def assign_tracks(boxes: BoxSet, track: bool, iou_threshold: float = 0.3, max_ga
     else:
         ids = [f.track_ids if np.all(f.track_ids >= 0) else np.arange(len(f.scores)) for f in boxes.frames]
     frames = tuple(FrameBoxes(f.boxes_xywh, f.scores, i.astype(np.int64)) for f, i in zip(boxes.frames, ids))
-    return BoxSet(frames, boxes.images, boxes.video_name)
+    return dataclasses.replace(boxes, frames=frames)

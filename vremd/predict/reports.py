@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -42,7 +43,7 @@ def sample_report(model, crops_rgb: np.ndarray, out_png: str | Path, device: str
 def _only_frames(boxes: BoxSet, keep: list[int]) -> BoxSet:
     empty = FrameBoxes(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64))
     frames = tuple(f if t in keep else empty for t, f in enumerate(boxes.frames))
-    return BoxSet(frames, boxes.images, boxes.video_name)
+    return dataclasses.replace(boxes, frames=frames)
 
 
 def _gt_by_track(gt_json: Path, frame: int, track_ids: np.ndarray, num_joints: int) -> GroundTruth:
