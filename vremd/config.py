@@ -66,19 +66,37 @@ class CropsConfig:
     jpeg_quality: int = 95  # crops are stored as JPEGs of this quality; 0 stores raw uint8 pixels
     workers: int = 2  # speed only: not a DVC params dependency
     min_box_px: float = 4.0  # train boxes smaller than this are a counted skip (val persons are scored at any size)
+    # Train crops are stored on a canvas of the frame's pixels around the crop (same pixel scale; black only where
+    # the frame ends), so that augment.borders "frame" warps show the scene: every rotation of the crop zoomed out
+    # by this factor stays on it (margins: vremd.data.boxes.warp_margin_px; 192x256 at 1.35: 120 x 88 px, a
+    # 432x432 canvas). 0: the crop only (val crops never have a margin). Range: 0, or [0.5, 3].
+    train_context_scale: float = 1.35
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training-time augmentation of crops (the paper's recipe) and target encoding.
+    """Training-time augmentation of crops and target encoding (vremd/data/augment.py).
 
-    The heatmap stride is no key: it is the model's `vremd.model.heads.HEATMAP_STRIDE`."""
+    Defaults: the paper's recipe ("rotation +-45, scale 0.65-1.35, half body, flip, consistent with PoseWarper and
+    DCPose") as DCPose samples it: Pose-Group/DCPose `configs/posetimation/DcPose/Base_PoseTrack17.yaml:97-101`
+    (FLIP, NUM_JOINTS_HALF_BODY 8, PROB_HALF_BODY 0.3, ROT_FACTOR 45, SCALE_FACTOR 0.35) drawn as in
+    `datasets/zoo/posetrack/PoseTrack.py:197-219`. The heatmap stride is no key: it is the model's
+    `vremd.model.heads.HEATMAP_STRIDE`."""
 
-    rotation_deg: float = 45.0
-    scale_min: float = 0.65
-    scale_max: float = 1.35
-    flip_prob: float = 0.5
-    half_body_prob: float = 0.3
+    # "dcpose": DCPose's distributions (the keys' dcpose meanings below); "uniform": before issue 28, rotation
+    # uniform in +-rotation_deg on every sample and zoom uniform in [scale_min, scale_max]
+    sampling: Literal["dcpose", "uniform"] = "dcpose"
+    # "frame": warp the stored train canvas (crops.train_context_scale), so rotations and zoom-outs show the scene
+    # as DCPose's warp of the whole frame does; "crop": warp the 1.25x crop only, black outside it (before issue 28)
+    borders: Literal["frame", "crop"] = "frame"
+    rotation_deg: float = 45.0  # dcpose: std of the angle (ROT_FACTOR); uniform: its half-range. Range [0, 180]
+    rotation_clip_deg: float = 90.0  # dcpose: |angle| clip, 2 x ROT_FACTOR (PoseTrack.py:209). Range [0, 180]
+    rotation_prob: float = 0.6  # dcpose: the share of samples rotated at all (PoseTrack.py:210). Range [0, 1]
+    scale_sigma: float = 0.35  # dcpose: std of the zoom 1 + N(0, sigma) (SCALE_FACTOR, PoseTrack.py:208). Range [0, 1]
+    scale_min: float = 0.65  # dcpose: the zoom's lower clip, 1 - SCALE_FACTOR; uniform: lower end. Range (0, scale_max]
+    scale_max: float = 1.35  # > 1 zooms out; dcpose: upper clip, 1 + SCALE_FACTOR; uniform: upper end. Range [min, 3]
+    flip_prob: float = 0.5  # FLIP: true, taken when random() <= 0.5 (PoseTrack.py:212). Range [0, 1]
+    half_body_prob: float = 0.3  # PROB_HALF_BODY, when > 8 joints are visible (PoseTrack.py:198). Range [0, 1]
     sigma_px: float = 2.0  # Gaussian sigma in heatmap pixels
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import yaml
 
 from vremd.config import PATH_KEYS, Config, ConfigError, config_from_dict, config_to_dict, resolve_path_value, set_dotted
+from vremd.data.dataset import check_augment_margin
 from vremd.errors import InputError
 from vremd.train.identity import RunIdentity, code_hash, data_hash, file_sha256, training_digest
 
@@ -218,7 +219,8 @@ def grid_text(trials: Sequence[TrialSpec], resources: Mapping[str, float]) -> st
 
 
 def check_inputs(trials: Sequence[TrialSpec], index_dir: str, raw_dir: Path) -> None:
-    """Raise `AblationError` naming every missing index, GT folder or pretrained weights file the trials would read."""
+    """Raise `AblationError` naming every missing index, GT folder or pretrained weights file the trials would read;
+    ConfigError where a trial's augmentation reaches past the margin stored around the index's train crops."""
     weights = [w for w in dict.fromkeys(t.config["model"]["pretrained"] for t in trials) if w and not Path(w).is_file()]
     if weights:  # refused before any trial trains: its identity (and name) would change when the file arrives
         raise AblationError(f"model.pretrained: no such weights file: {', '.join(weights)}; nothing was run")
@@ -231,3 +233,7 @@ def check_inputs(trials: Sequence[TrialSpec], index_dir: str, raw_dir: Path) -> 
     if missing:
         raise AblationError(f"missing inputs: {', '.join(missing)}; build them with the download, crops and "
                             "preprocess stages (dvc repro preprocess, or pipeline/download.py, crops.py, preprocess.py)")
+    recipes = dict.fromkeys((t.config["data"]["source"], json.dumps(t.config["augment"])) for t in trials)
+    for source, augment in recipes:
+        cfg = config_from_dict({"augment": json.loads(augment)})  # its margin is refused before any trial trains
+        check_augment_margin(Path(index_dir.format(source=source)) / "train.parquet", cfg.augment)

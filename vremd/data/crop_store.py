@@ -1,8 +1,9 @@
 """Incremental on-disk store of crops: one shard per video plus a manifest with one row per sample.
 
 Layout under the crops dir:
-  <split>/<video>.npy    the video's crops, memory-mappable: raw uint8 (S, T=3, H, W, 3) RGB when
-                         crops.jpeg_quality is 0, else 1-D uint8 JPEG bytes (rows' jpeg_offsets)
+  <split>/<video>.npy    the video's crops, memory-mappable: raw uint8 (S, T=3, H', W', 3) RGB when
+                         crops.jpeg_quality is 0, else 1-D uint8 JPEG bytes (rows' jpeg_offsets); train
+                         crops carry their rows' margin_px of the frame on each side (H' = H + 2 my)
   <split>/<video>.json   the video's record: input key, counts, skip messages, its manifest rows
   manifest.parquet       all rows of the current videos (+ `shard`: path relative to the crops dir)
   stats.json             counts per split (samples, skips by reason, clamped neighbours)
@@ -33,7 +34,8 @@ from vremd.data.detections import Detection, DetectionFormatError, read_detectio
 
 FORMAT_VERSION = 4  # 2: frames may be decoded at 1/2 or 1/4 resolution (crops.py); 3: out-of-frame joints kept,
 # val crops every person poseval counts (any box size, unlabeled frames with persons) and no jointless person;
-# 4: neighbours by frame number (a json's images sorted by it; a neighbour the json does not list is clamped)
+# 4: neighbours by frame number (a json's images sorted by it; a neighbour the json does not list is clamped),
+# and train crops stored with a margin of the frame around them (rows' margin_px, crops.train_context_scale)
 MANIFEST = "manifest.parquet"
 STATS = "stats.json"
 
@@ -204,7 +206,7 @@ def build_crops(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadI
 MANIFEST_COLUMNS = [
     "split", "video", "json_path", "frame_index", "image_id", "file_name", "track_id", "person_id",
     "source", "box_xywh", "score", "joints_crop_xyv", "num_visible", "crop_to_image",
-    "neighbour_clamped", "shard", "row", "jpeg_offsets",
+    "neighbour_clamped", "shard", "row", "jpeg_offsets", "margin_px",
 ]
 
 
