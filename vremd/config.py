@@ -110,7 +110,7 @@ class CropsConfig:
     height: PositiveInt = 256
     width: PositiveInt = 192
     jpeg_quality: Annotated[int, Range(0, 100)] = 95  # crops are JPEGs of this quality (1-100); 0: raw uint8 pixels
-    workers: Annotated[PositiveInt, NEUTRAL] = 2  # speed only: not a DVC params dependency
+    workers: Annotated[Count, NEUTRAL] = 2  # processes (0 and 1: in this one); speed only: not a DVC params dependency
     # train boxes smaller than this are a counted skip (val persons are scored at any size)
     min_box_px: NonNegative = 4.0
 
