@@ -122,11 +122,13 @@ def training_keys(cfg_dict: Mapping[str, Any]) -> dict[str, Any]:
     """The flattened keys that change training results (not tracking names, speed-only knobs or paths).
 
     `train.num_workers` is one: it sets the per-worker batch and so BatchNorm statistics and DDP's
-    gradient average; `train.use_gpu` is one: GPU training runs in bf16 autocast.
+    gradient average; `train.use_gpu` is one: GPU training runs in bf16 autocast. `eval.*` and `detect.*` are:
+    the validation AP in a run's history is scored with `eval.protocol` and `detect.oks_nms`/`keypoint_threshold`
+    (tests/pipeline/test_dvc_params.py checks that these keys hold every key the train stage reads).
     """
     neutral = neutral_keys()  # speed-only knobs, retries, kept checkpoints (marked on their fields)
     return {k: v for k, v in flatten(dict(cfg_dict)).items()
-            if k.split(".")[0] in ("data", "crops", "augment", "model", "train")
+            if k.split(".")[0] in ("data", "crops", "augment", "model", "train", "eval", "detect")
             and k not in neutral and k not in PATH_KEYS}
 
 
