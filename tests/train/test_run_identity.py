@@ -82,6 +82,9 @@ def test_settings_that_change_results_name_the_training():
     assert training_digest(config_to_dict(with_train(smoke_config(), loader_workers=2)), ident) == base
     assert training_digest(config_to_dict(smoke_config()), {**ident, "data": "e"}) != base
     assert training_digest(config_to_dict(smoke_config()), {**ident, "code": "e"}) != base
+    # the history's validation AP is scored with these (issue 32: a changed oks_nms returned the old run)
+    detect = dataclasses.replace(smoke_config().detect, oks_nms=0.0)
+    assert training_digest(config_to_dict(dataclasses.replace(smoke_config(), detect=detect)), ident) != base
 
 
 def test_a_run_folder_of_other_data_or_code_is_refused_same_inputs_are_reused(two_datasets, code_copy, tmp_path):
