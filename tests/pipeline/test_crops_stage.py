@@ -87,7 +87,7 @@ def test_bad_input_error_and_skip(write_params, tmp_path, capsys):
     assert crops_stage.main(args + ["--set", "data.on_bad_input=skip"]) == 0
     assert "val   1 videos, 0 samples, 0 with clamped neighbours; skipped: 1 bad_json" in capsys.readouterr().out
     assert crops_stage.main(args + ["--set", "crops.jpeg_quality=101"]) == 1
-    assert "crops.jpeg_quality: expected 0 (raw pixels) or 1-100, found 101" in capsys.readouterr().err
+    assert "crops.jpeg_quality: expected an integer in [0, 100], found 101" in capsys.readouterr().err
     assert crops_stage.main(args[:3] + [str(root / "nowhere")] + args[4:]) == 1
     assert "no annotations/{train,val}/*.json (run pipeline/download.py first)" in capsys.readouterr().err
 
