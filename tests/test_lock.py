@@ -64,5 +64,7 @@ def test_make_venv_installs_the_lock_with_hashes_and_keys_its_cache_on_it():
     makefile = (REPO / "Makefile").read_text()
     key = next(line for line in makefile.splitlines() if line.startswith("VENV_KEY"))
     assert "pyproject.toml" in key and "requirements.lock" in key
-    assert "--require-hashes" in makefile and "-r requirements.lock" in makefile
+    builder = (REPO / ".ci" / "shared_env.sh").read_text()  # `make venv` builds the shared environment with it
+    assert "bash .ci/shared_env.sh" in makefile
+    assert "--require-hashes" in builder and "-r requirements.lock" in builder
     assert re.search(r"^lock:", makefile, flags=re.M) and "--generate-hashes" in makefile
