@@ -24,6 +24,7 @@ from pathlib import Path
 from pipeline.cli_config import add_config_args, add_data_args, check_gt_dir, config_from_args, index_file
 from vremd.atomic import atomic_write_text
 from vremd.config import PRETRAINED_CHECKPOINT, config_to_dict
+from vremd.data.dataset_record import check_index
 from vremd.errors import InputError
 from vremd.eval.posetrack_ap import MEAN, METRIC_NAMES
 from vremd.train.identity import file_sha256, run_identity, training_digest
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             return _not_needed(args.out, cfg.model.pretrained_url)
         check_pretrain_config(cfg)
         val_index = index_file(args.index, "val")
+        check_index(val_index, cfg.data.source, "val", cfg.crops, f"{args.params} (profile {cfg.profile})")
         gt_dir = check_gt_dir(args.raw / cfg.data.source / "annotations" / "val").resolve()
         stills = build_stills(cfg, args.out / STILLS_DIR, val_index, workers=cfg.crops.workers,
                               progress=not args.no_progress)

@@ -19,7 +19,9 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from pipeline.cli_config import add_data_args
+from pipeline.cli_config import add_data_args, index_file
+from vremd.data.dataset_record import check_index
+from vremd.data.posetrack import SPLITS
 from vremd.errors import InputError
 from vremd.eval.posetrack_ap import METRIC_NAMES
 from vremd.train.loop import RunPaths
@@ -56,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not run.ap:
         print(f"reproduce: error: run {args.run_id} logged no AP metrics ({', '.join(METRIC_NAMES.values())})", file=sys.stderr)
+        return 2
+    try:  # even with --allow-data-change: a re-run on another dataset, split or crop settings reproduces nothing
+        for split in SPLITS:
+            check_index(index_file(args.index, split), run.config.data.source, split, run.config.crops,
+                        f"run {args.run_id}")
+    except (InputError, OSError) as exc:
+        print(f"reproduce: error: {exc}", file=sys.stderr)
         return 2
 
     cfg = run.config

@@ -26,6 +26,7 @@ from pipeline.cli_config import (add_config_args, add_data_args, check_gt_dir, c
 from vremd.atomic import atomic_write_text
 from vremd.config import Config, config_from_dict, config_to_dict
 from vremd.data.dataset import check_crop_size
+from vremd.data.dataset_record import check_index
 from vremd.data.posetrack import SPLITS
 from vremd.errors import InputError
 from vremd.eval.posetrack_ap import AP_CURVE_COLUMNS, MEAN_METRIC, curve_column
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         source = f"{args.params} (profile {cfg.profile})"
         check_model_config(cfg, source=source)
-        for index_path in [index_file(args.index, split) for split in SPLITS]:
+        for split, index_path in [(split, index_file(args.index, split)) for split in SPLITS]:
+            check_index(index_path, cfg.data.source, split, cfg.crops, source)  # its dataset, split and crops
             check_crop_size(index_path, cfg.model, f"the model of {source}")
         check_gt_dir(args.raw / cfg.data.source / "annotations" / "val")
     except (InputError, OSError) as exc:

@@ -4,7 +4,8 @@ Layout under the crops dir:
   <split>/<video>.npy    the video's crops, memory-mappable: raw uint8 (S, T=3, H, W, 3) RGB when
                          crops.jpeg_quality is 0, else 1-D uint8 JPEG bytes (rows' jpeg_offsets)
   <split>/<video>.json   the video's record: input key, counts, skip messages, its manifest rows
-  manifest.parquet       all rows of the current videos (+ `shard`: path relative to the crops dir)
+  manifest.parquet       all rows of the current videos (+ `shard`: path relative to the crops dir), and its
+                         record (`dataset_record`): the dataset (`data.source`) and crop settings of this run
   stats.json             counts per split (samples, skips by reason, clamped neighbours)
 A video is re-extracted only when its key changes: a hash of its json, the size and mtime of its
 image folder's files, its detections and the crop parameters. Videos no longer present are removed.
@@ -16,7 +17,7 @@ import hashlib
 import multiprocessing
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -30,6 +31,7 @@ from vremd.config import BadInputPolicy, ConfigError, CropsConfig
 from vremd.data import posetrack
 from vremd.data.crops import extract_video
 from vremd.data.detections import Detection, DetectionFormatError, read_detections
+from vremd.data.dataset_record import RECORD_FORMAT, crop_settings, read_record, write_parquet
 
 FORMAT_VERSION = 3  # 2: frames may be decoded at 1/2 or 1/4 resolution (crops.py); 3: out-of-frame joints kept,
 # val crops every person poseval counts (any box size, unlabeled frames with persons) and no jointless person
@@ -60,8 +62,7 @@ def video_key(task: VideoTask) -> str:
         for entry in sorted(os.scandir(image_dir), key=lambda e: e.name):
             st = entry.stat()
             h.update(f"{entry.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    params = {k: v for k, v in asdict(task.cfg).items() if k != "workers"}
-    h.update(orjson.dumps([FORMAT_VERSION, task.policy, params]))
+    h.update(orjson.dumps([FORMAT_VERSION, task.policy, crop_settings(task.cfg)]))
     if task.detections is not None:
         dets = sorted((i, d.box_xywh, d.score) for i, ds in task.detections.items() for d in ds)
         h.update(orjson.dumps(dets))
@@ -156,8 +157,11 @@ def _remove_stale(out_dir: Path, current: set[tuple[str, str]]) -> list[str]:
 
 
 def build_crops(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadInputPolicy,
-                val_boxes: str = "gt", workers: int = 1, progress: bool = True) -> dict:
-    """Bring `out_dir` up to date with the raw dataset; write the manifest and stats; return the stats."""
+                val_boxes: str = "gt", workers: int = 1, progress: bool = True, source: str | None = None) -> dict:
+    """Bring `out_dir` up to date with the raw dataset; write the manifest and stats; return the stats.
+
+    `source` is the dataset's `data.source`, recorded in the manifest (default: `dataset_dir`'s folder name, as
+    the stages lay raw data out at `<raw>/<source>`)."""
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     if not 0 <= cfg.jpeg_quality <= 100:
         raise ConfigError(f"crops.jpeg_quality: expected 0 (raw pixels) or 1-100, found {cfg.jpeg_quality}")
@@ -191,7 +195,9 @@ def build_crops(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadI
     stats = _stats(ordered, processed=[f"{t.split}/{t.json_path.stem}" for t in todo], removed=removed)
     rows = [row for record in ordered for row in record["rows"]]
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    atomic_write_stream(out_dir / MANIFEST, lambda f: manifest.to_parquet(f, index=False))
+    record = {"format": RECORD_FORMAT, "source": source or dataset_dir.name, "crops": crop_settings(cfg),
+              "val_boxes": val_boxes}
+    atomic_write_stream(out_dir / MANIFEST, lambda f: write_parquet(manifest, f, record))
     atomic_write_bytes(out_dir / STATS, orjson.dumps(stats, option=orjson.OPT_INDENT_2))
     return stats
 
@@ -225,3 +231,9 @@ def read_manifest(crops_dir: Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no crops manifest; run pipeline/crops.py first")
     return pd.read_parquet(path)
+
+
+def read_manifest_record(crops_dir: Path) -> dict:
+    """The record of a crops dir's manifest: `source` (the `data.source` its crops were cut from), `crops`
+    (`crop_settings`) and `val_boxes` ("gt", or the detection file the val crops were cut with)."""
+    return read_record(Path(crops_dir) / MANIFEST, "crops", "re-run it: dvc repro crops, or python pipeline/crops.py")

@@ -130,7 +130,8 @@ def training_keys(cfg_dict: Mapping[str, Any]) -> dict[str, Any]:
     """
     return {k: v for k, v in flatten(dict(cfg_dict)).items()
             if k.split(".")[0] in ("data", "crops", "augment", "model", "train")
-            and k not in _SPEED_ONLY and k not in PATH_KEYS}
+            and k not in _SPEED_ONLY and k not in PATH_KEYS
+            and not k.startswith("data.table_archives.")}  # other datasets' archives: the data hash covers the read
 
 
 def training_digest(cfg_dict: Mapping[str, Any], identity: RunIdentity | Mapping[str, str]) -> str:

@@ -1,0 +1,105 @@
+"""What a crops manifest or an index file holds: a json record in the parquet file's key-value metadata.
+
+The crops stage records the dataset (`data.source`) it cut, its crop settings and the val boxes in the manifest
+(`vremd.data.crop_store`); the preprocess stage copies that record into each index file with the split added
+(`vremd.data.index`). One atomic write holds the rows and their record, so the two cannot disagree, and a copied
+or renamed file keeps it. Every consumer of an index runs `check_index` before it starts: an index of another
+dataset, split or crop settings, or an older one without a record, is refused in one line naming the file, what it
+holds and what was asked for. This module reads no crops, so the stages that only read an index do not depend on
+the crop code. See a record: `python -c "import pyarrow.parquet as pq;
+print(pq.read_schema('data/index/train.parquet').metadata[b'vremd.record'])"`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vremd.config import CropsConfig
+from vremd.errors import InputError
+
+RECORD_KEY = b"vremd.record"
+RECORD_FORMAT = 1  # of the records in crops manifests and index files
+
+
+class DatasetRecordError(InputError):
+    """A crops manifest or index file has no record of what it holds, or holds other data than was asked for."""
+
+
+def write_parquet(df: pd.DataFrame, dest: Path | BinaryIO, record: dict[str, Any]) -> None:
+    """Write `df` (no index column) to `dest`, a path or an open binary file, with `record` in its metadata."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), RECORD_KEY: orjson.dumps(record)})
+    pq.write_table(table, dest)
+
+
+def read_record(path: Path, stage: str, rebuild: str) -> dict[str, Any]:
+    """The record of the parquet file `path`; DatasetRecordError for a file without one, written by an older
+    `stage` before records existed (or of another record format), saying how to `rebuild` it."""
+    raw = (pq.read_schema(path).metadata or {}).get(RECORD_KEY)
+    record = orjson.loads(raw) if raw is not None else None
+    if record is None or record.get("format") != RECORD_FORMAT:
+        found = "no record of the dataset it was cut from" if record is None else f"record format {record['format']}"
+        raise DatasetRecordError(f"{path}: {found} (an older {stage} stage wrote it), expected record format "
+                                 f"{RECORD_FORMAT}; {rebuild}")
+    return record
+
+
+def crop_settings(cfg: CropsConfig) -> dict[str, Any]:
+    """The `crops.*` settings that decide what the crops hold (all but the speed-only `workers`)."""
+    return {k: v for k, v in asdict(cfg).items() if k != "workers"}
+
+
+REBUILD = "rebuild it: dvc repro preprocess, or python pipeline/crops.py and pipeline/preprocess.py"
+
+
+@dataclass(frozen=True)
+class IndexRecord:
+    """What one index file holds: the dataset and split its samples were cut from, and how."""
+
+    source: str  # the `data.source` of the raw data
+    split: str  # "train" or "val"
+    crops: dict[str, Any]  # the `crops.*` settings of its crops (`crop_settings`)
+    val_boxes: str  # "gt", or the detection file the val crops were cut with
+
+    def describe(self) -> str:
+        """`posetrack17 train`: the dataset and split, as error messages name them."""
+        return f"{self.source} {self.split}"
+
+
+def read_index_record(index_file: Path) -> IndexRecord:
+    """The `IndexRecord` of `<index dir>/<split>.parquet`; DatasetRecordError for a file without one (an index
+    written before indexes recorded their dataset) or of another record format."""
+    record = read_record(Path(index_file), "preprocess", REBUILD)
+    return IndexRecord(record["source"], record["split"], record["crops"], record["val_boxes"])
+
+
+def crops_differences(record: IndexRecord, crops: CropsConfig) -> list[tuple[str, Any, Any]]:
+    """`[("crops.enlarge", 1.25, 1.5), ...]`: (key, the index's value, `crops`' value) of every crop setting that
+    differs ("not recorded" where the record lacks the key)."""
+    wanted = orjson.loads(orjson.dumps(crop_settings(crops)))  # as json holds them: tuples become lists
+    return [(f"crops.{key}", record.crops.get(key, "not recorded"), value)
+            for key, value in wanted.items() if record.crops.get(key) != value]
+
+
+def check_index(index_file: Path, source: str, split: str, crops: CropsConfig | None, asked_by: str) -> IndexRecord:
+    """The record of `index_file` when it holds `source`'s `split` cut with `crops` (None: any crop settings);
+    else DatasetRecordError naming the file, what it holds and what `asked_by` (e.g. "params.yaml (profile paper)")
+    asks for. Every consumer of an index runs this before it starts."""
+    record = read_index_record(index_file)
+    if (record.source, record.split) != (source, split):
+        raise DatasetRecordError(f"{index_file}: holds {record.describe()} samples, but {asked_by} asks for "
+                                 f"{source} {split}; give it an index cut from {source}")
+    differences = crops_differences(record, crops) if crops is not None else []
+    if differences:
+        held = ", ".join(f"{key} {ours}" for key, ours, _ in differences)
+        asked = ", ".join(f"{key} {theirs}" for key, _, theirs in differences)
+        raise DatasetRecordError(f"{index_file}: its {record.describe()} crops were cut with {held}, but {asked_by} "
+                                 f"asks for {asked}; {REBUILD}")
+    return record
