@@ -62,10 +62,14 @@ def test_an_older_index_or_crops_manifest_without_a_record_is_refused(smoke_data
     old.parent.mkdir()
     pd.read_parquet(smoke_data.index / "train.parquet").to_parquet(old, index=False)  # as the old stage wrote it
     with pytest.raises(DatasetRecordError) as err:
-        check_index(old, "synthetic", "train", None, "x")
+        check_index(old, "synthetic", "train", None, "params.yaml (profile demo)")
     assert _one_line(err) == (f"{old}: no record of the dataset it was cut from (an older preprocess stage wrote it), "
-                              "expected record format 1; rebuild it: dvc repro preprocess, or python pipeline/crops.py "
-                              "and pipeline/preprocess.py")
+                              "but params.yaml (profile demo) asks for synthetic train; rebuild it: dvc repro "
+                              "preprocess, or python pipeline/crops.py and pipeline/preprocess.py")
+    write_parquet(pd.read_parquet(old), old, {"format": 2, "source": "synthetic", "split": "train"})
+    with pytest.raises(DatasetRecordError, match=r"train\.parquet: record format 2, this code reads 1 \(another "
+                                                 r"version of the preprocess stage wrote it\), but x asks for"):
+        check_index(old, "synthetic", "train", None, "x")
     crops = tmp_path / "crops"
     crops.mkdir()
     shutil.copy(smoke_data.crops / STATS, crops)

@@ -39,15 +39,17 @@ def write_parquet(df: pd.DataFrame, dest: Path | BinaryIO, record: dict[str, Any
     pq.write_table(table, dest)
 
 
-def read_record(path: Path, stage: str, rebuild: str) -> dict[str, Any]:
+def read_record(path: Path, stage: str, rebuild: str, wanted: str = "") -> dict[str, Any]:
     """The record of the parquet file `path`; DatasetRecordError for a file without one, written by an older
-    `stage` before records existed (or of another record format), saying how to `rebuild` it."""
+    `stage` before records existed (or of another record format), naming what was `wanted` of it and how to
+    `rebuild` it."""
     raw = (pq.read_schema(path).metadata or {}).get(RECORD_KEY)
     record = orjson.loads(raw) if raw is not None else None
     if record is None or record.get("format") != RECORD_FORMAT:
-        found = "no record of the dataset it was cut from" if record is None else f"record format {record['format']}"
-        raise DatasetRecordError(f"{path}: {found} (an older {stage} stage wrote it), expected record format "
-                                 f"{RECORD_FORMAT}; {rebuild}")
+        found = (f"no record of the dataset it was cut from (an older {stage} stage wrote it)" if record is None
+                 else f"record format {record.get('format')}, this code reads {RECORD_FORMAT} (another version of "
+                      f"the {stage} stage wrote it)")
+        raise DatasetRecordError(f"{path}: {found}{', but ' if wanted else ''}{wanted}; {rebuild}")
     return record
 
 
@@ -73,10 +75,10 @@ class IndexRecord:
         return f"{self.source} {self.split}"
 
 
-def read_index_record(index_file: Path) -> IndexRecord:
+def read_index_record(index_file: Path, wanted: str = "") -> IndexRecord:
     """The `IndexRecord` of `<index dir>/<split>.parquet`; DatasetRecordError for a file without one (an index
-    written before indexes recorded their dataset) or of another record format."""
-    record = read_record(Path(index_file), "preprocess", REBUILD)
+    written before indexes recorded their dataset) or of another record format, naming what was `wanted`."""
+    record = read_record(Path(index_file), "preprocess", REBUILD, wanted)
     return IndexRecord(record["source"], record["split"], record["crops"], record["val_boxes"])
 
 
@@ -92,7 +94,7 @@ def check_index(index_file: Path, source: str, split: str, crops: CropsConfig | 
     """The record of `index_file` when it holds `source`'s `split` cut with `crops` (None: any crop settings);
     else DatasetRecordError naming the file, what it holds and what `asked_by` (e.g. "params.yaml (profile paper)")
     asks for. Every consumer of an index runs this before it starts."""
-    record = read_index_record(index_file)
+    record = read_index_record(index_file, f"{asked_by} asks for {source} {split}")
     if (record.source, record.split) != (source, split):
         raise DatasetRecordError(f"{index_file}: holds {record.describe()} samples, but {asked_by} asks for "
                                  f"{source} {split}; give it an index cut from {source}")
