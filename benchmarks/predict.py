@@ -91,7 +91,7 @@ def per_person(mp4: Path, boxes_path: Path, ckpt: Path, out_json: Path, device: 
             frames = ([decoded[i] for i in idx] if decoded is not None
                       else [cv2.cvtColor(read_frame(mp4, i), cv2.COLOR_BGR2RGB) for i in idx])
             try:
-                affine = person_crop(frames, box, cfg.crops, out=crop[0])
+                affine = person_crop(frames, box, cfg.crops, out=crop[0]).crop_to_image
             except BoxError:
                 continue
             out = predict_crops(model, crop, device)

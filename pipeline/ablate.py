@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.cli_config import REPO_DIR, add_config_args, dataset_dirs, main_source
+from pipeline.cli_config import REPO_DIR, add_config_args, dataset_dirs
 from vremd.ablation import fusion, grid
 from vremd.ablation.trials import run_ablation
 from vremd.config import config_to_dict, load_config, parse_override, smoke_config
@@ -43,8 +43,10 @@ def _base_config(args: argparse.Namespace):
 
 def _data_of(args: argparse.Namespace) -> grid.DataDirs:
     """Each trial's (index, raw dataset) by its `data.source`: --index / --raw when given ('{source}' filled in),
-    else where the dataset's stages put it (`cli_config.dataset_dirs`)."""
-    main = smoke_config().data.source if args.profile == "smoke" else main_source(args.params, args.profile)
+    else where the dataset's stages put it (`cli_config.dataset_dirs`): the main pipeline's for the profile's own
+    `data.source` as the params file states it (what `dvc repro` cuts into data/index, whatever --set says)."""
+    profile = smoke_config() if args.profile == "smoke" else load_config(args.params, profile=args.profile)
+    main = profile.data.source
 
     def data_of(source: str) -> tuple[str, str]:
         index, raw = dataset_dirs(source, main)

@@ -39,12 +39,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.params, profile=args.profile, overrides=args.overrides)
 
 
-def main_source(params: str | Path, profile: str | None) -> str:
-    """The profile's `data.source` as the params file states it (no --set): the dataset `dvc repro` cuts into
-    data/index."""
-    return load_config(params, profile=profile).data.source
-
-
 def dataset_dirs(source: str, main: str) -> tuple[Path, Path]:
     """(index dir, raw root) of `source`'s data: the main pipeline's when it is the profile's own dataset `main`,
     else its table data folder's (data/tables/<source>/index, .../raw); the val GT is `<raw root>/<source>`."""

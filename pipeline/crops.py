@@ -3,8 +3,8 @@
     python pipeline/crops.py --raw data/raw --out data/crops [--set crops.workers=4]
 
 Reads data/raw/<data.source> (PoseTrack-2018 layout); the manifest records that source and the crop settings.
-Val crops use GT boxes, or with
-`data.val_boxes: <path>` the boxes of a COCO-format detection json. Incremental: only videos whose
+Val crops use GT boxes, or with `data.val_boxes: <path>` the boxes of a COCO-format detection json scoring at least
+`detect.score_threshold` (as DCPose keeps its boxes). Incremental: only videos whose
 json, frames, detections or crop parameters changed are re-extracted; removed videos are dropped.
 Bad input follows `data.on_bad_input` (error: stop naming the file and field; skip: count it).
 """
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
             warn_if_untracked(cfg.data.val_boxes, args.tracked, "data.val_boxes", "crops")
         stats = build_crops(args.raw / cfg.data.source,
                             args.out, cfg.crops, cfg.data.on_bad_input, cfg.data.val_boxes,
-                            workers=cfg.crops.workers, progress=not args.no_progress, source=cfg.data.source)
+                            workers=cfg.crops.workers, progress=not args.no_progress,
+                            min_box_score=cfg.detect.score_threshold, source=cfg.data.source)
     except (InputError, OSError) as exc:  # all name the file or key at fault
         print(f"crops: error: {exc}", file=sys.stderr)
         return 1

@@ -4,8 +4,9 @@
 
 Writes a COCO detection-results json (a list of `{"image_id", "category_id": 1, "bbox": [x, y, w, h],
 "score"}`, image ids as in the val annotations) and `<out stem>.provenance.json` beside it: detector, weights
-file and sha256, score threshold, NMS IoU, input size, torchvision version, frame count. Labeled frames
-only unless --all-frames (poseval scores labeled frames). `data.val_boxes: detect` crops with them; when
+file and sha256, score threshold and its rule (`score_rule`: boxes with score >= detect.score_threshold are
+kept, as DCPose keeps them), NMS IoU, input size, torchvision version, frame count. Labeled frames only unless
+--all-frames (poseval scores labeled frames). `data.val_boxes: detect` crops with them; when
 `data.val_boxes` names other boxes (`gt`, or a file), the stage only writes the provenance file saying it was
 not needed, so `dvc repro` of a GT-box profile never builds a detector.
 """
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(args.out, json.dumps(results))
     atomic_write_text(provenance_path, json.dumps(record, indent=2) + "\n")
     print(f"{args.out}: {len(results)} person boxes on {len(frames)} frames ({provenance.detector}, "
-          f"score > {provenance.score_threshold}, weights sha256 {provenance.weights_sha256[:12]}...)")
+          f"{provenance.score_rule}, weights sha256 {provenance.weights_sha256[:12]}...)")
     return 0
 
 

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             result = validate(scored, dataset, rows, gt_dir, pred_dir, batch_size=cfg.train.batch_size, device=device,
                               stride=HEATMAP_STRIDE, flip_test=cfg.train.flip_test,
                               protocol=cfg.eval.protocol, progress=not args.no_progress,
-                              oks_nms=(cfg.detect.oks_nms, cfg.detect.keypoint_threshold))
+                              detect=cfg.detect, joint_slots=saved_cfg.model.annotated_joints)
             return result, dataset, _boxes_label(rows)
 
         result, dataset, boxes = score(index_path, args.out / "predictions")

@@ -11,8 +11,9 @@ settings and `data.source` set to it, into <out> (default data/tables/<source>/)
   detect      detected/val.json when `data.val_boxes` is `detect` (the profile's boxes are of its own dataset)
   crops       crops/, cut with the profile's crops.* settings
   preprocess  index/ (each file records its dataset and split) and dataset.json
-Each step is the stage's own code and skips what is up to date. Where the profile's data is synthetic, or is this
-dataset, its tables read data/index: the stage only writes <out>/record.json saying so.
+Each step is the stage's own code and skips what is up to date (the download step reads `data.urls` and
+`data.sha256`, set to this dataset's archives). Where the profile's `data.source` is synthetic, or is this dataset,
+its tables read data/index: the stage only writes <out>/record.json saying so.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import get_args
 
 from pipeline import crops, detect, download, preprocess
-from pipeline.cli_config import TABLE_DATA, add_config_args, config_from_args, main_source
+from pipeline.cli_config import TABLE_DATA, add_config_args, config_from_args
 from vremd.atomic import atomic_write_text
 from vremd.config import Archives, Config, ConfigError, DataSource, TableArchives, resolve_path_value
 from vremd.errors import InputError
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     boxes = out / "detected" / "val.json"  # the detector's boxes on this dataset's val frames
     try:
         cfg = config_from_args(args)
-        own = main_source(args.params, args.profile)
+        own = cfg.data.source  # the profile's own dataset: the main pipeline's (data/index)
         if own in ("synthetic", args.source):
             atomic_write_text(out / RECORD, json.dumps({"needed": False, "source": args.source, "profile": cfg.profile,
                                                         "profile_source": own}) + "\n")

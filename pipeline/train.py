@@ -25,7 +25,7 @@ from pipeline.cli_config import (add_config_args, add_data_args, check_gt_dir, c
                                  warn_if_untracked)
 from vremd.atomic import atomic_write_text
 from vremd.config import Config, config_from_dict, config_to_dict
-from vremd.data.dataset import check_crop_size
+from vremd.data.dataset import check_augment_margin, check_crop_size
 from vremd.data.dataset_record import check_index
 from vremd.data.posetrack import SPLITS
 from vremd.errors import InputError
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         for split, index_path in [(split, index_file(args.index, split)) for split in SPLITS]:
             check_index(index_path, cfg.data.source, split, cfg.crops, source)  # its dataset, split and crops
             check_crop_size(index_path, cfg.model, f"the model of {source}")
+        check_augment_margin(index_file(args.index, "train"), cfg.augment, cfg.model.num_joints)
         check_gt_dir(args.raw / cfg.data.source / "annotations" / "val")
     except (InputError, OSError) as exc:
         print(f"train: error: {exc}", file=sys.stderr)

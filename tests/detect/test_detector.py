@@ -46,7 +46,21 @@ def test_provenance_names_detector_weights_and_settings(weights):
     assert record["detector"] == LIGHT and record["weights"] == str(weights)
     assert record["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert (record["score_threshold"], record["nms_iou"], record["min_size"], record["max_size"]) == (0.3, 0.4, 96, 160)
+    assert record["score_rule"] == "score >= 0.3"
     assert record["torchvision_version"] == torchvision.__version__
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.7, 0.5, 0.0])  # float32(0.2) rounds up, float32(0.7) down
+def test_the_detector_keeps_scores_at_or_above_the_threshold_as_dcpose(weights, threshold):
+    """torchvision keeps `score > box_score_thresh` on float32 scores; built from `score_threshold` it keeps
+    exactly the float32 scores >= the threshold: the float32 at the threshold and above, none below."""
+    model, _ = build_detector(config(weights, score_threshold=threshold))
+    at = np.float32(threshold)
+    at = at if float(at) >= threshold else np.nextafter(at, np.float32(1))  # the least float32 >= threshold
+    below, above = np.nextafter(at, np.float32(-1)), np.nextafter(at, np.float32(1))
+    scores = torch.tensor([below, at, above], dtype=torch.float32)
+    assert (scores > model.roi_heads.score_thresh).tolist() == [False, True, True]  # roi_heads' own comparison
+    assert [float(s) >= threshold for s in (below, at, above)] == [False, True, True]
 
 
 def test_batched_inference_equals_one_image_at_a_time_and_keeps_only_confident_persons(weights):
@@ -101,7 +115,7 @@ def test_predict_on_a_bare_video_runs_the_detector_and_tracks(weights, tmp_path,
                        "--detector-weights", str(weights), "--detector-score", "0.5"])
     assert rc == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
-    assert f"boxes: {LIGHT} (weights person-detector.pth" in printed
+    assert f"boxes: {LIGHT} (weights person-detector.pth" in printed and "score >= 0.5)" in printed
     data = json.loads(out.read_text())
     assert len(data["images"]) == tiny.num_frames and data["annotations"]
     assert all(a["track_id"] >= 0 for a in data["annotations"])  # linked into tracks

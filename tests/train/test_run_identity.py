@@ -8,7 +8,6 @@ never even looked at).
 
 import dataclasses
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from vremd.train.runs import RunMismatchError
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "reliability"))
+from fresh_clone import copy_files  # noqa: E402
 from reliability_fixtures import copy_mlflow_db, stage_env  # noqa: E402
 from test_train_loop import with_train  # noqa: E402
 
@@ -48,10 +48,7 @@ def two_datasets(smoke_data, build_smoke_data, tmp_path_factory):
 @pytest.fixture()
 def code_copy(tmp_path):
     """A copy of this checkout's vremd/ and pipeline/ sources: a code root the test may edit."""
-    root = tmp_path / "code"
-    for folder in ("vremd", "pipeline"):
-        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    return root
+    return copy_files(tmp_path / "code", only=("vremd", "pipeline"))
 
 
 def test_identity_follows_data_code_and_weights(two_datasets, code_copy, tmp_path):
@@ -85,6 +82,9 @@ def test_settings_that_change_results_name_the_training():
     assert training_digest(config_to_dict(with_train(smoke_config(), loader_workers=2)), ident) == base
     assert training_digest(config_to_dict(smoke_config()), {**ident, "data": "e"}) != base
     assert training_digest(config_to_dict(smoke_config()), {**ident, "code": "e"}) != base
+    # the history's validation AP is scored with these (issue 32: a changed oks_nms returned the old run)
+    detect = dataclasses.replace(smoke_config().detect, oks_nms=0.0)
+    assert training_digest(config_to_dict(dataclasses.replace(smoke_config(), detect=detect)), ident) != base
 
 
 def test_a_run_folder_of_other_data_or_code_is_refused_same_inputs_are_reused(two_datasets, code_copy, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from vremd.config import smoke_config
+from vremd.config import DetectConfig, smoke_config
 from vremd.data.dataset import PoseTrackCrops
 from vremd.data.heatmaps import input_to_image_xy
 from vremd.data.joints import FLIP_INDEX
@@ -83,6 +83,9 @@ def test_perfect_heatmaps_score_near_the_ceiling_and_noise_scores_low(val_data, 
     assert sorted(p.name for p in (tmp_path / "oracle").iterdir()) == sorted(p.name for p in Path(gt_dir).glob("*.json"))
 
 
+OKS_NMS = DetectConfig(postprocess="oks_nms")
+
+
 def test_oks_nms_removes_duplicate_detector_poses_and_keeps_gt_box_samples(val_data, smoke_data, tmp_path):
     dataset, index, gt_dir = val_data
     twice = pd.concat([index, index], ignore_index=True)  # every person cropped from two identical "detections"
@@ -99,12 +102,14 @@ def test_oks_nms_removes_duplicate_detector_poses_and_keeps_gt_box_samples(val_d
         return sum(len(v.frames[i].persons) for v in map(read_video, Path(pred_dir).glob("*.json"))
                    for i in range(len(v.frames)))
 
-    kept = validate(oracle, doubled, twice, gt_dir, tmp_path / "nms", 4, torch.device("cpu"), 4, oks_nms=(0.9, 0.2))
-    plain = validate(oracle, doubled, twice, gt_dir, tmp_path / "plain", 4, torch.device("cpu"), 4)
+    kept = validate(oracle, doubled, twice, gt_dir, tmp_path / "nms", 4, torch.device("cpu"), 4, detect=OKS_NMS,
+                    joint_slots=smoke_config().model.annotated_joints)
+    plain = validate(oracle, doubled, twice, gt_dir, tmp_path / "plain", 4, torch.device("cpu"), 4,
+                     detect=DetectConfig(postprocess="none"))
     assert persons(tmp_path / "nms") == len(index) and persons(tmp_path / "plain") == 2 * len(twice) // 2
     assert kept.ap.table["Total"] > plain.ap.table["Total"]  # duplicates are false positives for poseval
     gt_rows = twice.assign(source="gt")
-    validate(oracle, doubled, gt_rows, gt_dir, tmp_path / "gt", 4, torch.device("cpu"), 4, oks_nms=(0.9, 0.2))
+    validate(oracle, doubled, gt_rows, gt_dir, tmp_path / "gt", 4, torch.device("cpu"), 4, detect=OKS_NMS)
     assert persons(tmp_path / "gt") == len(twice)  # GT-box samples are never suppressed
 
 

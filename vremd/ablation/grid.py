@@ -22,6 +22,7 @@ from vremd.config import (PATH_KEYS, Config, ConfigError, config_from_dict, conf
                           set_dotted)
 from vremd.data.dataset_record import check_index
 from vremd.data.posetrack import SPLITS
+from vremd.data.dataset import check_augment_margin
 from vremd.errors import InputError
 from vremd.train.identity import RunIdentity, code_hash, data_hash, file_sha256, training_digest
 
@@ -250,8 +251,9 @@ def grid_text(trials: Sequence[TrialSpec], resources: Mapping[str, float]) -> st
 
 
 def check_inputs(trials: Sequence[TrialSpec]) -> None:
-    """Raise `AblationError` naming every missing index, GT folder or pretrained weights file the trials would read,
-    and `DatasetRecordError` for an index that does not hold a trial's dataset (`data.source`), split and crops."""
+    """Raise `AblationError` naming every missing index, GT folder or pretrained weights file the trials would read;
+    `DatasetRecordError` for an index that does not hold a trial's dataset (`data.source`), split and crops; and
+    ConfigError where a trial's augmentation reaches past the margin stored around the index's train crops."""
     weights = [w for w in dict.fromkeys(t.config["model"]["pretrained"] for t in trials) if w and not Path(w).is_file()]
     if weights:  # refused before any trial trains: its identity (and name) would change when the file arrives
         raise AblationError(f"model.pretrained: no such weights file: {', '.join(weights)}; nothing was run")
@@ -269,3 +271,6 @@ def check_inputs(trials: Sequence[TrialSpec]) -> None:
         for split in SPLITS:
             check_index(Path(t.index_dir) / f"{split}.parquet", t.config["data"]["source"], split,
                         config_from_dict(t.config).crops, f"trial {t.row!r} (seed {t.seed})")
+    for index, augment in dict.fromkeys((t.index_dir, json.dumps(t.config["augment"])) for t in trials):
+        cfg = config_from_dict({"augment": json.loads(augment)})  # its margin is refused before any trial trains
+        check_augment_margin(Path(index) / "train.parquet", cfg.augment)

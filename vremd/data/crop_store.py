@@ -1,8 +1,9 @@
 """Incremental on-disk store of crops: one shard per video plus a manifest with one row per sample.
 
 Layout under the crops dir:
-  <split>/<video>.npy    the video's crops, memory-mappable: raw uint8 (S, T=3, H, W, 3) RGB when
-                         crops.jpeg_quality is 0, else 1-D uint8 JPEG bytes (rows' jpeg_offsets)
+  <split>/<video>.npy    the video's crops, memory-mappable: raw uint8 (S, T=3, H', W', 3) RGB when
+                         crops.jpeg_quality is 0, else 1-D uint8 JPEG bytes (rows' jpeg_offsets); train
+                         crops carry their rows' margin_px of the frame on each side (H' = H + 2 my)
   <split>/<video>.json   the video's record: input key, counts, skip messages, its manifest rows
   manifest.parquet       all rows of the current videos (+ `shard`: path relative to the crops dir), and its
                          record (`dataset_record`): the dataset (`data.source`) and crop settings of this run
@@ -27,14 +28,16 @@ import pandas as pd
 from tqdm import tqdm
 
 from vremd.atomic import atomic_write_bytes, atomic_write_stream
-from vremd.config import BadInputPolicy, ConfigError, CropsConfig
+from vremd.config import BadInputPolicy, ConfigError, CropsConfig, DetectConfig
 from vremd.data import posetrack
 from vremd.data.crops import extract_video
 from vremd.data.detections import Detection, DetectionFormatError, read_detections
 from vremd.data.dataset_record import RECORD_FORMAT, crop_settings, read_record, write_parquet
 
-FORMAT_VERSION = 3  # 2: frames may be decoded at 1/2 or 1/4 resolution (crops.py); 3: out-of-frame joints kept,
-# val crops every person poseval counts (any box size, unlabeled frames with persons) and no jointless person
+FORMAT_VERSION = 4  # 2: frames may be decoded at 1/2 or 1/4 resolution (crops.py); 3: out-of-frame joints kept,
+# val crops every person poseval counts (any box size, unlabeled frames with persons) and no jointless person;
+# 4: neighbours by frame number (a json's images sorted by it; a neighbour the json does not list is clamped),
+# and train crops stored with a margin of the frame around them (rows' margin_px, crops.train_context_scale)
 MANIFEST = "manifest.parquet"
 STATS = "stats.json"
 
@@ -107,9 +110,9 @@ def _read_record(path: Path) -> dict | None:
     return record if record.get("format") == FORMAT_VERSION else None
 
 
-def _detections_by_video(val_boxes: str, dataset_dir: Path) -> dict[str, dict[int, list[Detection]]]:
-    """Detections of `data.val_boxes` split per val video (by the image ids of its GT json)."""
-    by_image = read_detections(Path(val_boxes))
+def _detections_by_video(val_boxes: str, dataset_dir: Path, min_score: float) -> dict[str, dict[int, list[Detection]]]:
+    """Detections of `data.val_boxes` scoring at least `min_score`, split per val video (by its GT json's image ids)."""
+    by_image = read_detections(Path(val_boxes), min_score)
     out = {}
     for json_path in posetrack.list_videos(dataset_dir, "val"):
         video = posetrack.read_video(json_path, "val")
@@ -126,9 +129,9 @@ def _init_worker() -> None:
 
 
 def _plan_tasks(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadInputPolicy,
-                val_boxes: str) -> tuple[list[VideoTask], dict]:
+                val_boxes: str, min_score: float) -> tuple[list[VideoTask], dict]:
     """Every current video's task and the records still valid for it (same key)."""
-    dets = _detections_by_video(val_boxes, dataset_dir) if val_boxes != "gt" else None
+    dets = _detections_by_video(val_boxes, dataset_dir, min_score) if val_boxes != "gt" else None
     tasks, records = [], {}
     for split in posetrack.SPLITS:
         for json_path in posetrack.list_videos(dataset_dir, split):
@@ -157,18 +160,20 @@ def _remove_stale(out_dir: Path, current: set[tuple[str, str]]) -> list[str]:
 
 
 def build_crops(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadInputPolicy,
-                val_boxes: str = "gt", workers: int = 1, progress: bool = True, source: str | None = None) -> dict:
+                val_boxes: str = "gt", workers: int = 1, progress: bool = True,
+                min_box_score: float = DetectConfig.score_threshold, source: str | None = None) -> dict:
     """Bring `out_dir` up to date with the raw dataset; write the manifest and stats; return the stats.
 
-    `source` is the dataset's `data.source`, recorded in the manifest (default: `dataset_dir`'s folder name, as
-    the stages lay raw data out at `<raw>/<source>`)."""
+    Val crops of a detection json (`val_boxes`) take its boxes scoring at least `min_box_score`
+    (`detect.score_threshold`). `source` is the dataset's `data.source`, recorded in the manifest (default:
+    `dataset_dir`'s folder name, as the stages lay raw data out at `<raw>/<source>`)."""
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     if not 0 <= cfg.jpeg_quality <= 100:
         raise ConfigError(f"crops.jpeg_quality: expected 0 (raw pixels) or 1-100, found {cfg.jpeg_quality}")
     if not any(posetrack.list_videos(dataset_dir, split) for split in posetrack.SPLITS):
         raise FileNotFoundError(f"{dataset_dir}: no annotations/{{train,val}}/*.json (run pipeline/download.py first)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    tasks, records = _plan_tasks(dataset_dir, out_dir, cfg, policy, val_boxes)
+    tasks, records = _plan_tasks(dataset_dir, out_dir, cfg, policy, val_boxes, min_box_score)
     todo = [t for t in tasks if (t.split, t.json_path.stem) not in records]
     removed = _remove_stale(out_dir, {(t.split, t.json_path.stem) for t in tasks})
     bar = tqdm(total=len(todo), desc="crops (videos)", unit="video", disable=not progress)
@@ -205,7 +210,7 @@ def build_crops(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadI
 MANIFEST_COLUMNS = [
     "split", "video", "json_path", "frame_index", "image_id", "file_name", "track_id", "person_id",
     "source", "box_xywh", "score", "joints_crop_xyv", "num_visible", "crop_to_image",
-    "neighbour_clamped", "shard", "row", "jpeg_offsets",
+    "neighbour_clamped", "shard", "row", "jpeg_offsets", "margin_px",
 ]
 
 

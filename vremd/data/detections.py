@@ -1,7 +1,8 @@
 """Person detections in COCO results format (`data.val_boxes: <path>`), grouped by image id.
 
 The file is a json list of `{"image_id": int, "category_id": 1, "bbox": [x, y, w, h], "score": float}`
-(a `{"annotations": [...]}` object is accepted too). Only category 1 (person) is kept.
+(a `{"annotations": [...]}` object is accepted too). Only category 1 (person) is kept, and only boxes
+scoring at least `detect.score_threshold` (`keeps_score`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ class Detection:
     score: float
 
 
+def keeps_score(score: float, threshold: float) -> bool:
+    """True for a box that is kept: ``score >= threshold``, as DCPose keeps its boxes (Pose-Group/DCPose @8d90d88
+    `datasets/zoo/posetrack/PoseTrack.py:377` drops `score < IMAGE_THRE`)."""
+    return score >= threshold
+
+
 def _parse_entry(path: Path, i: int, entry: object) -> Detection | None:
     where = f"{path}: entry {i}"
     if not isinstance(entry, dict):
@@ -48,8 +55,8 @@ def _parse_entry(path: Path, i: int, entry: object) -> Detection | None:
     return Detection(image_id=image_id, box_xywh=tuple(float(v) for v in bbox), score=float(score))
 
 
-def read_detections(path: Path) -> dict[int, list[Detection]]:
-    """Person detections of a COCO-results json, grouped by image id, best score first."""
+def read_detections(path: Path, min_score: float = 0.0) -> dict[int, list[Detection]]:
+    """Person detections of a COCO-results json scoring at least `min_score`, grouped by image id, best first."""
     path = Path(path)
     try:
         data = orjson.loads(path.read_bytes())
@@ -64,7 +71,7 @@ def read_detections(path: Path) -> dict[int, list[Detection]]:
     by_image: dict[int, list[Detection]] = {}
     for i, entry in enumerate(data):
         det = _parse_entry(path, i, entry)
-        if det is not None:
+        if det is not None and keeps_score(det.score, min_score):
             by_image.setdefault(det.image_id, []).append(det)
     for dets in by_image.values():
         dets.sort(key=lambda d: -d.score)

@@ -4,7 +4,8 @@ Index columns: sample_id, split, video, json_path, frame_index, image_id, file_n
 person_id, source, box_xywh (enlarged crop box, image pixels), score, joints_crop_xyv ((J, 3)
 row-major, crop pixels + visibility), num_visible, crop_to_image ((2, 3) row-major), neighbour_clamped,
 shard (path of the video's crops relative to the index file's folder), row (sample in the shard),
-jpeg_offsets (byte range of each frame's JPEG in the shard; empty when the shard holds raw pixels).
+jpeg_offsets (byte range of each frame's JPEG in the shard; empty when the shard holds raw pixels),
+margin_px ((x, y) stored pixels of the frame on each side of the crop: train crops' augmentation canvas).
 
 Each index file records what it holds in its parquet metadata, taken from the crops manifest's record with the
 split added: the dataset (`data.source`) and split it was cut from, the crop settings and the val boxes. Every

@@ -7,8 +7,12 @@ about 10x cheaper) is there for CPUs. Weights come from torchvision's own downlo
 (`torch.hub.get_dir()/checkpoints`), or from a local file (`detect.weights`), which must be a state dict
 of the chosen architecture. Only COCO class 1 (person) is kept.
 
+Boxes scoring at least `detect.score_threshold` are kept, as DCPose keeps its boxes (`score >= 0.2`); torchvision
+keeps `score > box_score_thresh` in float32, so the detector is built with the float32 just below the threshold
+(`torchvision_score_thresh`).
+
 `Provenance` records what a user needs to reproduce a box file: detector, weights file and sha256, score
-threshold, NMS IoU, input size and the torchvision version.
+threshold and the rule it is applied with, NMS IoU, input size and the torchvision version.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class Provenance:
     weights: str  # the file the weights were read from
     weights_sha256: str
     score_threshold: float
+    score_rule: str  # which boxes were kept, e.g. "score >= 0.2"
     nms_iou: float
     min_size: int  # torchvision resizes the shorter side to this ...
     max_size: int  # ... unless the longer side would exceed this
@@ -60,6 +65,16 @@ class Provenance:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def torchvision_score_thresh(threshold: float) -> float:
+    """The `box_score_thresh` under which torchvision's `score > box_score_thresh` (float32 scores, roi_heads.py
+    `postprocess_detections`) keeps exactly the boxes with ``score >= threshold``: the float32 just below the
+    least float32 that is >= `threshold`."""
+    least = np.float32(threshold)
+    if float(least) < threshold:  # rounded down (e.g. 0.7): that float32 score is below the threshold
+        least = np.nextafter(least, np.float32(np.inf))
+    return float(np.nextafter(least, np.float32(-np.inf)))
 
 
 def _sha256(path: Path) -> str:
@@ -94,7 +109,7 @@ def build_detector(cfg: DetectConfig) -> tuple[nn.Module, Provenance]:
     if cfg.model not in ARCHITECTURES:
         raise DetectorError(f"detect.model: unknown detector {cfg.model!r}, expected one of {sorted(ARCHITECTURES)}")
     build, weights = ARCHITECTURES[cfg.model]
-    model = build(weights=None, weights_backbone=None, box_score_thresh=cfg.score_threshold,
+    model = build(weights=None, weights_backbone=None, box_score_thresh=torchvision_score_thresh(cfg.score_threshold),
                   box_nms_thresh=cfg.nms_iou, min_size=cfg.min_size, max_size=cfg.max_size)
     path = _weights_file(cfg, weights)
     try:
@@ -116,8 +131,8 @@ def build_detector(cfg: DetectConfig) -> tuple[nn.Module, Provenance]:
     model.load_state_dict(state, strict=True)
     provenance = Provenance(
         detector=cfg.model, weights=str(path), weights_sha256=_sha256(path), score_threshold=cfg.score_threshold,
-        nms_iou=cfg.nms_iou, min_size=cfg.min_size, max_size=cfg.max_size,
-        torchvision_version=torchvision.__version__,
+        score_rule=f"score >= {cfg.score_threshold}", nms_iou=cfg.nms_iou, min_size=cfg.min_size,
+        max_size=cfg.max_size, torchvision_version=torchvision.__version__,
     )
     return model.eval(), provenance
 

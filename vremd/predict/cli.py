@@ -27,9 +27,8 @@ def _frame_list(text: str) -> list[int]:
 
 
 def _detect_config(args: argparse.Namespace, base: DetectConfig) -> DetectConfig:
-    """`base` (the params' `detect`) with the --detector* options applied."""
-    changes = {"model": args.detector, "weights": str(args.detector_weights) if args.detector_weights else None,
-               "score_threshold": args.detector_score}
+    """`base` (the params' `detect`) with the --detector* options applied (its score threshold is --min-score's)."""
+    changes = {"model": args.detector, "weights": str(args.detector_weights) if args.detector_weights else None}
     return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
@@ -45,11 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detector without --boxes (default: detect.model, fasterrcnn_resnet50_fpn_v2)")
     p.add_argument("--detector-weights", type=Path, default=None,
                    help="local detector state dict (default: detect.weights, else torchvision's download)")
-    p.add_argument("--detector-score", type=float, default=None,
-                   help="drop detector boxes scoring below this (default: detect.score_threshold)")
+    p.add_argument("--min-score", "--detector-score", dest="min_score", type=float, default=None,
+                   help="keep the scored boxes (a detection json's, the detector's) scoring at least this (default: "
+                        "the checkpoint's detect.score_threshold, as its validation kept them; --detector-score is "
+                        "another name for it)")
     p.add_argument("--boxes-format", choices=("auto", "coco", "posetrack"), default="auto")
     p.add_argument("--track", action="store_true", help="link the boxes into tracks by IoU")
-    p.add_argument("--min-score", type=float, default=0.0, help="drop detections scoring below this")
     p.add_argument("--checkpoint", type=Path, default=Path("models/final.pt"),
                    help="training checkpoint {'model', 'config'} (default: models/final.pt)")
     p.add_argument("--vitpose", type=Path, default=None,
@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
                    help="average each crop's heatmaps with its mirror image's (default: the checkpoint's "
                         "train.flip_test, as its validation scored it)")
+    p.add_argument("--postprocess", choices=("none", "oks_nms"), default=None,
+                   help="poses of scored boxes: keep all (none) or rescore and OKS-NMS them per frame (oks_nms) "
+                        "(default: the checkpoint's detect.postprocess, as its validation scored it)")
     p.add_argument("--params", default=None,
                    help="config for a checkpoint without one (default: params.yaml); a checkpoint from training "
                         "carries its own config, and these three options are then refused")
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         video=args.video, boxes=args.boxes, checkpoint=args.checkpoint, out_json=args.out, overlay=args.overlay,
         vitpose=args.vitpose, boxes_format=args.boxes_format, track=args.track, min_score=args.min_score,
         batch_size=args.batch_size, device=args.device, video_name=args.video_name, progress=not args.quiet,
-        detect=_detect_config(args, DetectConfig()), flip_test=args.flip_test,
+        detect=_detect_config(args, DetectConfig()), flip_test=args.flip_test, postprocess=args.postprocess,
     )
     explicit = args.params is not None or args.profile is not None or bool(args.overrides)
     try:
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if summary.detector is not None:
         d = summary.detector
         print(f"boxes: {d.detector} (weights {Path(d.weights).name}, sha256 {d.weights_sha256[:12]}..., "
-              f"score > {d.score_threshold})")
+              f"{d.score_rule})")
     overlay = f", overlay {summary.overlay_path} ({summary.overlay_frames} frames)" if summary.overlay_path else ""
     print(f"{summary.frames} frames, {summary.persons} person crops, {summary.tracks} tracks -> "
           f"{summary.json_path}{overlay}")

@@ -3,23 +3,26 @@
 For each person box in frame t the box is clipped to the image, enlarged by `crops.enlarge` and widened to
 the crop aspect (vremd.data.boxes), and the SAME box crops frames t-1, t, t+1 (neighbours clamped at the
 video's ends, vremd.data.crops). Frames are decoded once, in a sliding window of 3; crops of many persons and
-frames are batched. From there the path is validation's (`predict_crops`).
+frames are batched. From there the path is validation's: `predict_crops`, then per frame `vremd.eval.postprocess`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from vremd.config import Config, CropsConfig
+from vremd.config import Config, CropsConfig, DetectConfig
 from vremd.data.boxes import BoxError, clip_box_xywh, crop_rect, crop_to_image_affine, pixels_to_box_xywh
 from vremd.data.crops import crop_frames, neighbour_indices
-from vremd.frames import NUM_FRAMES
+from vremd.eval.postprocess import PersonPoses, crop_box_areas, postprocess
+from vremd.frames import KEY, NUM_FRAMES
 from vremd.model.vremd import VREMD
 
 from .boxes_io import BoxSet
@@ -29,19 +32,27 @@ from .video import VideoReadError, iter_frames
 MAX_PENDING_FRAMES = 64  # frames held while their persons wait for a full batch
 
 
-def person_crop(frames_rgb: list[np.ndarray], box_xywh, cfg: CropsConfig, out: np.ndarray) -> np.ndarray:
-    """Crop T frames with one person box exactly as training does; returns the (2, 3) crop->image affine.
+class PersonCrop(NamedTuple):
+    """Where one person's crop lies in its image."""
+
+    crop_to_image: np.ndarray  # (2, 3) crop pixels -> image pixels
+    box_xywh: tuple[float, float, float, float]  # the crop box in image pixels (the index's `box_xywh`)
+
+
+def person_crop(frames_rgb: list[np.ndarray], box_xywh, cfg: CropsConfig, out: np.ndarray) -> PersonCrop:
+    """Crop T frames with one person box exactly as training does into `out` (T, H, W, 3); returns where.
 
     As vremd.data.crops.extract_video: clip the box to the image, enlarge it and widen it to the crop
-    aspect, snap it to whole pixels, resize that rectangle of every frame into `out` (T, H, W, 3).
+    aspect, snap it to whole pixels, resize that rectangle of every frame into `out`.
     Raises BoxError for a box with no area inside the image.
     """
     crop_wh = (cfg.width, cfg.height)
-    height, width = frames_rgb[0].shape[:2]
+    height, width = frames_rgb[KEY].shape[:2]  # the box is in the key frame's pixels
     clipped = clip_box_xywh(box_xywh, (width, height))
     rect = crop_rect(clipped, cfg.enlarge, crop_wh)
     crop_frames(frames_rgb, rect, crop_wh, out=out)
-    return crop_to_image_affine(pixels_to_box_xywh(rect), crop_wh)
+    crop_box = pixels_to_box_xywh(rect)
+    return PersonCrop(crop_to_image_affine(crop_box, crop_wh), crop_box)
 
 
 @dataclass(frozen=True)
@@ -92,19 +103,22 @@ class RunStats:
 def predict_video(
     model: VREMD, cfg: Config, video_path: str | Path, boxes: BoxSet, batch_size: int = 32,
     device: str = "cpu", on_frame: Callable[[int, np.ndarray, dict], None] | None = None, progress: bool = True,
-    flip_test: bool | None = None,
+    flip_test: bool | None = None, postprocess: str | None = None,
 ) -> tuple[list[dict[str, np.ndarray]], RunStats]:
     """Predict every box of `boxes` on the video; returns per-frame results and run counts.
 
-    `flip_test` defaults to `cfg.train.flip_test`, so a model is predicted as its validation scored it.
+    `flip_test` defaults to `cfg.train.flip_test` and `postprocess` to `cfg.detect.postprocess`, so a model is
+    predicted as its validation scored it: each frame's poses go through `vremd.eval.postprocess` (joint
+    scores = heatmap maximum x box score; a detector's boxes, `boxes.detected`, kept or OKS-NMS'd).
 
     A frame result has "joints_xy" (P, J, 2) image pixels, "scores" (P, J), "track_ids" (P,), "boxes_xywh"
-    (P, 4). `on_frame(t, frame_bgr, result)` is called in frame order once a frame's persons are predicted
-    (the overlay writer hooks in here).
+    (P, 4), "box_scores" (P,): the boxes that were cropped and kept. `on_frame(t, frame_bgr, result)` is called
+    in frame order once a frame's persons are predicted (the overlay writer hooks in here).
     """
     crop_wh = (cfg.crops.width, cfg.crops.height)  # the training crops' size (= the model's input size)
     J = cfg.model.num_joints
     flip_test = cfg.train.flip_test if flip_test is None else flip_test
+    detect = cfg.detect if postprocess is None else dataclasses.replace(cfg.detect, postprocess=postprocess)
     stats = RunStats()
     results: list[dict[str, np.ndarray]] = []
     pending_frames: list[tuple[int, np.ndarray]] = []  # frames waiting for their persons' predictions
@@ -118,12 +132,13 @@ def predict_video(
             for k, job in enumerate(jobs):
                 res = results[job.frame_index]
                 res["joints_xy"][job.slot] = out["joints_xy"][k]
-                res["scores"][job.slot] = out["scores"][k]
+                res["maxvals"][job.slot] = out["scores"][k]
             stats.crops += len(jobs)
             jobs.clear()
         for t, frame in pending_frames:
+            results[t] = _finished(results[t], detect, cfg.model.annotated_joints, boxes.detected)
             if on_frame is not None:
-                on_frame(t, frame, _valid_only(results[t]))
+                on_frame(t, frame, results[t])
         pending_frames.clear()
 
     bar = tqdm(total=len(boxes.frames), desc="predict", unit="frame", disable=not progress)
@@ -133,17 +148,19 @@ def predict_video(
         fb = boxes.frames[t]
         P = len(fb.scores)
         results.append({
-            "joints_xy": np.zeros((P, J, 2)), "scores": np.zeros((P, J)), "track_ids": fb.track_ids.copy(),
-            "boxes_xywh": fb.boxes_xywh.copy(), "valid": np.ones(P, bool),
+            "joints_xy": np.zeros((P, J, 2)), "maxvals": np.zeros((P, J)), "track_ids": fb.track_ids.copy(),
+            "boxes_xywh": fb.boxes_xywh.copy(), "box_scores": fb.scores.copy(), "areas": np.zeros(P),
+            "valid": np.ones(P, bool),
         })
         for p in range(P):
             try:
-                crop_to_image = person_crop(window_rgb, fb.boxes_xywh[p], cfg.crops, out=batch[len(jobs)])
+                crop = person_crop(window_rgb, fb.boxes_xywh[p], cfg.crops, out=batch[len(jobs)])
             except BoxError as exc:
                 results[t]["valid"][p] = False
                 stats.skipped_boxes.append(f"frame {t} box {p}: {exc}")
                 continue
-            jobs.append(CropJob(t, p, crop_to_image))
+            results[t]["areas"][p] = crop_box_areas([crop.box_xywh])[0]
+            jobs.append(CropJob(t, p, crop.crop_to_image))
             if len(jobs) == batch_size:
                 flush()
         pending_frames.append((t, frame_bgr))
@@ -156,10 +173,17 @@ def predict_video(
     if stats.frames < len(boxes.frames) and any(len(f.scores) for f in boxes.frames[stats.frames:]):
         raise VideoReadError(f"{video_path}: only {stats.frames} frames could be decoded, but boxes exist for "
                              f"later frames (up to {len(boxes.frames) - 1})")
-    return [_valid_only(r) for r in results], stats
+    return results, stats
 
 
-def _valid_only(res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A frame result without its skipped boxes (and without the "valid" flags)."""
-    keep = res["valid"]
-    return {k: v[keep] for k, v in res.items() if k != "valid"}
+def _finished(res: dict[str, np.ndarray], detect: DetectConfig, joint_slots: tuple[int, ...],
+              detected: bool) -> dict[str, np.ndarray]:
+    """A predicted frame's result as returned: its cropped boxes' poses post-processed (validation's path)."""
+    valid = res["valid"]
+    P = int(valid.sum())
+    keep, scores = postprocess(PersonPoses(
+        frame_keys=[0] * P, joints_xy=res["joints_xy"][valid], maxvals=res["maxvals"][valid],
+        box_scores=res["box_scores"][valid], areas=res["areas"][valid], detected=np.full(P, detected),
+    ), detect, joint_slots)
+    out = {k: res[k][valid][keep] for k in ("joints_xy", "track_ids", "boxes_xywh", "box_scores")}
+    return {**out, "scores": scores[keep]}

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from vremd.config import PATH_KEYS, Config, flatten
+from vremd.config import PATH_KEYS, Config, flatten, neutral_keys
 
 __all__ = ["RunIdentity", "run_identity", "data_hash", "code_hash", "file_sha256", "dvc_dir_md5", "training_keys",
            "training_digest", "identity_differences", "CODE_DIRS"]
@@ -118,19 +118,18 @@ def run_identity(cfg: Config, index_dir: Path, gt_dir: Path | None = None, code_
     return RunIdentity(data=data_hash(index_dir, gt_dir), code=code_hash(code_root), weights=weights)
 
 
-# config keys that do not change a training's result; paths are covered by the content hashes instead
-_SPEED_ONLY = {"train.loader_workers", "train.max_failures", "train.checkpoint_keep", "crops.workers"}
-
-
 def training_keys(cfg_dict: Mapping[str, Any]) -> dict[str, Any]:
     """The flattened keys that change training results (not tracking names, speed-only knobs or paths).
 
     `train.num_workers` is one: it sets the per-worker batch and so BatchNorm statistics and DDP's
-    gradient average; `train.use_gpu` is one: GPU training runs in bf16 autocast.
+    gradient average; `train.use_gpu` is one: GPU training runs in bf16 autocast. `eval.*` and `detect.*` are:
+    the validation AP in a run's history is scored with `eval.protocol` and `detect.oks_nms`/`keypoint_threshold`
+    (tests/pipeline/test_dvc_params.py checks that these keys hold every key the train stage reads).
     """
+    neutral = neutral_keys()  # speed-only knobs, retries, kept checkpoints (marked on their fields)
     return {k: v for k, v in flatten(dict(cfg_dict)).items()
-            if k.split(".")[0] in ("data", "crops", "augment", "model", "train")
-            and k not in _SPEED_ONLY and k not in PATH_KEYS
+            if k.split(".")[0] in ("data", "crops", "augment", "model", "train", "eval", "detect")
+            and k not in neutral and k not in PATH_KEYS
             and not k.startswith("data.table_archives.")}  # other datasets' archives: the data hash covers the read
 
 

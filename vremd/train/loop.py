@@ -299,4 +299,4 @@ def _validate(cfg: Config, paths: RunPaths, model: nn.Module, device: torch.devi
     return validate(model, val_set, pd.read_parquet(index_path), Path(paths.gt_dir), pred_dir,
                     batch_size=max(1, cfg.train.batch_size), device=device, stride=HEATMAP_STRIDE,
                     flip_test=cfg.train.flip_test, protocol=cfg.eval.protocol, progress=progress,
-                    oks_nms=(cfg.detect.oks_nms, cfg.detect.keypoint_threshold))
+                    detect=cfg.detect, joint_slots=cfg.model.annotated_joints)

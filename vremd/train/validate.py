@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -14,9 +15,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from vremd.config import DetectConfig
 from vremd.data.heatmaps import heatmaps_to_image_xy
 from vremd.data.joints import FLIP_INDEX
-from vremd.eval.oks_nms import keep_detected
+from vremd.eval.postprocess import PersonPoses, crop_box_areas, postprocess
 from vremd.eval.posetrack_ap import METRIC_NAMES, APResult, as_columns, evaluate_dirs
 from vremd.eval.predictions import GTPersonRef, read_gt_videos, unpredicted_gt_persons, write_predictions
 from vremd.errors import InputError
@@ -70,30 +72,27 @@ class Validation:
 
 def validate(model: nn.Module, dataset: Dataset, index: pd.DataFrame, gt_dir: Path, pred_dir: Path,
              batch_size: int, device: torch.device, stride: int, flip_test: bool = False,
-             protocol: str = "posetrack18", progress: bool = False,
-             oks_nms: tuple[float, float] | None = None) -> Validation:
+             protocol: str = "posetrack18", progress: bool = False, detect: DetectConfig = DetectConfig(),
+             joint_slots: Sequence[int] | None = None) -> Validation:
     """Predict `dataset`, write `<pred_dir>/<video>.json` for every GT video in `gt_dir`, score them.
 
-    Keypoint scores are the heatmap maximum times the box score (1.0 for GT boxes), as in DCPose.
-    ``oks_nms`` ``(threshold, keypoint_threshold)`` (`detect.oks_nms`, `detect.keypoint_threshold`) removes
-    duplicate poses among detector-box samples per frame as DCPose does (`vremd.eval.oks_nms`).
+    The poses go through `vremd.eval.postprocess` under `detect.postprocess`, as predict's do: joint scores are
+    the heatmap maximum times the box score (1.0 for GT boxes); detector-box poses are kept (`none`) or rescored
+    and OKS-NMS'd per frame (`oks_nms`) over the `joint_slots` the model predicts (`model.annotated_joints`).
     Every GT person poseval counts and no sample predicts (a val crop skipped under
     `data.on_bad_input: skip`) is returned by name: it still costs recall in the AP.
     """
     preds = predict(model, dataset, batch_size, device, stride, flip_test, progress)
     rows = index.set_index("sample_id").loc[preds.sample_ids].reset_index()
-    box_score = rows["score"].to_numpy(np.float64) if "score" in rows else np.ones(len(rows))
-    scores = preds.maxvals * box_score[:, None]  # (S, J)
-    joints_xy = preds.joints_xy_image  # (S, J, 2)
-    if oks_nms is not None and "source" in rows and (rows["source"] == "det").any():
-        poses = np.concatenate([joints_xy, preds.maxvals[..., None]], axis=2)  # (S, J, 3): x, y, joint score
-        areas = np.array([float(b[2]) * float(b[3]) for b in rows["box_xywh"]])  # (S,)
-        keep = keep_detected(list(zip(rows["video"], rows["frame_index"])), poses, box_score, areas,
-                             (rows["source"] == "det").to_numpy(), *oks_nms)
-        rows, scores, joints_xy = rows[keep].reset_index(drop=True), scores[keep], joints_xy[keep]
-    records = rows.to_dict("records")
+    box_scores = rows["score"].to_numpy(np.float64) if "score" in rows else np.ones(len(rows))  # (S,)
+    detected = (rows["source"] == "det").to_numpy() if "source" in rows else np.zeros(len(rows), bool)  # (S,)
+    keep, scores = postprocess(PersonPoses(
+        frame_keys=list(zip(rows["video"], rows["frame_index"])), joints_xy=preds.joints_xy_image,
+        maxvals=preds.maxvals, box_scores=box_scores, areas=crop_box_areas(rows["box_xywh"]), detected=detected,
+    ), detect, joint_slots)  # (S,) bool, (S, J)
+    records = rows[keep].to_dict("records")
     gt_videos = read_gt_videos(gt_dir)
-    write_predictions(pred_dir, gt_videos, records, joints_xy, scores)
+    write_predictions(pred_dir, gt_videos, records, preds.joints_xy_image[keep], scores[keep])
     ap = evaluate_dirs(Path(gt_dir), Path(pred_dir), protocol=protocol)
     return Validation(ap, tuple(unpredicted_gt_persons(gt_videos, records)))
 
