@@ -135,5 +135,6 @@ def test_defaults_smoke_and_saved_configs_are_in_range():
 def test_neutral_keys_are_marked_on_their_fields():
     """Speed-only knobs, retries, kept checkpoints and MLflow naming: no DVC params dep, no part of run identities."""
     neutral = neutral_keys()
-    assert {"crops.workers", "train.loader_workers", "detect.batch_size", "tracking.run_name"} <= neutral
+    assert {"crops.workers", "train.loader_workers", "tracking.run_name"} <= neutral
+    assert "detect.batch_size" not in neutral  # torchvision pads a batch of frames of other sizes: not speed-only
     assert not neutral & {"train.batch_size", "train.num_workers", "detect.oks_nms", "crops.jpeg_quality"}

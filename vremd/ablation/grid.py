@@ -20,11 +20,13 @@ import yaml
 
 from vremd.config import (PATH_KEYS, Config, ConfigError, config_from_dict, config_to_dict, resolve_path_value,
                           set_dotted)
-from vremd.data.dataset_record import check_index
-from vremd.data.posetrack import SPLITS
 from vremd.data.dataset import check_augment_margin
+from vremd.data.dataset_record import check_index
+from vremd.data.index_check import check_index_fits
+from vremd.data.posetrack import SPLITS
 from vremd.errors import InputError
-from vremd.train.identity import RunIdentity, code_hash, data_hash, file_sha256, training_digest
+from vremd.hashing import code_root
+from vremd.train.identity import RunIdentity, code_hash, data_hash, file_sha256, lock_sha256, training_digest
 
 __all__ = ["AblationError", "TableSpec", "TrialSpec", "DataDirs", "training_id", "slug", "load_tables",
            "apply_overrides", "build_grid", "data_dirs", "identities", "paper_protocol", "parse_resources",
@@ -163,10 +165,11 @@ def data_dirs(index_dir: str, raw_dir: str) -> DataDirs:
     return data_of
 
 
-def identities(data_of: DataDirs) -> Callable[[Config], RunIdentity]:
+def identities(data_of: DataDirs, threads_of: Callable[[Config], int]) -> Callable[[Config], RunIdentity]:
     """`identity_of` for `build_grid`: each trial's `RunIdentity` on the index and val GT `data_of` gives its
-    `data.source`; each data set, the code and each weights file hashed once."""
-    code, data, weights = code_hash(), {}, {}
+    `data.source`, each data set, the code and each weights file hashed once; its math on `threads_of(cfg)` torch
+    threads (`ray_train.training_threads` with the trial's CPUs)."""
+    code, lock, data, weights = code_hash(), lock_sha256(code_root()), {}, {}
 
     def identity_of(cfg: Config) -> RunIdentity:
         source = cfg.data.source
@@ -176,7 +179,8 @@ def identities(data_of: DataDirs) -> Callable[[Config], RunIdentity]:
         path = cfg.model.pretrained
         if path and path not in weights:
             weights[path] = file_sha256(Path(path))
-        return RunIdentity(data=data[source], code=code, weights=weights.get(path, ""))
+        return RunIdentity(data=data[source], code=code, lock=lock, threads=threads_of(cfg),
+                           weights=weights.get(path, ""))
 
     return identity_of
 
@@ -252,8 +256,9 @@ def grid_text(trials: Sequence[TrialSpec], resources: Mapping[str, float]) -> st
 
 def check_inputs(trials: Sequence[TrialSpec]) -> None:
     """Raise `AblationError` naming every missing index, GT folder or pretrained weights file the trials would read;
-    `DatasetRecordError` for an index that does not hold a trial's dataset (`data.source`), split and crops; and
-    ConfigError where a trial's augmentation reaches past the margin stored around the index's train crops."""
+    `DatasetRecordError` for an index that does not hold a trial's dataset (`data.source`) and split; ConfigError
+    where a trial's augmentation reaches past the margin stored around the index's train crops, or for an index
+    whose crops a trial's config would not see as they were cut (`check_index_fits`)."""
     weights = [w for w in dict.fromkeys(t.config["model"]["pretrained"] for t in trials) if w and not Path(w).is_file()]
     if weights:  # refused before any trial trains: its identity (and name) would change when the file arrives
         raise AblationError(f"model.pretrained: no such weights file: {', '.join(weights)}; nothing was run")
@@ -267,10 +272,17 @@ def check_inputs(trials: Sequence[TrialSpec]) -> None:
                             "profile's own dataset: data/index, data/raw), dvc repro experiments/dvc.yaml:data-<source> "
                             "(a table's other dataset: data/tables/<source>/), or pipeline/download.py, crops.py, "
                             "preprocess.py")
-    for t in trials:  # every trial, each split: its own dataset, cut with its own crop settings
+    for t in trials:  # every trial, each split: its own dataset
         for split in SPLITS:
             check_index(Path(t.index_dir) / f"{split}.parquet", t.config["data"]["source"], split,
-                        config_from_dict(t.config).crops, f"trial {t.row!r} (seed {t.seed})")
+                        f"trial {t.row!r} (seed {t.seed})")
     for index, augment in dict.fromkeys((t.index_dir, json.dumps(t.config["augment"])) for t in trials):
         cfg = config_from_dict({"augment": json.loads(augment)})  # its margin is refused before any trial trains
         check_augment_margin(Path(index) / "train.parquet", cfg.augment)
+    checked = set()
+    for t in trials:  # crops cut otherwise than a row's config would train and score it on other inputs
+        cfg = config_from_dict(t.config)
+        key = (t.index_dir, cfg.crops, cfg.model.img_height, cfg.model.img_width)
+        for split in SPLITS if key not in checked else ():
+            check_index_fits(Path(t.index_dir) / f"{split}.parquet", cfg, f"table row {t.row!r} (seed {t.seed})")
+        checked.add(key)

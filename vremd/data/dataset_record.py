@@ -5,8 +5,8 @@ The crops stage records the dataset (`data.source`) it cut, its crop settings an
 (`vremd.data.index`). One atomic write holds the rows and their record, so the two cannot disagree, and a copied
 or renamed file keeps it. Every consumer of an index runs `check_index` before it starts: an index of another
 dataset, split or crop settings, or an older one without a record, is refused in one line naming the file, what it
-holds and what was asked for. This module reads no crops, so the stages that only read an index do not depend on
-the crop code. See a record: `python -c "import pyarrow.parquet as pq;
+holds and what was asked for (`vremd.data.index_check` compares the crop settings with a model's). This module
+reads no crops, so the stages that only read an index do not depend on the crop code. See a record: `python -c "import pyarrow.parquet as pq;
 print(pq.read_schema('data/index/train.parquet').metadata[b'vremd.record'])"`.
 """
 
@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vremd.config import CropsConfig
+from vremd.config import CropsConfig, neutral_keys
 from vremd.errors import InputError
 
 RECORD_KEY = b"vremd.record"
@@ -54,8 +54,9 @@ def read_record(path: Path, stage: str, rebuild: str, wanted: str = "") -> dict[
 
 
 def crop_settings(cfg: CropsConfig) -> dict[str, Any]:
-    """The `crops.*` settings that decide what the crops hold (all but the speed-only `workers`)."""
-    return {k: v for k, v in asdict(cfg).items() if k != "workers"}
+    """The crop settings that change the crops: every `crops.*` key not marked NEUTRAL (the worker count is)."""
+    neutral = neutral_keys()
+    return {k: v for k, v in asdict(cfg).items() if f"crops.{k}" not in neutral}
 
 
 REBUILD = "rebuild it: dvc repro preprocess, or python pipeline/crops.py and pipeline/preprocess.py"
@@ -82,26 +83,12 @@ def read_index_record(index_file: Path, wanted: str = "") -> IndexRecord:
     return IndexRecord(record["source"], record["split"], record["crops"], record["val_boxes"])
 
 
-def crops_differences(record: IndexRecord, crops: CropsConfig) -> list[tuple[str, Any, Any]]:
-    """`[("crops.enlarge", 1.25, 1.5), ...]`: (key, the index's value, `crops`' value) of every crop setting that
-    differs ("not recorded" where the record lacks the key)."""
-    wanted = orjson.loads(orjson.dumps(crop_settings(crops)))  # as json holds them: tuples become lists
-    return [(f"crops.{key}", record.crops.get(key, "not recorded"), value)
-            for key, value in wanted.items() if record.crops.get(key) != value]
-
-
-def check_index(index_file: Path, source: str, split: str, crops: CropsConfig | None, asked_by: str) -> IndexRecord:
-    """The record of `index_file` when it holds `source`'s `split` cut with `crops` (None: any crop settings);
-    else DatasetRecordError naming the file, what it holds and what `asked_by` (e.g. "params.yaml (profile paper)")
-    asks for. Every consumer of an index runs this before it starts."""
+def check_index(index_file: Path, source: str, split: str, asked_by: str) -> IndexRecord:
+    """The record of `index_file` when it holds `source`'s `split`; else DatasetRecordError naming the file, what it
+    holds and what `asked_by` (e.g. "params.yaml (profile paper)") asks for. Every consumer of an index runs this
+    before it starts; whether its crops fit a model is `vremd.data.index_check.check_index_fits`."""
     record = read_index_record(index_file, f"{asked_by} asks for {source} {split}")
     if (record.source, record.split) != (source, split):
         raise DatasetRecordError(f"{index_file}: holds {record.describe()} samples, but {asked_by} asks for "
                                  f"{source} {split}; give it an index cut from {source}")
-    differences = crops_differences(record, crops) if crops is not None else []
-    if differences:
-        held = ", ".join(f"{key} {ours}" for key, ours, _ in differences)
-        asked = ", ".join(f"{key} {theirs}" for key, _, theirs in differences)
-        raise DatasetRecordError(f"{index_file}: its {record.describe()} crops were cut with {held}, but {asked_by} "
-                                 f"asks for {asked}; {REBUILD}")
     return record
