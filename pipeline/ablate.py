@@ -122,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             grid.check_inputs(trials)
             started = _start_ray(args.ray_address)  # each identity's thread count depends on the cluster
             trial_cpus = resources.get("cpu", 0.0)  # an in-process trial's math, fused or alone, runs on these
+            threads_of = lambda cfg: training_threads(cfg, int(trial_cpus))  # noqa: E731
             trials = grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations),
-                                     identity_of=grid.identities(data_of, lambda cfg: training_threads(cfg, int(trial_cpus))),
-                                     data_of=data_of)
+                                     identity_of=grid.identities(data_of, threads_of), data_of=data_of)
         plan = fusion.plan_fusion(trials, not args.no_fuse, int(args.fuse_memory_gib * fusion.GIB), args.fuse_rows)
     except (InputError, OSError) as exc:
         _stop_ray(started)

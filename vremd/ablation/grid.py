@@ -269,9 +269,9 @@ def check_inputs(trials: Sequence[TrialSpec]) -> None:
         missing += [] if Path(gt).is_dir() else [gt]
     if missing:
         raise AblationError(f"missing inputs: {', '.join(missing)}; build them: dvc repro preprocess (the "
-                            "profile's own dataset: data/index, data/raw), dvc repro experiments/dvc.yaml:data-<source> "
-                            "(a table's other dataset: data/tables/<source>/), or pipeline/download.py, crops.py, "
-                            "preprocess.py")
+                            "profile's own dataset: data/index, data/raw), dvc repro "
+                            "experiments/dvc.yaml:data-<source> (a table's other dataset: data/tables/<source>/), "
+                            "or pipeline/download.py, crops.py, preprocess.py")
     for t in trials:  # every trial, each split: its own dataset
         for split in SPLITS:
             check_index(Path(t.index_dir) / f"{split}.parquet", t.config["data"]["source"], split,

@@ -291,8 +291,8 @@ def run_ablation(table: TableSpec, trials: Sequence[TrialSpec], base: Config, *,
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / GRID_FILE).write_text(json.dumps(_grid_record(trials, plan), indent=1))
     parent = _parent_run(exp_dir, tracking_uri, base, table, len({t.repeat for t in trials}), Path(repo_dir))
-    context = TrialContext(table.number, str(runs_dir), tracking_uri, parent.run_id or "", str(Path(repo_dir).resolve()),
-                           ray_logs=verbose > 1)
+    context = TrialContext(table.number, str(runs_dir), tracking_uri, parent.run_id or "",
+                           str(Path(repo_dir).resolve()), ray_logs=verbose > 1)
     plan = plan or FusionPlan([[t] for t in trials], {})
     units = [{"fused": [_spec(t) for t in unit]} if len(unit) > 1 else _spec(unit[0]) for unit in plan.units]
     trainable = tune.with_resources(tune.with_parameters(ablation_trial, context=context),

@@ -4,10 +4,10 @@ The crops stage records the dataset (`data.source`) it cut, its crop settings an
 (`vremd.data.crop_store`); the preprocess stage copies that record into each index file with the split added
 (`vremd.data.index`). One atomic write holds the rows and their record, so the two cannot disagree, and a copied
 or renamed file keeps it. Every consumer of an index runs `check_index` before it starts: an index of another
-dataset, split or crop settings, or an older one without a record, is refused in one line naming the file, what it
-holds and what was asked for (`vremd.data.index_check` compares the crop settings with a model's). This module
-reads no crops, so the stages that only read an index do not depend on the crop code. See a record: `python -c "import pyarrow.parquet as pq;
-print(pq.read_schema('data/index/train.parquet').metadata[b'vremd.record'])"`.
+dataset or split, or an older one without a record, is refused in one line naming the file, what it holds and
+what was asked for (`vremd.data.index_check` compares the crop settings with a model's). This module
+reads no crops, so the stages that only read an index do not depend on the crop code. See a record:
+`python -c "import pyarrow.parquet as pq; print(pq.read_schema('data/index/train.parquet').metadata[b'vremd.record'])"`.
 """
 
 from __future__ import annotations
