@@ -4,9 +4,12 @@
         [--max-concurrent 2] [--resources-per-trial cpu=2,gpu=1] [--max-failures 1] [--dry-run] [--fresh]
         [--no-fuse] [--fuse-memory-gib 22] [--fuse-rows N] [--verbose]
 
-Tables 4-6 are the paper's ablations, 1-3 the full model on PoseTrack17/18/21 among its peers (pass
-e.g. --index 'data/index-{source}' when each dataset has its own index). Prints the paper beside us
-and writes experiments/results/table<N>/; one MLflow parent run with a nested run per trial.
+Tables 4-6 are the paper's ablations, 1-3 the full model on PoseTrack17/18/21 among its peers. On real data each
+table runs on the dataset the paper measured it on: a trial reads data/index and data/raw when that is the profile's
+own `data.source`, else the table's dataset in data/tables/<source>/ (experiments/dvc.yaml: data-<source>); the dry
+run prints each trial's index and GT folder, and a trial whose index holds another dataset is refused before any
+starts. Prints the paper beside us and writes experiments/results/table<N>/; one MLflow parent run with a nested
+run per trial.
 Interrupted or partly failed? Run the same command again: only unfinished and failed trials run.
 Rows sharing a frozen backbone and a seed train fused, one backbone pass per batch for all of them
 (exactly as alone; README "Paying for the frozen backbone once"); --no-fuse runs each row alone.
@@ -19,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.cli_config import REPO_DIR, add_config_args
+from pipeline.cli_config import REPO_DIR, add_config_args, dataset_dirs
 from vremd.ablation import fusion, grid
 from vremd.ablation.trials import run_ablation
 from vremd.config import config_to_dict, load_config, parse_override, smoke_config
@@ -36,6 +39,20 @@ def _base_config(args: argparse.Namespace):
         overrides = dict(parse_override(text) for text in args.overrides)
         return grid.apply_overrides(config_to_dict(smoke_config()), overrides, "--set ")
     return load_config(args.params, profile=args.profile, overrides=args.overrides)
+
+
+def _data_of(args: argparse.Namespace) -> grid.DataDirs:
+    """Each trial's (index, raw dataset) by its `data.source`: --index / --raw when given ('{source}' filled in),
+    else where the dataset's stages put it (`cli_config.dataset_dirs`): the main pipeline's for the profile's own
+    `data.source` as the params file states it (what `dvc repro` cuts into data/index, whatever --set says)."""
+    profile = smoke_config() if args.profile == "smoke" else load_config(args.params, profile=args.profile)
+    main = profile.data.source
+
+    def data_of(source: str) -> tuple[str, str]:
+        index, raw = dataset_dirs(source, main)
+        return grid.data_dirs(args.index or str(index), args.raw or str(raw))(source)
+
+    return data_of
 
 
 def _start_ray(address: str | None) -> bool:
@@ -74,8 +91,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="refuse a fused trial whose estimated memory exceeds this (GPU memory with train.use_gpu)")
     parser.add_argument("--fuse-rows", type=int, default=0, metavar="N",
                         help="at most N rows per fused trial (default 0: every row that shares the backbone)")
-    parser.add_argument("--index", default="data/index", help="sample index dir; '{source}' is replaced per row")
-    parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw data root (val GT json)")
+    parser.add_argument("--index", default=None, help="sample index dir of every trial, '{source}' replaced by its "
+                        "data.source (default: data/index for the profile's own dataset, else "
+                        "data/tables/<source>/index)")
+    parser.add_argument("--raw", default=None, help="raw data root, val GT in <raw>/<source>/annotations/val "
+                        "(default: data/raw for the profile's own dataset, else data/tables/<source>/raw)")
     parser.add_argument("--storage", type=Path, default=Path("ray_results"), help="Tune experiments and trainings")
     parser.add_argument("--out", type=Path, default=Path("experiments/results"), help="tables go to <out>/table<N>/")
     parser.add_argument("--ablations", type=Path, default=REPO_DIR / "experiments" / "ablations.yaml")
@@ -94,17 +114,17 @@ def main(argv: list[str] | None = None) -> int:
             paper.get(f"table{args.table}", {}), base, fixed, dict(parse_override(t) for t in args.overrides))
         if protocol:  # the paper's dataset and protocol for this table
             base = grid.apply_overrides(config_to_dict(base), protocol, f"{args.paper}: table{args.table}: ")
-        trials = grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations))
+        data_of = _data_of(args)
+        trials = grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations), data_of=data_of)
         resources = (grid.parse_resources(args.resources_per_trial) if args.resources_per_trial
                      else grid.default_resources(base))
-        index = str(Path(args.index).resolve())
-        if not args.dry_run:
-            grid.check_inputs(trials, index, args.raw)
+        if not args.dry_run:  # each trial's data holds its dataset, before Ray, Tune or MLflow start
+            grid.check_inputs(trials)
             started = _start_ray(args.ray_address)  # each identity's thread count depends on the cluster
             trial_cpus = resources.get("cpu", 0.0)  # an in-process trial's math, fused or alone, runs on these
+            threads_of = lambda cfg: training_threads(cfg, int(trial_cpus))  # noqa: E731
             trials = grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations),
-                                     identity_of=grid.identities(index, args.raw,
-                                                                 lambda cfg: training_threads(cfg, int(trial_cpus))))
+                                     identity_of=grid.identities(data_of, threads_of), data_of=data_of)
         plan = fusion.plan_fusion(trials, not args.no_fuse, int(args.fuse_memory_gib * fusion.GIB), args.fuse_rows)
     except (InputError, OSError) as exc:
         _stop_ray(started)
@@ -120,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_ablation(
             tables[args.table], trials, base, storage_path=args.storage, out_dir=args.out / f"table{args.table}",
-            index_dir=index, raw_dir=args.raw, tracking_uri=uri, repo_dir=Path.cwd(), paper_tables=paper,
+            tracking_uri=uri, repo_dir=Path.cwd(), paper_tables=paper,
             resources=resources, fresh=args.fresh, note=note, plan=plan, fused_resources=fused_resources,
             verbose=2 if args.verbose else 1,
             max_concurrent=args.max_concurrent or (1 if base.train.num_workers else None),  # workers take the CPUs

@@ -10,6 +10,12 @@ from pathlib import Path
 from vremd.config import Config, ConfigError, flatten, load_config, parse_override
 
 REPO_DIR = Path(__file__).resolve().parents[1]  # experiments/*.yaml are found here, whatever the cwd
+# Where each dataset's data lies (relative to the working directory, the repo root for DVC stages). The profile's own
+# `data.source` goes through the main pipeline (dvc.yaml): data/raw/<source>, data/crops, data/index. A dataset a paper
+# table is measured on besides it (experiments/dvc.yaml's `data-<source>`, pipeline/table_data.py) lies whole in
+# data/tables/<source>/: raw/<source>, detected/, crops/, index/.
+MAIN_INDEX, MAIN_RAW = Path("data/index"), Path("data/raw")
+TABLE_DATA = Path("data/tables")
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -24,13 +30,21 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     """Add --index (the sample index folder) and --raw (the raw data root holding the val GT json)."""
-    parser.add_argument("--index", type=Path, default=Path("data/index"), help="sample index dir")
-    parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw data root (val GT json)")
+    parser.add_argument("--index", type=Path, default=MAIN_INDEX, help=f"sample index dir (default: {MAIN_INDEX})")
+    parser.add_argument("--raw", type=Path, default=MAIN_RAW, help=f"raw data root (val GT json; default: {MAIN_RAW})")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Load the `Config` the parsed options name."""
     return load_config(args.params, profile=args.profile, overrides=args.overrides)
+
+
+def dataset_dirs(source: str, main: str) -> tuple[Path, Path]:
+    """(index dir, raw root) of `source`'s data: the main pipeline's when it is the profile's own dataset `main`,
+    else its table data folder's (data/tables/<source>/index, .../raw); the val GT is `<raw root>/<source>`."""
+    if source == main:
+        return MAIN_INDEX, MAIN_RAW
+    return TABLE_DATA / source / "index", TABLE_DATA / source / "raw"
 
 
 def index_file(index_dir: Path, split: str) -> Path:

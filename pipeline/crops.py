@@ -2,7 +2,8 @@
 
     python pipeline/crops.py --raw data/raw --out data/crops [--set crops.workers=4]
 
-Reads data/raw/<data.source> (PoseTrack-2018 layout). Val crops use GT boxes, or with
+Reads data/raw/<data.source> (PoseTrack-2018 layout); the manifest records that source and the crop settings.
+Val crops use GT boxes, or with
 `data.val_boxes: <path>` the boxes of a COCO-format detection json scoring at least `detect.score_threshold`
 (as DCPose keeps its boxes). Incremental: only videos whose json, frames, detections, crop parameters or
 crop code changed are re-extracted (the summary says which reason applied to how many); removed videos are
@@ -26,16 +27,18 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser)
     parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="raw data root (default: data/raw)")
     parser.add_argument("--out", type=Path, default=Path("data/crops"), help="crops dir (default: data/crops)")
+    parser.add_argument("--tracked", default="detections", metavar="DIR",
+                        help="the folder DVC tracks for a data.val_boxes file (default: detections, a dep of `crops`)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
         if cfg.data.val_boxes != "gt":
-            warn_if_untracked(cfg.data.val_boxes, "detections", "data.val_boxes", "crops")
+            warn_if_untracked(cfg.data.val_boxes, args.tracked, "data.val_boxes", "crops")
         stats = build_crops(args.raw / cfg.data.source,
                             args.out, cfg.crops, cfg.data.on_bad_input, cfg.data.val_boxes,
                             workers=cfg.crops.workers, progress=not args.no_progress,
-                            min_box_score=cfg.detect.score_threshold)
+                            min_box_score=cfg.detect.score_threshold, source=cfg.data.source)
     except (InputError, OSError) as exc:  # all name the file or key at fault
         print(f"crops: error: {exc}", file=sys.stderr)
         return 1

@@ -35,6 +35,7 @@ from pipeline.cli_config import (REPO_DIR, add_config_args, add_data_args, check
                                  refuse_checkpoint_overrides)
 from vremd.atomic import atomic_write_text
 from vremd.data.dataset import PoseTrackCrops
+from vremd.data.dataset_record import check_index
 from vremd.data.index_check import check_index_fits
 from vremd.errors import InputError
 from vremd.eval.posetrack_ap import MEAN, as_columns
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         model, saved_cfg = load_trained(args.model)  # the checkpoint's own config builds and decodes its model
         refuse_checkpoint_overrides(args.overrides, saved_cfg, args.model)
         index_path = index_file(args.index, "val")
+        also_path = index_file(args.also_index, "val") if args.also_index else None
+        for index in filter(None, (index_path, also_path)):  # the config's dataset, before anything is written
+            check_index(index, cfg.data.source, "val", f"{args.params} (profile {cfg.profile})")
         gt_dir = check_gt_dir(args.raw / cfg.data.source / "annotations" / "val")
         if args.untrained:  # the same architecture with random weights: the floor to beat
             torch.manual_seed(cfg.train.seed)
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             return result, dataset, _boxes_label(rows)
 
         result, dataset, boxes = score(index_path, args.out / "predictions")
-        also = score(index_file(args.also_index, "val"), args.out / "predictions-also") if args.also_index else None
+        also = score(also_path, args.out / "predictions-also") if also_path else None
     except (InputError, OSError) as exc:  # CheckpointError is an InputError
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 1

@@ -3,8 +3,9 @@
     python pipeline/preprocess.py --crops data/crops --out data/index --stats metrics/dataset.json
 
 Writes <out>/train.parquet and <out>/val.parquet (one row per 3-frame sample, see
-vremd/data/dataset.py) and a metrics json: persons, samples, frames and videos per split, the
-visible count of each joint, and what the crops stage skipped.
+vremd/data/dataset.py), each recording the dataset, split and crop settings it was cut from (from the crops
+manifest's record: vremd/data/dataset_record.py), and a metrics json: persons, samples, frames and videos per
+split, the visible count of each joint, and what the crops stage skipped.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from pathlib import Path
 from pipeline.cli_config import add_config_args, add_data_args, check_gt_dir, config_from_args, index_file
 from vremd.atomic import atomic_write_text
 from vremd.config import PRETRAINED_CHECKPOINT, config_to_dict
+from vremd.data.dataset_record import check_index
 from vremd.data.index_check import check_index_fits
 from vremd.errors import InputError
 from vremd.eval.posetrack_ap import MEAN, METRIC_NAMES
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             return _not_needed(args.out, cfg.model.pretrained_url)
         check_pretrain_config(cfg)
         val_index = index_file(args.index, "val")
+        check_index(val_index, cfg.data.source, "val", f"{args.params} (profile {cfg.profile})")
         check_index_fits(val_index, cfg, f"the model of {args.params} (profile {cfg.profile})")
         gt_dir = check_gt_dir(args.raw / cfg.data.source / "annotations" / "val").resolve()
         stills = build_stills(cfg, args.out / STILLS_DIR, val_index, workers=cfg.crops.workers,

@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline.cli_config import add_data_args, index_file
+from vremd.data.dataset_record import check_index
 from vremd.data.index_check import check_index_fits
 from vremd.data.posetrack import SPLITS
 from vremd.errors import InputError
@@ -59,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     if not run.ap:
         print(f"reproduce: error: run {args.run_id} logged no AP metrics ({', '.join(METRIC_NAMES.values())})", file=sys.stderr)
         return 2
-    try:  # --allow-data-change may bring an index cut otherwise than the run's crops.*
+    try:  # even --allow-data-change: an index of another dataset or split, or cut otherwise than the run's crops.*
         for split in SPLITS:
+            check_index(index_file(args.index, split), run.config.data.source, split, f"run {args.run_id}")
             check_index_fits(index_file(args.index, split), run.config, f"run {args.run_id}")
     except (InputError, OSError) as exc:
         print(f"reproduce: error: {exc}", file=sys.stderr)

@@ -28,6 +28,7 @@ from pipeline.cli_config import (add_config_args, add_data_args, check_gt_dir, c
 from vremd.atomic import atomic_write_text
 from vremd.config import Config, config_from_dict, config_to_dict
 from vremd.data.dataset import check_augment_margin
+from vremd.data.dataset_record import check_index
 from vremd.data.index_check import check_index_fits
 from vremd.data.posetrack import SPLITS
 from vremd.errors import InputError
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         source = f"{args.params} (profile {cfg.profile})"
         check_model_config(cfg, source=source)
-        for index_path in [index_file(args.index, split) for split in SPLITS]:
+        for split, index_path in [(split, index_file(args.index, split)) for split in SPLITS]:
+            check_index(index_path, cfg.data.source, split, source)  # the config's dataset, this split
             check_index_fits(index_path, cfg, f"the model of {source}")
         check_augment_margin(index_file(args.index, "train"), cfg.augment, cfg.model.num_joints)
         check_gt_dir(args.raw / cfg.data.source / "annotations" / "val")

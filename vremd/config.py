@@ -91,6 +91,24 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class Archives:
+    """One real dataset's archives."""
+
+    urls: tuple[str, ...] = ()  # archive URLs or local paths
+    sha256: tuple[str, ...] = ()  # one per url, or empty to skip verification
+
+
+@dataclass(frozen=True)
+class TableArchives:
+    """The archives of each dataset a paper table is measured on, for a profile whose own `data.source` is another:
+    experiments/dvc.yaml's `data-<source>` stage prepares it in data/tables/<source>/ (pipeline/table_data.py)."""
+
+    posetrack17: Archives = field(default_factory=Archives)  # tables 1, 4, 5, 6
+    posetrack18: Archives = field(default_factory=Archives)  # table 2
+    posetrack21: Archives = field(default_factory=Archives)  # table 3
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where raw PoseTrack-layout data comes from and how bad input is treated."""
 
@@ -100,6 +118,7 @@ class DataConfig:
     val_boxes: str = "gt"  # "gt", "detect" (the `detect` stage's boxes) or a path to a COCO detection json
     on_bad_input: BadInputPolicy = "error"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    table_archives: TableArchives = field(default_factory=TableArchives)  # the tables' other datasets
 
 
 @dataclass(frozen=True)
@@ -478,7 +497,8 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
 # driver: relative values in a params file are relative to that file's folder (the repo root for params.yaml),
 # `--set` values to the working directory. Workers and trials then read the same files whatever their cwd.
 PATH_KEYS = ("data.urls", "data.val_boxes", "model.pretrained", "model.pretrained_url", "detect.weights",
-             "tracking.tracking_uri")
+             "tracking.tracking_uri",
+             *(f"data.table_archives.{f.name}.urls" for f in dataclasses.fields(TableArchives)))
 _NOT_A_PATH = {"data.val_boxes": "gt", "model.pretrained": "", "model.pretrained_url": "", "detect.weights": ""}
 # `data.val_boxes: detect` names the file the `detect` stage writes (pipeline/detect.py), relative to the repo
 DETECTED_VAL_BOXES = "detections/detected/val.json"
@@ -510,12 +530,14 @@ def resolve_path_value(key: str, value: Any, base: Path) -> Any:
 def resolve_paths(tree: Mapping[str, Any], base: Path) -> dict[str, Any]:
     """A copy of a plain config tree with every `PATH_KEYS` entry (given, or its default) absolute against `base`."""
     out = copy.deepcopy(dict(tree))
+    defaults = flatten(Config())
     for dotted in PATH_KEYS:
-        section, leaf = dotted.split(".")
-        node = out.setdefault(section, {})
+        *parents, leaf = dotted.split(".")
+        node: Any = out
+        for part in parents:
+            node = node.setdefault(part, {}) if isinstance(node, dict) else None
         if isinstance(node, dict):  # anything else is reported by the typed build
-            default = getattr(typing.get_type_hints(Config)[section](), leaf)
-            node[leaf] = resolve_path_value(dotted, node.get(leaf, default), base)
+            node[leaf] = resolve_path_value(dotted, node.get(leaf, defaults[dotted]), base)
     return out
 
 

@@ -16,7 +16,7 @@ from vremd.eval.tables import load_paper_numbers
 from vremd.ablation.cost import parameters_outside_backbone
 from vremd.model.vremd import build_model
 from vremd.ablation.trials import _row_params
-from vremd.ablation.grid import (AblationError, TableSpec, apply_overrides, build_grid, check_inputs,
+from vremd.ablation.grid import (AblationError, TableSpec, apply_overrides, build_grid, check_inputs, data_dirs,
                                        default_resources, grid_text, load_tables, paper_protocol, parse_resources)
 from vremd.ablation.report import TrialOutcome, report_rows, summary_markdown, summary_text, write_report
 
@@ -114,9 +114,10 @@ def test_grid_text_lists_row_seed_overrides_and_resources():
 
 
 def test_check_inputs_names_every_missing_path(tmp_path):
-    trials = build_grid(smoke_config(), load_tables(ABLATIONS)[1], seeds=1)  # data.source posetrack17
+    trials = build_grid(smoke_config(), load_tables(ABLATIONS)[1], seeds=1,  # data.source posetrack17
+                        data_of=data_dirs(str(tmp_path / "index-{source}"), str(tmp_path / "raw")))
     with pytest.raises(AblationError) as err:
-        check_inputs(trials, str(tmp_path / "index-{source}"), tmp_path / "raw")
+        check_inputs(trials)
     message = str(err.value)
     assert "index-posetrack17/train.parquet" in message and "index-posetrack17/val.parquet" in message
     assert str(tmp_path / "raw" / "posetrack17" / "annotations" / "val") in message
@@ -124,11 +125,12 @@ def test_check_inputs_names_every_missing_path(tmp_path):
 
 def test_check_inputs_refuses_an_augmentation_past_the_stored_margin(smoke_data):
     """A row whose zoom-out the index's train canvas cannot hold is refused before any trial trains."""
-    fine, wide = (build_grid(smoke_config(), TableSpec(6, "t", {"r": {"augment.scale_max": s}}), seeds=1)
-                  for s in (1.35, 1.6))
-    check_inputs(fine, str(smoke_data.index), smoke_data.raw)
+    data_of = data_dirs(str(smoke_data.index), str(smoke_data.raw))
+    fine, wide = (build_grid(smoke_config(), TableSpec(6, "t", {"r": {"augment.scale_max": s}}), seeds=1,
+                             data_of=data_of) for s in (1.35, 1.6))
+    check_inputs(fine)
     with pytest.raises(ConfigError, match=r"train\.parquet: its crops keep a margin of 30x22 px .* augment\.scale_max 1\.6"):
-        check_inputs(wide, str(smoke_data.index), smoke_data.raw)
+        check_inputs(wide)
 
 
 def test_report_shows_mean_std_over_seeds_failed_rows_and_paper(tmp_path):
@@ -177,10 +179,11 @@ def test_tables_1_to_3_place_ours_among_the_peers():
 
 def test_row_paths_resolve_on_the_driver_and_missing_weights_are_refused_first(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (trial,) = build_grid(smoke_config(), TableSpec(6, "t", {"w": {"model.pretrained": "weights/x.pth"}}), seeds=1)
+    (trial,) = build_grid(smoke_config(), TableSpec(6, "t", {"w": {"model.pretrained": "weights/x.pth"}}), seeds=1,
+                          data_of=data_dirs(str(tmp_path / "index"), str(tmp_path / "raw")))
     assert trial.config["model"]["pretrained"] == str(tmp_path / "weights" / "x.pth")  # trials run elsewhere
     with pytest.raises(AblationError, match=r"model\.pretrained: no such weights file: .*weights/x\.pth; nothing was run"):
-        check_inputs([trial], str(tmp_path / "index"), tmp_path / "raw")
+        check_inputs([trial])
 
 
 def test_report_prints_params_beside_ap(tmp_path):

@@ -15,9 +15,10 @@ import pandas as pd
 import pytest
 
 from tests.predict.predict_fixtures import save_smoke_checkpoint
-from vremd.ablation.grid import build_grid, check_inputs, load_tables
+from vremd.ablation.grid import build_grid, check_inputs, data_dirs, load_tables
 from vremd.config import ConfigError, smoke_config
-from vremd.data.crop_settings import crop_settings, read_crop_settings
+from vremd.data.crop_store import read_manifest_record
+from vremd.data.dataset_record import DatasetRecordError, crop_settings, read_index_record
 from vremd.data.index import rebase_index
 from vremd.data.index_check import check_index_fits
 
@@ -35,12 +36,12 @@ def wide(build_smoke_data, tmp_path_factory):
 
 
 def test_the_index_records_the_settings_its_crops_were_cut_with(smoke_data, wide, tmp_path):
-    assert read_crop_settings(smoke_data.crops / "manifest.parquet") == crop_settings(smoke_config().crops)
+    assert read_manifest_record(smoke_data.crops)["crops"] == crop_settings(smoke_config().crops)
     for split in ("train", "val"):
-        assert read_crop_settings(smoke_data.index / f"{split}.parquet") == crop_settings(smoke_config().crops)
-        assert read_crop_settings(wide.index / f"{split}.parquet")["enlarge"] == 1.5
+        assert read_index_record(smoke_data.index / f"{split}.parquet").crops == crop_settings(smoke_config().crops)
+        assert read_index_record(wide.index / f"{split}.parquet").crops["enlarge"] == 1.5
     moved = rebase_index(smoke_data.index / "val.parquet", tmp_path / "elsewhere" / "val.parquet")
-    assert read_crop_settings(moved) == crop_settings(smoke_config().crops)  # the pretrain stage's copy keeps them
+    assert read_index_record(moved).crops == crop_settings(smoke_config().crops)  # the pretrain stage's copy keeps them
 
 
 def test_every_setting_the_model_sees_is_compared(smoke_data):
@@ -87,11 +88,13 @@ def test_train_refuses_an_index_cut_otherwise_before_any_run(wide, write_params,
 def test_an_index_of_an_older_checkout_is_refused(smoke_data, tmp_path):
     old = rebase_index(smoke_data.index / "val.parquet", tmp_path / "val.parquet")
     pd.read_parquet(old).to_parquet(old, index=False)  # rewritten as before: no settings recorded
-    with pytest.raises(ConfigError, match=r"val.parquet: records no crop settings .* dvc repro preprocess"):
+    with pytest.raises(DatasetRecordError, match=r"val.parquet: no record of the dataset it was cut from .*, but "
+                                                 r"models/final.pt needs the crop settings .* dvc repro preprocess"):
         check_index_fits(old, smoke_config(), "models/final.pt")
 
 
 def test_an_ablation_row_is_checked_against_its_index(wide):
-    trials = build_grid(smoke_config(), load_tables(REPO / "experiments" / "ablations.yaml")[4], 1)
+    trials = build_grid(smoke_config(), load_tables(REPO / "experiments" / "ablations.yaml")[4], 1,
+                        data_of=data_dirs(str(wide.index), str(wide.raw)))
     with pytest.raises(ConfigError, match=r"crops.enlarge = 1.5, but table row 'baseline' \(seed 0\) has "):
-        check_inputs(trials, str(wide.index), wide.raw)
+        check_inputs(trials)

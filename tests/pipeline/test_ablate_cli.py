@@ -18,7 +18,7 @@ import pipeline.ablate as ablate
 from vremd.config import smoke_config
 from vremd.model.vremd import build_model
 from vremd.ablation.trials import ATTEMPTS_FILE
-from vremd.ablation.grid import build_grid, identities, load_tables
+from vremd.ablation.grid import build_grid, data_dirs, identities, load_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 AP_NAMES = {"ap/head", "ap/shoulder", "ap/elbow", "ap/wrist", "ap/hip", "ap/knee", "ap/ankle", "ap/mean", "loss"}
@@ -146,7 +146,8 @@ def test_rerun_restores_and_runs_only_the_failed_trial(smoke_data, local_ray, tm
     weights.parent.mkdir()
     write_vitpose_checkpoint(weights)
     grid = build_grid(smoke_config(), load_tables(ablations)[6], 1,  # the run names ablate.py will use
-                      identity_of=identities(str(smoke_data.index), smoke_data.raw, lambda cfg: 1))  # trial cpu=1
+                      identity_of=identities(data_dirs(str(smoke_data.index), str(smoke_data.raw)),
+                                             lambda cfg: 1))  # trial cpu=1
     blocked = tmp_path / "ray_results" / "table6-smoke-runs" / grid[1].run_name / "checkpoint_epoch_0001"
     blocked.parent.mkdir(parents=True)
     blocked.write_text("not a checkpoint")  # a transient fault inside the DCA+BS trial's training: epoch 1 cannot
@@ -208,7 +209,7 @@ def test_dry_run_shows_the_fused_trials_and_refuses_one_over_the_memory_budget(t
         assert "trains in the trial's process): DC, DA, DCA, DCA+BS" in out.splitlines()[-3 + seed]
     assert out.splitlines()[-1] == "2 fused trial(s), 0 ordinary trial(s)"
     assert ablate.main([*args, "--no-fuse"]) == 0
-    assert "fused" not in capsys.readouterr().out
+    assert "fused trial" not in capsys.readouterr().out  # (the dry run's paths hold this test's name)
     assert ablate.main([*args, "--fuse-rows", "3"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "2 fused trial(s), 2 ordinary trial(s)"
     assert ablate.main([*args, "--fuse-memory-gib", "0.001"]) == 1

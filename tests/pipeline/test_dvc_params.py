@@ -7,7 +7,8 @@ section must be read, all of it (a section holding a key the stage never reads r
 marked `NEUTRAL` on their field (worker counts, retries, kept checkpoints, MLflow naming: vremd/config.py) are
 never params deps, as STYLE.md says; `profile` may be listed (it puts the profile in `dvc exp show`): every
 `profiles.${profile}.*` name follows it anyway. Variants cover the branches the demo does not take: a real
-archive for `download`, `data.val_boxes: detect` for `detect`.
+archive for `download`, `data.val_boxes: detect` for `detect`, a PoseTrack18 profile with PoseTrack2017
+archives and the detector's boxes for `data-posetrack17`.
 
 Before (issue 32): `train` and `evaluate` read detect.oks_nms and detect.keypoint_threshold unlisted, so
 `dvc exp run -S profiles.demo.detect.oks_nms=0.0` re-ran nothing and `dvc exp show` kept the old AP.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ from fresh_clone import smoke_demo_params
 from torchvision.models import detection
 
 from tests.data.sources.test_download import pack, sha256, write_posetrack18
+from tests.data.sources.test_posetrack17 import write_posetrack17
 from tests.pipeline.config_reads import READS_FILE_ENV, ConfigReads, install_in_worker
 from vremd.config import PATH_KEYS, Config, config_from_saved, config_to_dict, leaf_types, load_config, neutral_keys
 from vremd.pretrain import pretraining_config
@@ -60,10 +63,17 @@ def _variants(project: Path) -> dict[str, list[list[str]]]:
     torch.save(detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None).state_dict(), weights)
     write_posetrack18(project / "posetrack")
     archive = pack(project / "posetrack", project / "posetrack18.tar.gz")
+    tree17 = write_posetrack17(project / "posetrack17")  # its train frames come in a second tree: one archive here
+    shutil.copytree(project / "posetrack17" / "images_archive" / "posetrack_data", tree17, dirs_exist_ok=True)
+    archive17 = pack(project / "posetrack17", project / "posetrack17.tar.gz", only="posetrack_data/")
+    detector = ["data.val_boxes=detect", f"detect.model={LIGHT_DETECTOR}", f"detect.weights={weights}",
+                "detect.min_size=96", "detect.max_size=160"]
     return {
         "download": [[], ["data.source=posetrack18", f"data.urls=[{archive}]", f"data.sha256=[{sha256(archive)}]"]],
-        "detect": [[], ["data.val_boxes=detect", f"detect.model={LIGHT_DETECTOR}", f"detect.weights={weights}",
-                        "detect.min_size=96", "detect.max_size=160"]],
+        "detect": [[], detector],
+        # a profile on PoseTrack18 cuts the PoseTrack2017 of tables 4-6 with its own detector boxes
+        "data-posetrack17": [[], ["data.source=posetrack18", f"data.table_archives.posetrack17.urls=[{archive17}]",
+                                  f"data.table_archives.posetrack17.sha256=[{sha256(archive17)}]", *detector]],
     }
 
 

@@ -131,6 +131,10 @@ def test_dvc_pipeline_run_is_recorded_and_reproduced(write_params, tmp_path):
     val.iloc[:-1].to_parquet(root / "data" / "index" / "val.parquet", index=False)
     refused = _run(root, "pipeline/reproduce.py", run.info.run_id, "--index", "data/index", "--raw", "data/raw")
     assert refused.returncode == 2 and f"data changed: the run trained on data/index {index_md5}" in refused.stderr
+    # rewritten as an older preprocess stage wrote it: even --allow-data-change cannot tell which dataset it holds
+    allowed = _run(root, "pipeline/reproduce.py", run.info.run_id, "--index", "data/index", "--raw", "data/raw",
+                   "--allow-data-change")
+    assert allowed.returncode == 2 and "val.parquet: no record of the dataset it was cut from" in allowed.stderr
 
 
 def test_reproduce_unknown_run_is_a_clear_error(tmp_path, capsys):

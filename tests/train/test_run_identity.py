@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from vremd.config import config_to_dict, smoke_config
-from vremd.ablation.grid import build_grid, identities, load_tables
+from vremd.ablation.grid import build_grid, data_dirs, identities, load_tables
 from vremd.ablation.reuse import adopt_finished_twin
 from vremd.train.checkpoints import load_state, save_state
 from vremd.train.identity import code_hash, data_hash, run_identity, training_digest, training_keys
@@ -150,13 +150,14 @@ def test_ablation_twin_is_adopted_only_with_the_same_identity(two_datasets, tmp_
     cfg, a, b = two_datasets
     storage = tmp_path / "ray_results"
     trials = {k: build_grid(cfg, load_tables(REPO / "experiments" / "ablations.yaml")[k], 1,
-                            identity_of=identities(a.index_dir, Path(a.gt_dir).parents[2], lambda cfg: 1))
+                            identity_of=identities(data_dirs(a.index_dir, str(Path(a.gt_dir).parents[2])),
+                                                   lambda cfg: 1))
               for k in (4, 6)}
     (twin,) = [t for t in trials[6] if t.row == "DCA+BS"]
     (ours,) = [t for t in trials[4] if t.row == "VREMD"]
     assert twin.training_id == ours.training_id  # the same training in two tables
     other = build_grid(cfg, load_tables(REPO / "experiments" / "ablations.yaml")[4], 1,
-                       identity_of=identities(b.index_dir, Path(b.gt_dir).parents[2], lambda cfg: 1))
+                       identity_of=identities(data_dirs(b.index_dir, str(Path(b.gt_dir).parents[2])), lambda cfg: 1))
     assert {t.training_id for t in other}.isdisjoint({t.training_id for t in trials[4]})  # other data: other ids
 
     identity_a = run_identity(cfg, Path(a.index_dir), Path(a.gt_dir), threads=1)

@@ -1,8 +1,9 @@
 """Paper tables as data -> validated trial specs: experiments/ablations.yaml rows x seeds.
 
 A row is a set of `dotted.key: value` overrides applied to the profile's config; each (row, seed)
-becomes a `TrialSpec` holding the resolved config as a plain dict (what crosses to the Tune trial) and
-the `RunIdentity` (data, code, weights hashes) its training reads, computed once on the driver.
+becomes a `TrialSpec` holding the resolved config as a plain dict (what crosses to the Tune trial), the
+data it reads (index and raw dataset folder of its `data.source`, decided on the driver) and the
+`RunIdentity` (data, code, weights hashes) its training reads, computed once on the driver.
 No Ray here: `vremd.ablation.trials` runs the specs.
 """
 
@@ -17,16 +18,21 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 
-from vremd.config import PATH_KEYS, Config, ConfigError, config_from_dict, config_to_dict, resolve_path_value, set_dotted
+from vremd.config import (PATH_KEYS, Config, ConfigError, config_from_dict, config_to_dict, resolve_path_value,
+                          set_dotted)
 from vremd.data.dataset import check_augment_margin
+from vremd.data.dataset_record import check_index
 from vremd.data.index_check import check_index_fits
 from vremd.data.posetrack import SPLITS
 from vremd.errors import InputError
 from vremd.hashing import code_root
 from vremd.train.identity import RunIdentity, code_hash, data_hash, file_sha256, lock_sha256, training_digest
 
-__all__ = ["AblationError", "TableSpec", "TrialSpec", "training_id", "slug", "load_tables", "apply_overrides",
-           "build_grid", "identities", "paper_protocol", "parse_resources", "default_resources", "DRIVER_MEMORY", "grid_text", "check_inputs"]
+__all__ = ["AblationError", "TableSpec", "TrialSpec", "DataDirs", "training_id", "slug", "load_tables",
+           "apply_overrides", "build_grid", "data_dirs", "identities", "paper_protocol", "parse_resources",
+           "default_resources", "DRIVER_MEMORY", "grid_text", "check_inputs"]
+
+DataDirs = Callable[[str], tuple[str, str]]  # data.source -> (index dir, raw dataset dir) that trials on it read
 
 class AblationError(InputError):
     """An ablation table, grid or experiment folder is unusable; the message names the file and key."""
@@ -51,6 +57,13 @@ class TrialSpec:
     overrides: dict[str, Any]
     config: dict[str, Any]  # config_to_dict(Config): what the trial rebuilds its Config from
     identity: dict[str, str] = field(default_factory=dict)  # RunIdentity.as_dict(); empty in a dry run
+    index_dir: str = ""  # the sample index it trains and validates on (absolute)
+    dataset_dir: str = ""  # its raw dataset (absolute): the val GT json lie in <dataset_dir>/annotations/val
+
+    @property
+    def gt_dir(self) -> str:
+        """The val GT folder it scores against."""
+        return str(Path(self.dataset_dir) / "annotations" / "val")
 
     @property
     def training_id(self) -> str:
@@ -113,12 +126,14 @@ def apply_overrides(values: Mapping[str, Any], overrides: Mapping[str, Any], whe
 
 def build_grid(base: Config, table: TableSpec, seeds: int, fixed_keys: Iterable[str] = (),
                where: str = "experiments/ablations.yaml",
-               identity_of: Callable[[Config], RunIdentity] | None = None) -> list[TrialSpec]:
+               identity_of: Callable[[Config], RunIdentity] | None = None,
+               data_of: DataDirs | None = None) -> list[TrialSpec]:
     """Every row of `table` at `seeds` seeds (train.seed = base seed + i), validated; row order kept.
 
     `fixed_keys` are keys the user already overrode for all rows (`--set`): a row setting one of them
     would silently lose its meaning, so that is an error. `identity_of(cfg)` gives each trial's
-    `RunIdentity` (None: a dry run, the names then cover the config only).
+    `RunIdentity` (None: a dry run, the names then cover the config only); `data_of(cfg.data.source)` its
+    index and raw dataset folder (None: left empty).
     """
     if seeds < 1:
         raise AblationError(f"--seeds: expected at least 1, found {seeds}")
@@ -134,21 +149,33 @@ def build_grid(base: Config, table: TableSpec, seeds: int, fixed_keys: Iterable[
             seeded = {**overrides, "train.seed": base.train.seed + i}
             cfg = apply_overrides(base_dict, seeded, f"{where}: tables.{table.number}.rows.{row}: ")
             identity = identity_of(cfg).as_dict() if identity_of is not None else {}
-            trials.append(TrialSpec(row, i, cfg.train.seed, dict(overrides), config_to_dict(cfg), identity))
+            index_dir, dataset_dir = data_of(cfg.data.source) if data_of is not None else ("", "")
+            trials.append(TrialSpec(row, i, cfg.train.seed, dict(overrides), config_to_dict(cfg), identity,
+                                    index_dir, dataset_dir))
     return trials
 
 
-def identities(index_dir: str, raw_dir: Path,
-               threads_of: Callable[[Config], int]) -> Callable[[Config], RunIdentity]:
-    """`identity_of` for `build_grid`: each trial's `RunIdentity` on `index_dir` (`{source}` filled in) and
-    `<raw_dir>/<source>/annotations/val`, each data set, the code and each weights file hashed once; its math
-    on `threads_of(cfg)` torch threads (`ray_train.training_threads` with the trial's CPUs)."""
+def data_dirs(index_dir: str, raw_dir: str) -> DataDirs:
+    """`data_of` for `build_grid` where every trial reads `index_dir` and the raw dataset `<raw_dir>/<source>`,
+    `{source}` in either replaced by the trial's `data.source`; absolute paths."""
+    def data_of(source: str) -> tuple[str, str]:
+        return (str(Path(index_dir.format(source=source)).resolve()),
+                str((Path(raw_dir.format(source=source)) / source).resolve()))
+
+    return data_of
+
+
+def identities(data_of: DataDirs, threads_of: Callable[[Config], int]) -> Callable[[Config], RunIdentity]:
+    """`identity_of` for `build_grid`: each trial's `RunIdentity` on the index and val GT `data_of` gives its
+    `data.source`, each data set, the code and each weights file hashed once; its math on `threads_of(cfg)` torch
+    threads (`ray_train.training_threads` with the trial's CPUs)."""
     code, lock, data, weights = code_hash(), lock_sha256(code_root()), {}, {}
 
     def identity_of(cfg: Config) -> RunIdentity:
         source = cfg.data.source
         if source not in data:
-            data[source] = data_hash(Path(index_dir.format(source=source)), Path(raw_dir) / source / "annotations" / "val")
+            index_dir, dataset_dir = data_of(source)
+            data[source] = data_hash(Path(index_dir), Path(dataset_dir) / "annotations" / "val")
         path = cfg.model.pretrained
         if path and path not in weights:
             weights[path] = file_sha256(Path(path))
@@ -212,7 +239,8 @@ def default_resources(cfg: Config) -> dict[str, float]:
 
 
 def grid_text(trials: Sequence[TrialSpec], resources: Mapping[str, float]) -> str:
-    """The dry-run listing: one line per trial with row, seed, overrides and requested resources."""
+    """The dry-run listing: one line per trial with row, seed, overrides and requested resources, and below it
+    the index it reads and the GT folder it scores against."""
     asks = ", ".join(f"{k}={v / 2**20:g}MiB" if k == "memory" else f"{k}={v:g}" for k, v in resources.items() if v)
     lines = []
     for t in trials:
@@ -221,34 +249,40 @@ def grid_text(trials: Sequence[TrialSpec], resources: Mapping[str, float]) -> st
                    if train["num_workers"] else "; trains in the trial's process")
         sets = ", ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in t.overrides.items()) or "(profile as is)"
         lines.append(f"{t.row:>16s}  seed {t.seed:<3d} {sets}  [trial: {asks or 'nothing'}{workers}]  -> {t.run_name}")
+        if t.index_dir:
+            lines.append(f"{'':>16s}  {t.config['data']['source']}: index {t.index_dir}, GT {t.gt_dir}")
     return "\n".join(lines) + "\n"
 
 
-def check_inputs(trials: Sequence[TrialSpec], index_dir: str, raw_dir: Path) -> None:
+def check_inputs(trials: Sequence[TrialSpec]) -> None:
     """Raise `AblationError` naming every missing index, GT folder or pretrained weights file the trials would read;
-    ConfigError where a trial's augmentation reaches past the margin stored around the index's train crops, or for
-    an index whose crops a trial's config would not see as they were cut (`check_index_fits`)."""
+    `DatasetRecordError` for an index that does not hold a trial's dataset (`data.source`) and split; ConfigError
+    where a trial's augmentation reaches past the margin stored around the index's train crops, or for an index
+    whose crops a trial's config would not see as they were cut (`check_index_fits`)."""
     weights = [w for w in dict.fromkeys(t.config["model"]["pretrained"] for t in trials) if w and not Path(w).is_file()]
     if weights:  # refused before any trial trains: its identity (and name) would change when the file arrives
         raise AblationError(f"model.pretrained: no such weights file: {', '.join(weights)}; nothing was run")
     missing = []
-    for source in dict.fromkeys(t.config["data"]["source"] for t in trials):
-        index = Path(index_dir.format(source=source))
-        missing += [str(index / f) for f in ("train.parquet", "val.parquet") if not (index / f).is_file()]
-        gt = Path(raw_dir) / source / "annotations" / "val"
-        missing += [] if gt.is_dir() else [str(gt)]
+    for index, gt in dict.fromkeys((t.index_dir, t.gt_dir) for t in trials):
+        missing += [str(Path(index) / f"{split}.parquet") for split in SPLITS
+                    if not (Path(index) / f"{split}.parquet").is_file()]
+        missing += [] if Path(gt).is_dir() else [gt]
     if missing:
-        raise AblationError(f"missing inputs: {', '.join(missing)}; build them with the download, crops and "
-                            "preprocess stages (dvc repro preprocess, or pipeline/download.py, crops.py, preprocess.py)")
-    recipes = dict.fromkeys((t.config["data"]["source"], json.dumps(t.config["augment"])) for t in trials)
-    for source, augment in recipes:
+        raise AblationError(f"missing inputs: {', '.join(missing)}; build them: dvc repro preprocess (the "
+                            "profile's own dataset: data/index, data/raw), dvc repro "
+                            "experiments/dvc.yaml:data-<source> (a table's other dataset: data/tables/<source>/), "
+                            "or pipeline/download.py, crops.py, preprocess.py")
+    for t in trials:  # every trial, each split: its own dataset
+        for split in SPLITS:
+            check_index(Path(t.index_dir) / f"{split}.parquet", t.config["data"]["source"], split,
+                        f"trial {t.row!r} (seed {t.seed})")
+    for index, augment in dict.fromkeys((t.index_dir, json.dumps(t.config["augment"])) for t in trials):
         cfg = config_from_dict({"augment": json.loads(augment)})  # its margin is refused before any trial trains
-        check_augment_margin(Path(index_dir.format(source=source)) / "train.parquet", cfg.augment)
+        check_augment_margin(Path(index) / "train.parquet", cfg.augment)
     checked = set()
     for t in trials:  # crops cut otherwise than a row's config would train and score it on other inputs
         cfg = config_from_dict(t.config)
-        key = (cfg.data.source, cfg.crops, cfg.model.img_height, cfg.model.img_width)
+        key = (t.index_dir, cfg.crops, cfg.model.img_height, cfg.model.img_width)
         for split in SPLITS if key not in checked else ():
-            check_index_fits(Path(index_dir.format(source=cfg.data.source)) / f"{split}.parquet", cfg,
-                             f"table row {t.row!r} (seed {t.seed})")
+            check_index_fits(Path(t.index_dir) / f"{split}.parquet", cfg, f"table row {t.row!r} (seed {t.seed})")
         checked.add(key)

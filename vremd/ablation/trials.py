@@ -59,8 +59,6 @@ class TrialContext:
     """What every trial of one table shares (absolute paths; passed with `tune.with_parameters`)."""
 
     table: int
-    index_dir: str  # may contain `{source}`, filled with the trial's data.source
-    raw_dir: str  # GT json: <raw_dir>/<data.source>/annotations/val
     runs_dir: str
     tracking_uri: str
     parent_run_id: str
@@ -95,7 +93,7 @@ def ablation_trial(config: dict[str, Any], context: TrialContext) -> None:
     cfg, identity, tracker, paths = _prepare_row(spec, context)
     try:
         outcome = train_and_track(cfg, paths, Path(context.runs_dir), spec["run_name"], context.tracking_uri,
-                                  Path(context.repo_dir), Path(context.raw_dir) / cfg.data.source, identity=identity,
+                                  Path(context.repo_dir), Path(spec["dataset_dir"]), identity=identity,
                                   ray_logs=context.ray_logs)
     except BaseException:
         tracker.finish("FAILED")
@@ -126,8 +124,8 @@ def _prepare_row(spec: Mapping[str, Any], context: TrialContext) -> tuple[Config
         tracker.set_tag("ablation.adopted_training", str(adopted.source))
         for entry in adopted.history:
             tracker.log_epoch(entry)
-    paths = RunPaths(index_dir=context.index_dir.format(source=cfg.data.source),
-                     gt_dir=str(Path(context.raw_dir) / cfg.data.source / "annotations" / "val"), run_dir="")
+    paths = RunPaths(index_dir=spec["index_dir"], gt_dir=str(Path(spec["dataset_dir"]) / "annotations" / "val"),
+                     run_dir="")  # the data the driver chose and checked for this trial
     return cfg, identity, tracker, paths
 
 
@@ -159,7 +157,7 @@ def _fused_trial(specs: Sequence[Mapping[str, Any]], context: TrialContext) -> N
         raise
     report: dict[str, Any] = {"rows": len(specs), "node_id": _node_id()}
     for k, ((cfg, tracker, row), result, spec) in enumerate(zip(prepared, results, specs)):
-        outcome = close_tracking(tracker, cfg, result, Path(row.paths.gt_dir), Path(context.raw_dir) / cfg.data.source)
+        outcome = close_tracking(tracker, cfg, result, Path(row.paths.gt_dir), Path(spec["dataset_dir"]))
         metrics = _final_metrics(result.history, int(result.state["epoch"]))
         report.update({f"rows/{k}/{name}": value for name, value in metrics.items()})
         report[f"rows/{k}/mlflow_run_id"] = outcome.mlflow_run_id or ""
@@ -183,8 +181,8 @@ def _note_attempt(run_dir: Path) -> None:
 
 def _open_nested_run(cfg: Config, identity: RunIdentity, spec: Mapping[str, Any], context: TrialContext) -> Tracker:
     """Create (or reopen) the trial's MLflow run under the parent; `train_and_track` continues it by id."""
-    index_dir = Path(context.index_dir.format(source=cfg.data.source))
-    tags = {**run_tags(cfg, Path(context.repo_dir), index_dir, identity), "ablation.table": str(context.table),
+    tags = {**run_tags(cfg, Path(context.repo_dir), Path(spec["index_dir"]), identity),
+            "ablation.table": str(context.table),
             "ablation.row": spec["row"], "ablation.seed": str(spec["seed"])}
     if context.parent_run_id:
         tags["mlflow.parentRunId"] = context.parent_run_id
@@ -271,7 +269,7 @@ def _parent_run(exp_dir: Path, tracking_uri: str, base: Config, table: TableSpec
 
 
 def run_ablation(table: TableSpec, trials: Sequence[TrialSpec], base: Config, *, storage_path: Path, out_dir: Path,
-                 index_dir: str, raw_dir: Path, tracking_uri: str, repo_dir: Path, paper_tables: Mapping[str, Any],
+                 tracking_uri: str, repo_dir: Path, paper_tables: Mapping[str, Any],
                  resources: Mapping[str, float], max_concurrent: int | None, max_failures: int,
                  fresh: bool = False, verbose: int = 1, note: str = "",
                  plan: FusionPlan | None = None, fused_resources: Mapping[str, float] | None = None) -> AblationResult:
@@ -293,8 +291,8 @@ def run_ablation(table: TableSpec, trials: Sequence[TrialSpec], base: Config, *,
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / GRID_FILE).write_text(json.dumps(_grid_record(trials, plan), indent=1))
     parent = _parent_run(exp_dir, tracking_uri, base, table, len({t.repeat for t in trials}), Path(repo_dir))
-    context = TrialContext(table.number, str(index_dir), str(Path(raw_dir).resolve()), str(runs_dir), tracking_uri,
-                           parent.run_id or "", str(Path(repo_dir).resolve()), ray_logs=verbose > 1)
+    context = TrialContext(table.number, str(runs_dir), tracking_uri, parent.run_id or "",
+                           str(Path(repo_dir).resolve()), ray_logs=verbose > 1)
     plan = plan or FusionPlan([[t] for t in trials], {})
     units = [{"fused": [_spec(t) for t in unit]} if len(unit) > 1 else _spec(unit[0]) for unit in plan.units]
     trainable = tune.with_resources(tune.with_parameters(ablation_trial, context=context),

@@ -6,7 +6,8 @@ Layout under the crops dir:
                          crops carry their rows' margin_px of the frame on each side (H' = H + 2 my)
   <split>/<video>.json   the video's record: input key, code hash, crop settings, counts, skip messages, its rows
   manifest.parquet       all rows of the current videos (+ `shard`: path relative to the crops dir); its parquet
-                         metadata holds the crop settings (`vremd.data.crop_settings`), which the index keeps
+                         metadata holds its record (`vremd.data.dataset_record`): the dataset (`data.source`) it was
+                         cut from, the crop settings and the val boxes, which each index file keeps
   stats.json             counts per split (samples, skips by reason, clamped neighbours), and why videos were cut
 A video is re-extracted only when its key changes: a hash of its json, the size and mtime of its
 image folder's files, its detections, the crop settings and the code that cuts crops (`crop_code_sha256`:
@@ -32,7 +33,7 @@ from tqdm import tqdm
 from vremd.atomic import atomic_write_bytes, atomic_write_stream
 from vremd.config import BadInputPolicy, ConfigError, CropsConfig, DetectConfig
 from vremd.data import posetrack
-from vremd.data.crop_settings import crop_settings, write_parquet
+from vremd.data.dataset_record import RECORD_FORMAT, crop_settings, read_record, write_parquet
 from vremd.data.crops import extract_video
 from vremd.data.detections import Detection, DetectionFormatError, read_detections
 from vremd.hashing import closure_sha256
@@ -192,11 +193,12 @@ def _remove_stale(out_dir: Path, current: set[tuple[str, str]]) -> list[str]:
 
 def build_crops(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadInputPolicy,
                 val_boxes: str = "gt", workers: int = 1, progress: bool = True,
-                min_box_score: float = DetectConfig.score_threshold) -> dict:
+                min_box_score: float = DetectConfig.score_threshold, source: str | None = None) -> dict:
     """Bring `out_dir` up to date with the raw dataset; write the manifest and stats; return the stats.
 
     Val crops of a detection json (`val_boxes`) take its boxes scoring at least `min_box_score`
-    (`detect.score_threshold`)."""
+    (`detect.score_threshold`). `source` is the dataset's `data.source`, recorded in the manifest (default:
+    `dataset_dir`'s folder name, as the stages lay raw data out at `<raw>/<source>`)."""
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     if not 0 <= cfg.jpeg_quality <= 100:
         raise ConfigError(f"crops.jpeg_quality: expected 0 (raw pixels) or 1-100, found {cfg.jpeg_quality}")
@@ -231,7 +233,9 @@ def build_crops(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadI
     stats["reasons"] = dict(Counter(reasons.values()).most_common())  # why the processed videos were cut
     rows = [row for record in ordered for row in record["rows"]]
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    atomic_write_stream(out_dir / MANIFEST, lambda f: write_parquet(manifest, f, crop_settings(cfg)))
+    record = {"format": RECORD_FORMAT, "source": source or dataset_dir.name, "crops": crop_settings(cfg),
+              "val_boxes": val_boxes}
+    atomic_write_stream(out_dir / MANIFEST, lambda f: write_parquet(manifest, f, record))
     atomic_write_bytes(out_dir / STATS, orjson.dumps(stats, option=orjson.OPT_INDENT_2))
     return stats
 
@@ -265,3 +269,9 @@ def read_manifest(crops_dir: Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no crops manifest; run pipeline/crops.py first")
     return pd.read_parquet(path)
+
+
+def read_manifest_record(crops_dir: Path) -> dict:
+    """The record of a crops dir's manifest: `source` (the `data.source` its crops were cut from), `crops`
+    (`crop_settings`) and `val_boxes` ("gt", or the detection file the val crops were cut with)."""
+    return read_record(Path(crops_dir) / MANIFEST, "crops", "re-run it: dvc repro crops, or python pipeline/crops.py")

@@ -6,7 +6,10 @@ row-major, crop pixels + visibility), num_visible, crop_to_image ((2, 3) row-maj
 shard (path of the video's crops relative to the index file's folder), row (sample in the shard),
 jpeg_offsets (byte range of each frame's JPEG in the shard; empty when the shard holds raw pixels),
 margin_px ((x, y) stored pixels of the frame on each side of the crop: train crops' augmentation canvas).
-Each file's parquet metadata keeps the crop settings its crops were cut with (`vremd.data.crop_settings`).
+
+Each index file records what it holds in its parquet metadata, taken from the crops manifest's record with the
+split added: the dataset (`data.source`) and split it was cut from, the crop settings and the val boxes. Every
+consumer checks it before it starts (`vremd.data.dataset_record.check_index`).
 """
 
 from __future__ import annotations
@@ -19,21 +22,16 @@ import orjson
 import pandas as pd
 
 from vremd.atomic import atomic_write
-from vremd.data.crop_settings import read_crop_settings, write_parquet
-from vremd.data.crop_store import MANIFEST, STATS, read_manifest
-from vremd.errors import InputError
+from vremd.data.crop_store import STATS, read_manifest, read_manifest_record
+from vremd.data.dataset_record import REBUILD, read_record, write_parquet
 from vremd.data.posetrack import SPLITS
 from vremd.data.joints import JOINT_NAMES
-
 
 def build_index(crops_dir: Path, index_dir: Path) -> dict:
     """Write `<index_dir>/{train,val}.parquet` from the crops manifest (atomically); return dataset stats."""
     crops_dir, index_dir = Path(crops_dir), Path(index_dir)
+    record = read_manifest_record(crops_dir)  # the dataset the crops were cut from: each split's file records it
     manifest = read_manifest(crops_dir)
-    settings = read_crop_settings(crops_dir / MANIFEST)
-    if settings is None:
-        raise InputError(f"{crops_dir / MANIFEST}: records no crop settings (written by an older checkout); "
-                         "re-run the crops stage (pipeline/crops.py, or dvc repro crops)")
     crop_stats = orjson.loads((crops_dir / STATS).read_bytes())
     index_dir.mkdir(parents=True, exist_ok=True)
     stats = {}
@@ -42,20 +40,19 @@ def build_index(crops_dir: Path, index_dir: Path) -> dict:
         df.insert(0, "sample_id", np.arange(len(df), dtype=np.int64))
         df["shard"] = [os.path.relpath(crops_dir / s, index_dir) for s in df["shard"]]
         path = index_dir / f"{split}.parquet"
-        atomic_write(path, lambda tmp, df=df: write_parquet(df, tmp, settings))
+        atomic_write(path, lambda tmp, df=df, split=split: write_parquet(df, tmp, {**record, "split": split}))
         stats[split] = _split_stats(df, crop_stats["splits"][split])
     return stats
 
 
 def rebase_index(src: Path, dst: Path) -> Path:
-    """Copy the index file `src` to `dst` (atomically), its `shard` paths made relative to `dst`'s folder."""
+    """Copy the index file `src` to `dst` (atomically) with its record, its `shard` paths made relative to `dst`'s
+    folder."""
     src, dst = Path(src), Path(dst)
+    record = read_record(src, "preprocess", REBUILD)
     df = pd.read_parquet(src)
     df["shard"] = [os.path.relpath(src.parent / s, dst.parent) for s in df["shard"]]
-    settings = read_crop_settings(src)
-    if settings is None:
-        return atomic_write(dst, lambda tmp: df.to_parquet(tmp, index=False))  # the check refuses it when read
-    return atomic_write(dst, lambda tmp: write_parquet(df, tmp, settings))
+    return atomic_write(dst, lambda tmp: write_parquet(df, tmp, record))
 
 
 def _split_stats(df: pd.DataFrame, crop_stats: dict) -> dict:

@@ -6,7 +6,7 @@ stored at (`crops.jpeg_quality`: compression changes the pixels the model reads;
 trained on 1.25-enlarged boxes and scored on 1.5-enlarged ones sees smaller people at other positions and
 scores near zero (AP 0.3 -> 0.0 in issue 32, with no warning). So wherever a config meets an index (training
 on it, a checkpoint scoring it, a run reproduced on it) `check_index_fits` compares the settings the index
-records (`crop_settings.read_crop_settings`) with the config's and the stored crop size with the model's input size.
+records (`dataset_record.read_index_record`) with the config's and the stored crop size with the model's input size.
 It is the one place to add what else an index must agree on with a config.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from vremd.config import Config, ConfigError
 from vremd.data.dataset import check_crop_size
-from vremd.data.crop_settings import read_crop_settings
+from vremd.data.dataset_record import read_index_record
 
 __all__ = ["MODEL_VIEW_KEYS", "check_index_fits"]
 
@@ -26,13 +26,10 @@ MODEL_VIEW_KEYS = ("enlarge", "height", "width", "jpeg_quality")  # crops.* keys
 def check_index_fits(index_path: Path, cfg: Config, config_name: str) -> None:
     """Return None when the crops of `index_path` are what the model of `cfg` sees; else raise `ConfigError`
     naming the index file, `config_name` (where `cfg` comes from: a checkpoint file, a params profile) and
-    both values of every differing setting. An index that records no settings (an older checkout's) is refused."""
+    both values of every differing setting. An index without a record (an older checkout's) is refused
+    (`DatasetRecordError`)."""
     check_crop_size(index_path, cfg.model, config_name)  # the stored pixels first: the most concrete fact
-    recorded = read_crop_settings(index_path)
-    if recorded is None:
-        raise ConfigError(f"{index_path}: records no crop settings (written by an older checkout), so its crops "
-                          f"cannot be checked against {config_name}; rebuild it: dvc repro preprocess (or "
-                          "pipeline/crops.py, then pipeline/preprocess.py)")
+    recorded = read_index_record(index_path, f"{config_name} needs the crop settings it was cut with").crops
     ours = {key: getattr(cfg.crops, key) for key in MODEL_VIEW_KEYS}
     differ = [key for key in MODEL_VIEW_KEYS if recorded.get(key) != ours[key]]
     if differ:

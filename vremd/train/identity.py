@@ -125,7 +125,8 @@ def training_keys(cfg_dict: Mapping[str, Any]) -> dict[str, Any]:
     neutral = neutral_keys()  # speed-only knobs, retries, kept checkpoints (marked on their fields)
     return {k: v for k, v in flatten(dict(cfg_dict)).items()
             if k.split(".")[0] in ("data", "crops", "augment", "model", "train", "eval", "detect")
-            and k not in neutral and k not in PATH_KEYS}
+            and k not in neutral and k not in PATH_KEYS
+            and not k.startswith("data.table_archives.")}  # other datasets' archives: the data hash covers the read
 
 
 def training_digest(cfg_dict: Mapping[str, Any], identity: RunIdentity | Mapping[str, Any]) -> str:
