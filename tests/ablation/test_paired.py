@@ -147,6 +147,13 @@ def test_mlflow_names_of_the_paired_differences():
     assert tags["paired.DCA.verdict"] == "not resolved" and tags["paired.DCA.joints_resolved"] == "none"
 
 
+def test_a_column_where_every_seed_agrees_says_zero_spread():
+    outcomes = [o for s in (0, 1) for o in (outcome("DC", s, 38.0 + s), outcome("DA", s, 39.0 + s))]  # +1.0 twice
+    rows = report_rows(["DC", "DA"], outcomes, load_paper_numbers(PAPER), 6)
+    text = paired_for(rows, outcomes).text()
+    assert "Mean 0.00 (zero spread) AP" in text and "+1.00      [+1.00, +1.00]  resolved" in text
+
+
 def test_one_seed_tables_say_too_few_seeds_and_one_row_tables_have_no_pairs():
     outcomes = [outcome("DC", 0, 38.0), outcome("DA", 0, 40.0)]
     rows = report_rows(["DC", "DA"], outcomes, load_paper_numbers(PAPER), 6)

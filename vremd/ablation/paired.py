@@ -34,7 +34,7 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-__all__ = ["PairedDiff", "Resolution", "RESOLVED", "NOT_RESOLVED", "TOO_FEW", "t_quantile_975", "mean_interval",
+__all__ = ["PairedDiff", "Resolution", "RESOLVED", "NOT_RESOLVED", "TOO_FEW", "ZERO_SPREAD_AP", "t_quantile_975", "mean_interval",
            "paired_difference", "table_resolution"]
 
 RESOLVED, NOT_RESOLVED, TOO_FEW = "resolved", "not resolved", "too few seeds"

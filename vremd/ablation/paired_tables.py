@@ -15,10 +15,12 @@ from dataclasses import asdict
 from typing import Any, Mapping, Sequence
 
 from vremd.ablation.grid import slug
-from vremd.ablation.paired import RESOLVED, TOO_FEW, PairedDiff, Resolution, paired_difference, table_resolution
+from vremd.ablation.paired import (RESOLVED, TOO_FEW, ZERO_SPREAD_AP, PairedDiff, Resolution, paired_difference,
+                                   table_resolution)
 from vremd.eval.posetrack_ap import COLUMNS, MEAN, METRIC_NAMES
 
-__all__ = ["seed_values", "paired_diffs", "resolutions", "paper_diffs", "paired_text", "paired_markdown",
+__all__ = ["seed_values", "paired_diffs", "resolutions", "resolution_sentence", "paper_diffs", "paired_text",
+           "paired_markdown",
            "paired_csv", "paired_html", "paired_records", "paired_metrics", "paired_tags", "INTERVAL_NOTE"]
 
 JOINTS = COLUMNS[:-1]
@@ -77,10 +79,13 @@ def resolution_sentence(res: Mapping[str, Resolution]) -> str:
     if mean.n < 2:
         return (f"At {mean.n} paired seed{'s' * (mean.n != 1)} no difference can be resolved ({TOO_FEW}): the "
                 "interval needs a spread over at least 2 seeds (--seeds 2 or more).")
-    joints = ", ".join(f"{c} {_num(res[c].half_width, False)}" for c in JOINTS)
-    return (f"Smallest resolvable difference at {mean.n} seeds: Mean {_num(mean.half_width, False)} AP (pooled paired "
-            f"spread {_num(mean.sd, False)}); per joint: {joints}. A true difference of that size is resolved about "
-            "half the time.")
+    def half(r: Resolution) -> str:  # a pooled spread of 0: every row's seeds agreed exactly (e.g. all at 0 AP)
+        return f"{_num(r.half_width, False)}{' (zero spread)' if r.sd <= ZERO_SPREAD_AP else ''}"
+
+    joints = ", ".join(f"{c} {half(res[c])}" for c in JOINTS)
+    return (f"Smallest resolvable difference at {mean.n} seeds: Mean {half(mean)} AP (pooled paired spread "
+            f"{_num(mean.sd, False)}); per joint: {joints}. A true difference of that size is resolved about half "
+            "the time.")
 
 
 def _mean_rows(diffs: Sequence[PairedDiff], paper: Mapping[str, float]) -> list[list[str]]:
