@@ -22,15 +22,10 @@ POSEVAL ?=
 
 # `venv` is cheap when the shared environment exists: it (re)builds .venv, this clone's layer on it.
 # Nothing in the shared environment names a clone, so clones sharing it never import each other's code.
+# The shared environment is built by .ci/shared_env.sh: one build at a time (a lock in VENV_HOME), into
+# its own folder, published complete by one rename, so `make venv`s running at once never break each other.
 venv:
-	@if [ ! -f "$(VENV_REAL)/.complete" ]; then \
-	  echo "Creating the environment in $(VENV_REAL) from requirements.lock (about 2 minutes, once per lock)"; \
-	  rm -rf "$(VENV_REAL)" && mkdir -p "$(VENV_HOME)" && \
-	  $(PYTHON_BASE) -m venv "$(VENV_REAL)" && \
-	  "$(VENV_REAL)/bin/pip" install -q --upgrade pip && \
-	  "$(VENV_REAL)/bin/pip" install -q --require-hashes --no-deps -r requirements.lock && \
-	  touch "$(VENV_REAL)/.complete" || exit 1; \
-	fi
+	@[ -f "$(VENV_REAL)/.complete" ] || bash .ci/shared_env.sh "$(VENV_REAL)" "$(PYTHON_BASE)"
 	@"$(VENV_REAL)/bin/python" .ci/clone_venv.py "$(VENV_REAL)"
 
 demo: venv
@@ -76,5 +71,7 @@ mlflow-ui: venv
 tracking-server: venv
 	$(PY) pipeline/tracking_server.py --root tracking --port 5000
 
+# The shared environment (its build folder and the link to it, under the build lock) and this clone's .venv.
 clean-venv:
-	rm -rf "$(VENV_REAL)" .venv
+	mkdir -p "$(VENV_HOME)" && flock "$(VENV_REAL).lock" sh -c 'rm -rf "$$(readlink -f "$$1")" "$$1"' _ "$(VENV_REAL)"
+	rm -rf .venv

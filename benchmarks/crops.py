@@ -11,7 +11,9 @@ of this process's CPU seconds, the per-core figure on a shared machine):
                then the same per-sample warpAffine and encoding
   frame-major  vremd.data.crop_store.run_task: each frame read and decoded once (at 1/2 or 1/4
                resolution when every box it serves allows it) into a sliding window of 3
-The outputs are compared (mean absolute pixel difference of the decoded crops against per-sample).
+  margin       the same, with the train crops' augmentation margin (crops.train_context_scale of the
+               case's profile): the disk per sample and the extraction cost of the margin
+The first three store the crop alone (crops.train_context_scale 0); their outputs are compared (mean absolute pixel difference of the decoded crops against per-sample).
 Target: >= 1,500 frame crops/s per core at paper size and PoseTrack density (3 persons per labeled frame).
 The ratios are reported without a target: the crops stage is one pass over the data and does not bound
 training. A cost breakdown of the fast path follows.
@@ -29,6 +31,7 @@ Cases (1280x720 is PoseTrack's resolution):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -64,14 +67,15 @@ class Case:
     image_wh: tuple[int, int]
     crop_wh: tuple[int, int]
     people: int  # synthetic: at most per video; textured: exactly per labeled frame
+    context: float  # the profile's crops.train_context_scale (params.yaml)
 
 
 CASES = (
-    Case("textured-paper", "textured", (1280, 720), (192, 256), 3),
-    Case("textured-demo", "textured", (1280, 720), (96, 128), 3),
-    Case("posetrack-paper", "synthetic", (1280, 720), (192, 256), 11),
-    Case("posetrack-demo", "synthetic", (1280, 720), (96, 128), 11),
-    Case("small-demo", "synthetic", (320, 240), (96, 128), 4),
+    Case("textured-paper", "textured", (1280, 720), (192, 256), 3, 1.35),
+    Case("textured-demo", "textured", (1280, 720), (96, 128), 3, 1.25),
+    Case("posetrack-paper", "synthetic", (1280, 720), (192, 256), 11, 1.35),
+    Case("posetrack-demo", "synthetic", (1280, 720), (96, 128), 11, 1.25),
+    Case("small-demo", "synthetic", (320, 240), (96, 128), 4, 1.25),
 )
 
 
@@ -201,15 +205,21 @@ def breakdown(root: Path, jsons: list[Path], records: list[dict], cfg: CropsConf
 
 
 def run_case(case: Case, videos: int, frames: int, jpeg_quality: int, repeats: int) -> dict:
-    cfg = CropsConfig(width=case.crop_wh[0], height=case.crop_wh[1], jpeg_quality=jpeg_quality, workers=1)
+    cfg = CropsConfig(width=case.crop_wh[0], height=case.crop_wh[1], jpeg_quality=jpeg_quality, workers=1,
+                      train_context_scale=0.0)
     with tempfile.TemporaryDirectory(prefix="vremd-bench-crops-") as tmp:
         root = Path(tmp) / "raw"
         build_data(root, case, videos, frames)
         jsons = posetrack.list_videos(root, "train")
         for name in ("per-sample", "decode-once"):
             (Path(tmp) / name).mkdir()
-        tasks = [VideoTask("train", j, root, Path(tmp) / "fast", cfg, "error", None, "") for j in jsons]
-        tasks = [VideoTask(**{**t.__dict__, "key": video_key(t)}) for t in tasks]
+
+        def plan(out_dir: str, c: CropsConfig) -> list[VideoTask]:
+            tasks = [VideoTask("train", j, root, Path(tmp) / out_dir, c, "error", None, "") for j in jsons]
+            return [VideoTask(**{**t.__dict__, "key": video_key(t)}) for t in tasks]
+
+        tasks = plan("fast", cfg)
+        margin_tasks = plan("margin", dataclasses.replace(cfg, train_context_scale=case.context))
         out: dict[str, list] = {}
         variants = {
             "per-sample": lambda: out.__setitem__("base", [baseline_video(j, root, Path(tmp) / "per-sample", cfg)
@@ -217,6 +227,7 @@ def run_case(case: Case, videos: int, frames: int, jpeg_quality: int, repeats: i
             "decode-once": lambda: [baseline_video(j, root, Path(tmp) / "decode-once", cfg, decode_once=True)
                                     for j in jsons],
             "frame-major": lambda: out.__setitem__("records", [run_task(t) for t in tasks]),
+            "margin": lambda: out.__setitem__("margin", [run_task(t) for t in margin_tasks]),
         }
         timings = interleaved(variants, repeats, clock=cpu_clock)
         base, records = out["base"], out["records"]
@@ -229,9 +240,13 @@ def run_case(case: Case, videos: int, frames: int, jpeg_quality: int, repeats: i
                 diffs.append(np.abs(ref - shard_sample(fast, row["row"], row["jpeg_offsets"])).mean())
         labeled = sum(f.is_labeled for j in jsons for f in posetrack.read_video(j, "train").frames)
         costs = breakdown(root, jsons, records, cfg)
+        disk = {name: sum((Path(tmp) / name / r["shard"]).stat().st_size for r in out[key])
+                for name, key in (("fast", "records"), ("margin", "margin"))}
+        margin_px = out["margin"][0]["rows"][0]["margin_px"]
     samples = sum(r["samples"] for r in records)
     return {"case": case, "samples": samples, "per_labeled": samples / labeled, "timings": timings,
-            "diff_mean": float(np.mean(diffs)), "diff_max": float(np.max(diffs)), "costs": costs}
+            "diff_mean": float(np.mean(diffs)), "diff_max": float(np.max(diffs)), "costs": costs,
+            "bytes": {k: v / samples for k, v in disk.items()}, "margin_px": margin_px}
 
 
 def case_results(r: dict, command: str) -> list[Result]:
@@ -253,6 +268,13 @@ def case_results(r: dict, command: str) -> list[Result]:
             t[name].median / t["frame-major"].median, "x", command,
             details=f"CPU s: {name} {t[name].text()}, frame-major {t['frame-major'].text()}; mean abs pixel "
                     f"diff vs per-sample {r['diff_mean']:.2f} (max {r['diff_max']:.2f})"))
+    (mx, my), plain, margin = r["margin_px"], r["bytes"]["fast"] / 1e3, r["bytes"]["margin"] / 1e3
+    canvas = f"{c.crop_wh[0] + 2 * mx}x{c.crop_wh[1] + 2 * my}"
+    out.append(Result(
+        f"crops.{c.name}.train_margin", f"train crops with the augmentation margin, disk per sample ({where})", "",
+        margin, "KB/sample", command, details=f"crops.train_context_scale {c.context}: {canvas} canvas per frame; "
+        f"without the margin {plain:.1f} KB/sample ({margin / plain:.2f}x); extraction CPU s {t['margin'].text()} vs "
+        f"{t['frame-major'].text()} ({t['margin'].median / t['frame-major'].median:.2f}x)"))
     return out
 
 

@@ -21,7 +21,7 @@ __all__ = ["Result", "write_results", "read_results", "read_meta", "SCHEMA_KEYS"
 # how a value reads: a speed-up over the baseline (higher is better), a cost multiple of it (lower is
 # better) or a rate
 UNITS = {"x": "speed-up", "x cost": "cost multiple", "crops/s/core": "rate", "samples/s": "rate",
-         "person-crops/s": "rate", "AP": "difference", "cores": "count", "": "none"}
+         "person-crops/s": "rate", "AP": "difference", "cores": "count", "KB/sample": "size", "": "none"}
 OPS = {">=": lambda v, t: v >= t, "<=": lambda v, t: v <= t}
 
 

@@ -10,8 +10,9 @@ runs the real crops stage and index at each profile's crop size, then measures, 
   through the real training `DataLoader` (`vremd.train.loop.train_loader`, no worker processes, so the
   figure is per core: this process's CPU seconds, torch and OpenCV on one thread), against the
   DCPose-style per-sample loader at the same augmentation: per sample, decode frames t-1, t, t+1 at full
-  size and warp each once, straight to the augmented crop (3 decodes + 3 warps). Interleaved rounds of
-  `--samples` samples, median and min.
+  size and warp each once, straight to the augmented crop (3 decodes + 3 warps), and against the loader as
+  before issue 28 (`OLD_AUGMENTATION`: the same magnitudes sampled uniformly, warping the stored crop alone,
+  from crops stored without a margin). Interleaved rounds of `--samples` samples, median and min.
 - the model step: `vremd.train.loop.train_step` (the step training runs) on batches from that loader, at
   the profile's model (random weights, the same cost), median and min over `--repeats` steps after one
   warm-up; FLOPs per sample from `vremd.ablation.cost` (3x the forward of trainable parts + 1x frozen ones).
@@ -51,6 +52,7 @@ from benchmarks.timing import Timing, cpu_clock, interleaved, wall_clock
 
 GPU_SAMPLES_PER_S = 300.0  # a GPU training the frozen ViT-L at 256x192
 FRAME_WH = (1280, 720)  # PoseTrack's resolution
+OLD_AUGMENTATION = {"sampling": "uniform", "borders": "crop"}  # with crops.train_context_scale 0: before issue 28
 
 
 class PerSampleLoader(PoseTrackCrops):
@@ -94,12 +96,28 @@ def build_data(root: Path, cfg: Config, synthetic: SyntheticConfig, videos: int,
     return root / "index" / "train.parquet", dataset_dir
 
 
-def loader_timings(cfg: Config, index_path: Path, samples: int, repeats: int) -> tuple[dict[str, Timing], int]:
-    """CPU seconds of `samples` samples through the real loader and the per-sample baseline, interleaved."""
+def build_old_index(root: Path, cfg: Config, dataset_dir: Path) -> Path:
+    """The crops stage as before issue 28 (train crops without a margin) on `dataset_dir` -> index; returns the
+    train index."""
+    crops = dataclasses.replace(cfg.crops, workers=1, train_context_scale=0.0)
+    build_crops(dataset_dir, root / "crops-old", crops, "error", progress=False)
+    build_index(root / "crops-old", root / "index-old")
+    return root / "index-old" / "train.parquet"
+
+
+def loader_timings(cfg: Config, index_path: Path, samples: int, repeats: int,
+                   old_index: Path | None = None) -> tuple[dict[str, Timing], int]:
+    """CPU seconds of `samples` samples through the real loader and the per-sample baseline (and, given the
+    `build_old_index` of the same data, the loader with `OLD_AUGMENTATION`), interleaved."""
     t = dataclasses.replace(cfg.train, loader_workers=0, max_train_samples=samples, batch_size=8)
     real = PoseTrackCrops(index_path, cfg.augment, cfg.model.num_joints, t.seed, heatmap_stride=HEATMAP_STRIDE)
     base = PerSampleLoader(index_path, cfg.augment, cfg.model.num_joints, t.seed, (cfg.crops.width, cfg.crops.height))
-    loaders = {name: train_loader(ds, t, 0, 1)[0] for name, ds in (("vremd", real), ("per-sample", base))}
+    datasets = [("vremd", real), ("per-sample", base)]
+    if old_index is not None:
+        old = dataclasses.replace(cfg.augment, **OLD_AUGMENTATION)
+        datasets.append(("old-augmentation", PoseTrackCrops(old_index, old, cfg.model.num_joints, t.seed,
+                                                            heatmap_stride=HEATMAP_STRIDE)))
+    loaders = {name: train_loader(ds, t, 0, 1)[0] for name, ds in datasets}
     check_same_targets(real, base)
     seen = {}
 
@@ -179,17 +197,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vremd-bench-train-") as tmp:
         for profile in dict.fromkeys(args.loader_profiles.split(",") + step_profiles):
             cfg = load_config(args.params, profile=profile)
-            index_path, _ = build_data(Path(tmp) / profile, cfg, synthetic, args.videos, args.frames)
+            index_path, dataset_dir = build_data(Path(tmp) / profile, cfg, synthetic, args.videos, args.frames)
             crop = f"{cfg.crops.width}x{cfg.crops.height}"
             if profile in args.loader_profiles.split(","):
                 torch.set_num_threads(1)
                 cv2.setNumThreads(1)
-                t, n = loader_timings(cfg, index_path, args.samples, args.repeats)
+                old_index = build_old_index(Path(tmp) / profile, cfg, dataset_dir)
+                t, n = loader_timings(cfg, index_path, args.samples, args.repeats, old_index)
                 rate, base_rate = n / t["vremd"].median, n / t["per-sample"].median
+                old_rate = n / t["old-augmentation"].median
                 cores = GPU_SAMPLES_PER_S / rate
                 print(f"{profile} loader, crop {crop}: {rate:.0f} samples/s per core ({t['vremd'].text()} per {n}), "
                       f"DCPose-style per-sample {base_rate:.0f}/s ({t['per-sample'].text()}): "
-                      f"{rate / base_rate:.2f}x; {GPU_SAMPLES_PER_S:.0f} samples/s needs {cores:.1f} cores", flush=True)
+                      f"{rate / base_rate:.2f}x; {GPU_SAMPLES_PER_S:.0f} samples/s needs {cores:.1f} cores; "
+                      f"before issue 28 (no margin, uniform) {old_rate:.0f}/s ({t['old-augmentation'].text()}): "
+                      f"{rate / old_rate:.2f}x", flush=True)
                 where = f"{profile} profile, crop {crop}, its augmentation and heatmap targets, 1280x720 frames"
                 results += [
                     Result(f"train.loader.{profile}", f"training loader samples/s per core ({where})", "", rate,
@@ -199,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
                            "DCPose-style per-sample loader (3 full decodes + 3 warps per sample, same augmentation)",
                            rate / base_rate, "x", command,
                            details=f"CPU s per {n} samples: per-sample {t['per-sample'].text()}, vremd {t['vremd'].text()}"),
+                    Result(f"train.loader_vs_old_augmentation.{profile}", f"training loader vs the loader before issue "
+                           f"28 ({where})", "the same magnitudes sampled uniformly, warping train crops stored without "
+                           "a margin (augment.sampling uniform, borders crop, crops.train_context_scale 0)",
+                           rate / old_rate, "x", command, details=f"CPU s per {n} samples: before "
+                           f"{t['old-augmentation'].text()}, vremd {t['vremd'].text()}"),
                 ]
                 if profile == "paper":
                     results.append(Result(

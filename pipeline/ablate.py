@@ -26,7 +26,7 @@ from vremd.config import config_to_dict, load_config, parse_override, smoke_conf
 from vremd.errors import InputError
 from vremd.eval.tables import load_paper_numbers
 from vremd.model.config_check import check_model_config
-from vremd.train.ray_train import init_ray
+from vremd.train.ray_train import init_ray, training_threads
 from vremd.train.tracking import resolve_tracking_uri
 
 
@@ -36,6 +36,23 @@ def _base_config(args: argparse.Namespace):
         overrides = dict(parse_override(text) for text in args.overrides)
         return grid.apply_overrides(config_to_dict(smoke_config()), overrides, "--set ")
     return load_config(args.params, profile=args.profile, overrides=args.overrides)
+
+
+def _start_ray(address: str | None) -> bool:
+    """Join or start Ray unless this process is in it already; whether it started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    init_ray(address or os.environ.get("RAY_ADDRESS"))
+    return True
+
+
+def _stop_ray(started: bool) -> None:
+    if started:
+        import ray
+
+        ray.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablations", type=Path, default=REPO_DIR / "experiments" / "ablations.yaml")
     parser.add_argument("--paper", type=Path, default=REPO_DIR / "experiments" / "paper_numbers.yaml")
     args = parser.parse_args(argv)
+    started = False  # whether this call started Ray (and stops it)
     try:
         tables = grid.load_tables(args.ablations)
         if args.table not in tables:
@@ -82,10 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         index = str(Path(args.index).resolve())
         if not args.dry_run:
             grid.check_inputs(trials, index, args.raw)
+            started = _start_ray(args.ray_address)  # each identity's thread count depends on the cluster
+            trial_cpus = resources.get("cpu", 0.0)  # an in-process trial's math, fused or alone, runs on these
             trials = grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations),
-                                     identity_of=grid.identities(index, args.raw))
+                                     identity_of=grid.identities(index, args.raw,
+                                                                 lambda cfg: training_threads(cfg, int(trial_cpus))))
         plan = fusion.plan_fusion(trials, not args.no_fuse, int(args.fuse_memory_gib * fusion.GIB), args.fuse_rows)
     except (InputError, OSError) as exc:
+        _stop_ray(started)
         print(f"ablate: error: {exc}", file=sys.stderr)
         return 1
     print(f"{tables[args.table].title}: {len(trials)} trial(s), profile {base.profile}; {note}")
@@ -94,11 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     print(fusion.plan_text(plan, fused_resources), end="")
     if args.dry_run:
         return 0
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        init_ray(args.ray_address or os.environ.get("RAY_ADDRESS"))
     uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or base.tracking.tracking_uri, Path.cwd())
     try:
         result = run_ablation(
@@ -112,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return 1
     finally:
-        if started:
-            ray.shutdown()
+        _stop_ray(started)
     print("\n" + result.text)
     print(f"{args.out / f'table{args.table}'}: " + ", ".join(sorted(p.name for p in result.paths.values())))
     print(f"MLflow parent run {result.parent_run_id} at {uri}" + (" (restored)" if result.restored else ""))

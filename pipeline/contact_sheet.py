@@ -11,11 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import cv2
-
 from vremd.config import SyntheticConfig
-from vremd.data.draw import contact_sheet
-from vremd.atomic import atomic_write_bytes
+from vremd.data.draw import contact_sheet, write_image
 from vremd.data.posetrack import list_videos
 from vremd.data.synthetic.generate import generate_dataset
 from vremd.errors import InputError
@@ -33,14 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             summary = generate_dataset(Path(tmp) / "synthetic", cfg, progress=True)
             sheet = contact_sheet(Path(tmp) / "synthetic", list_videos(Path(tmp) / "synthetic", "train"))
-    except (InputError, OSError) as exc:  # e.g. --videos 0: no labeled frames
+        write_image(args.out, sheet)
+    except (InputError, OSError) as exc:  # e.g. --videos 0: no labeled frames; a full disk
         print(f"contact_sheet: error: {exc}", file=sys.stderr)
         return 1
-    ok, png = cv2.imencode(".png", sheet)
-    if not ok:
-        print(f"{args.out}: PNG encoding failed", file=sys.stderr)
-        return 1
-    atomic_write_bytes(args.out, png.tobytes())
     print(f"wrote {args.out} ({sheet.shape[1]}x{sheet.shape[0]}); generated {summary['frames']} frames "
           f"at {summary['frames_per_s']} frames/s")
     return 0

@@ -4,8 +4,9 @@
 
 Reads data/raw/<data.source> (PoseTrack-2018 layout). Val crops use GT boxes, or with
 `data.val_boxes: <path>` the boxes of a COCO-format detection json scoring at least `detect.score_threshold`
-(as DCPose keeps its boxes). Incremental: only videos whose
-json, frames, detections or crop parameters changed are re-extracted; removed videos are dropped.
+(as DCPose keeps its boxes). Incremental: only videos whose json, frames, detections, crop parameters or
+crop code changed are re-extracted (the summary says which reason applied to how many); removed videos are
+dropped.
 Bad input follows `data.on_bad_input` (error: stop naming the file and field; skip: count it).
 """
 
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crops: error: {exc}", file=sys.stderr)
         return 1
     print(f"{args.out}: {len(stats['processed'])} video(s) extracted, {len(stats['removed'])} removed")
+    for reason, count in stats["reasons"].items():  # why: e.g. "crop code changed: re-extracted 40 video(s)"
+        print(f"  {reason}: {'' if reason == 'new video' else 're-'}extracted {count} video(s)")
     for split, s in stats["splits"].items():
         skipped = ", ".join(f"{n} {reason}" for reason, n in s["skipped"].items()) or "none"
         print(f"  {split:5s} {s['videos']} videos, {s['samples']} samples, "

@@ -14,7 +14,8 @@ the json and named on stdout and in unpredicted_persons.txt.
 boxes) and prints both side by side; metrics/ap.json then holds both under `by_boxes`, and always names
 the boxes of its own AP under `boxes` ("gt" or "det").
 The checkpoint's own config builds the model and decodes its heatmaps (model.*, crops.*, augment.*); a
-`--set` that would change one of those is refused, as are crops of another size than the model's input.
+`--set` that would change one of those is refused, as is an index whose crops were cut with other crop settings
+(crops.enlarge, size, JPEG quality) than the checkpoint's.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import torch
 from pipeline.cli_config import (REPO_DIR, add_config_args, add_data_args, check_gt_dir, config_from_args, index_file,
                                  refuse_checkpoint_overrides)
 from vremd.atomic import atomic_write_text
-from vremd.data.dataset import PoseTrackCrops, check_crop_size
+from vremd.data.dataset import PoseTrackCrops
+from vremd.data.index_check import check_index_fits
 from vremd.errors import InputError
 from vremd.eval.posetrack_ap import MEAN, as_columns
 from vremd.eval.predictions import describe_unpredicted
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def score(index: Path, pred_dir: Path):
             """Predictions of `index`'s val crops written to `pred_dir`, scored; and which boxes cut them."""
-            check_crop_size(index, saved_cfg.model, str(args.model))
+            check_index_fits(index, saved_cfg, str(args.model))
             rows = pd.read_parquet(index)
             dataset = PoseTrackCrops(index, None, saved_cfg.model.num_joints, sigma_px=saved_cfg.augment.sigma_px,
                                      heatmap_stride=HEATMAP_STRIDE)

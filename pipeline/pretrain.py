@@ -24,12 +24,13 @@ from pathlib import Path
 from pipeline.cli_config import add_config_args, add_data_args, check_gt_dir, config_from_args, index_file
 from vremd.atomic import atomic_write_text
 from vremd.config import PRETRAINED_CHECKPOINT, config_to_dict
+from vremd.data.index_check import check_index_fits
 from vremd.errors import InputError
 from vremd.eval.posetrack_ap import MEAN, METRIC_NAMES
 from vremd.train.identity import file_sha256, run_identity, training_digest
 from vremd.train.loop import RunPaths
 from vremd.pretrain import STILLS_DIR, build_stills, check_pretrain_config, export_backbone, pretraining_config
-from vremd.train.ray_train import train_and_track
+from vremd.train.ray_train import train_and_track, training_threads
 from vremd.train.tracking import resolve_tracking_uri
 
 MANIFEST = "manifest.json"
@@ -57,13 +58,14 @@ def main(argv: list[str] | None = None) -> int:
             return _not_needed(args.out, cfg.model.pretrained_url)
         check_pretrain_config(cfg)
         val_index = index_file(args.index, "val")
+        check_index_fits(val_index, cfg, f"the model of {args.params} (profile {cfg.profile})")
         gt_dir = check_gt_dir(args.raw / cfg.data.source / "annotations" / "val").resolve()
         stills = build_stills(cfg, args.out / STILLS_DIR, val_index, workers=cfg.crops.workers,
                               progress=not args.no_progress)
         pcfg = pretraining_config(cfg)
         index_dir = (args.out / STILLS_DIR / "index").resolve()
         paths = RunPaths(index_dir=str(index_dir), gt_dir=str(gt_dir), run_dir="")
-        identity = run_identity(pcfg, index_dir, gt_dir)
+        identity = run_identity(pcfg, index_dir, gt_dir, threads=training_threads(pcfg))
         run_name = f"{pcfg.tracking.run_name}-{training_digest(config_to_dict(pcfg), identity)}"
         uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.tracking_uri, Path.cwd())
         print(f"pretrain: {stills['samples']} person crops from {stills['frames']} stills ({stills['persons']} "

@@ -19,7 +19,9 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from pipeline.cli_config import add_data_args
+from pipeline.cli_config import add_data_args, index_file
+from vremd.data.index_check import check_index_fits
+from vremd.data.posetrack import SPLITS
 from vremd.errors import InputError
 from vremd.eval.posetrack_ap import METRIC_NAMES
 from vremd.train.loop import RunPaths
@@ -56,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not run.ap:
         print(f"reproduce: error: run {args.run_id} logged no AP metrics ({', '.join(METRIC_NAMES.values())})", file=sys.stderr)
+        return 2
+    try:  # --allow-data-change may bring an index cut otherwise than the run's crops.*
+        for split in SPLITS:
+            check_index_fits(index_file(args.index, split), run.config, f"run {args.run_id}")
+    except (InputError, OSError) as exc:
+        print(f"reproduce: error: {exc}", file=sys.stderr)
         return 2
 
     cfg = run.config

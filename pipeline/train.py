@@ -6,8 +6,10 @@
 Joins an existing Ray cluster with --ray-address or RAY_ADDRESS, else starts Ray locally. MLflow
 goes to `tracking.tracking_uri` unless MLFLOW_TRACKING_URI is set. The run name defaults to
 `<tracking.run_name>-<hash>` over the result-changing config keys, the data (index, crops, val GT),
-the code and the pretrained weights: re-running with the same inputs resumes (or returns) that run,
-anything else trains again. A --run-name whose checkpoints had other inputs is refused.
+the code, the lock file, the torch thread count and the pretrained weights: re-running with the same
+inputs resumes (or returns) that run, anything else trains again. A --run-name whose checkpoints had other
+inputs is refused before its MLflow run or folder is touched; one of a finished run with a larger
+train.epochs trains it further, in a new MLflow run that continues the old one.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from pipeline.cli_config import (add_config_args, add_data_args, check_gt_dir, c
                                  warn_if_untracked)
 from vremd.atomic import atomic_write_text
 from vremd.config import Config, config_from_dict, config_to_dict
-from vremd.data.dataset import check_crop_size
+from vremd.data.dataset import check_augment_margin
+from vremd.data.index_check import check_index_fits
 from vremd.data.posetrack import SPLITS
 from vremd.errors import InputError
 from vremd.eval.posetrack_ap import AP_CURVE_COLUMNS, MEAN_METRIC, curve_column
@@ -33,7 +36,7 @@ from vremd.model.checkpoint import save_trained
 from vremd.model.config_check import check_model_config
 from vremd.train.identity import run_identity, training_digest
 from vremd.train.loop import RunPaths
-from vremd.train.ray_train import TrainingWorkerError, init_ray, train_and_track
+from vremd.train.ray_train import TrainingWorkerError, init_ray, train_and_track, training_threads
 from vremd.train.tracking import resolve_tracking_uri
 
 CURVE_COLUMNS = ("epoch", "loss", "lr", "samples_per_s", *AP_CURVE_COLUMNS)
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         source = f"{args.params} (profile {cfg.profile})"
         check_model_config(cfg, source=source)
         for index_path in [index_file(args.index, split) for split in SPLITS]:
-            check_crop_size(index_path, cfg.model, f"the model of {source}")
+            check_index_fits(index_path, cfg, f"the model of {source}")
+        check_augment_margin(index_file(args.index, "train"), cfg.augment, cfg.model.num_joints)
         check_gt_dir(args.raw / cfg.data.source / "annotations" / "val")
     except (InputError, OSError) as exc:
         print(f"train: error: {exc}", file=sys.stderr)
@@ -81,19 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     warn_if_untracked(cfg.model.pretrained, "weights", "model.pretrained", "train")
     dataset_dir = (args.raw / cfg.data.source).resolve()
     paths = RunPaths(index_dir=str(args.index.resolve()), gt_dir=str(dataset_dir / "annotations" / "val"), run_dir="")
-    try:
-        identity = run_identity(cfg, Path(paths.index_dir), Path(paths.gt_dir))
-    except (InputError, OSError) as exc:
-        print(f"train: error: {exc}", file=sys.stderr)
-        return 1
-    run_name = args.run_name or f"{cfg.tracking.run_name}-{training_digest(config_to_dict(cfg), identity)}"
-    address = args.ray_address or os.environ.get("RAY_ADDRESS")
     started_ray = cfg.train.num_workers > 0
-    if started_ray:
+    if started_ray:  # before the identity: its thread count is what each Ray Train worker gets on this cluster
         import ray
 
-        init_ray(address)
+        init_ray(args.ray_address or os.environ.get("RAY_ADDRESS"))
     try:
+        identity = run_identity(cfg, Path(paths.index_dir), Path(paths.gt_dir), threads=training_threads(cfg))
+        run_name = args.run_name or f"{cfg.tracking.run_name}-{training_digest(config_to_dict(cfg), identity)}"
         outcome = train_and_track(cfg, paths, args.storage, run_name, uri, Path.cwd(), dataset_dir,
                                   Path(args.params), progress=not args.no_progress, identity=identity,
                                   ray_logs=args.verbose)

@@ -1,5 +1,6 @@
 """Imports point one way: pipeline -> vremd.ablation -> vremd.train -> vremd.{data, model, eval} -> vremd.config
--> vremd.errors, and vremd.frames (a leaf); vremd.pretrain and vremd.tracking_server sit beside vremd.train."""
+-> vremd.errors, and vremd.frames and vremd.hashing (leaves); vremd.pretrain and vremd.tracking_server sit beside
+vremd.train."""
 
 import ast
 import subprocess
@@ -15,6 +16,7 @@ UPPER = ("vremd.train", "vremd.ablation", "vremd.pretrain", "vremd.tracking_serv
 FORBIDDEN = {
     "vremd.errors": ("vremd", "pipeline"),  # a leaf: every package may import InputError, it imports nothing of ours
     "vremd.frames": ("vremd", "pipeline"),  # the frame axis: a leaf that data, model and predict all read
+    "vremd.hashing": ("vremd", "pipeline"),  # content hashes of files and code: crop records and run identities
     "vremd.config": ("vremd.data", "vremd.model", "vremd.eval", *UPPER),
     "vremd.data": ("vremd.model", "vremd.eval", *UPPER, "ray", "mlflow"),
     "vremd.model": ("vremd.data", "vremd.eval", *UPPER, "ray", "mlflow"),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from vremd.atomic import atomic_write, atomic_write_bytes, atomic_write_stream, atomic_write_text
+from vremd.atomic import atomic_path, atomic_write, atomic_write_bytes, atomic_write_stream, atomic_write_text
 
 
 def test_writes_and_replaces(tmp_path):
@@ -37,3 +38,30 @@ def test_a_failing_writer_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     # the temp name is hidden and ends in .tmp: a reader's *.json glob never sees a killed writer's file
     assert seen[0].parent == tmp_path and seen[0].name.startswith(".a.json.") and seen[0].suffix == ".tmp"
     assert not fnmatch.fnmatch(seen[0].name, "*.json")  # what list_videos / the evaluators glob for
+
+
+def test_a_checked_writer_that_writes_nothing_is_an_error_naming_the_target(tmp_path):
+    target = tmp_path / "fig.png"
+    target.write_bytes(b"old")
+    with pytest.raises(OSError, match=f"^{target}: nothing was written"):
+        atomic_write(target, lambda tmp: False, check_written=True)  # as cv2.imwrite fails: False, no bytes
+    assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
+    atomic_write(target, lambda tmp: tmp.write_bytes(b"png"), check_written=True)
+    assert target.read_bytes() == b"png"
+
+
+def test_a_full_disk_names_the_target_not_the_vanished_temp_file(tmp_path):
+    target = tmp_path / "overlay.mp4"
+    with pytest.raises(OSError) as info:
+        with atomic_path(target, ".mp4") as tmp:
+            assert tmp.name.startswith(".overlay.mp4.") and tmp.name.endswith(".tmp.mp4")  # a writer picks mp4
+            tmp.unlink()
+            tmp.symlink_to("/dev/full")  # a real ENOSPC
+            tmp.write_bytes(b"x" * 100_000)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert str(target) in str(info.value) and list(tmp_path.iterdir()) == []
+    other = OSError(errno.ENOENT, "No such file or directory", str(tmp_path / "frame.jpg"))
+    with pytest.raises(OSError) as info:
+        with atomic_path(target):
+            raise other  # an error about another file passes unchanged
+    assert info.value is other and list(tmp_path.iterdir()) == []

@@ -120,7 +120,8 @@ def test_every_param_a_dvc_stage_names_exists_in_every_profile():
 
     root = Path(__file__).resolve().parents[1]
     params = yaml.safe_load((root / "params.yaml").read_text())
-    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    stages = {name: spec for dvc_file in ("dvc.yaml", "experiments/dvc.yaml")
+              for name, spec in yaml.safe_load((root / dvc_file).read_text())["stages"].items()}
     for profile, tree in params["profiles"].items():
         for stage, spec in stages.items():
             for key in spec.get("params", []):

@@ -157,6 +157,12 @@ def test_set_up_is_two_make_commands_then_one_activation():
     assert sum(c.argv[0] == "source" for c in COMMANDS) == 1
 
 
+def test_ci_runs_the_readme_set_up_commands_in_order():
+    """.ci/run is the README's two commands, in order, on one clone: the suite runs where the demo ran."""
+    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text().splitlines()
+    assert [tuple(shlex.split(line)) for line in ci if line.startswith("make")] == [c.argv for c in COMMANDS[:2]]
+
+
 def test_every_command_has_a_rule():
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
     targets = set(re.findall(r"^([\w-]+):", makefile, flags=re.M))

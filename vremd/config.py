@@ -9,11 +9,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import yaml
 
@@ -26,22 +27,67 @@ EvalProtocol = Literal["posetrack18", "posetrack21"]
 
 
 class ConfigError(InputError):
-    """A configuration value is missing, unknown or of the wrong type; the message names the key."""
+    """A configuration value is missing, unknown, of the wrong type or out of range; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key (or each item of a tuple key) may take, declared on the field's type:
+    `epochs: PositiveInt` or `Annotated[float, Range(0, 1, high_open=True)]`. None leaves that side unbounded;
+    an open side excludes the bound itself. The strict builder checks it for params.yaml, `--set`, configs
+    rebuilt from dicts (Ray workers, Tune trials) and saved ones (checkpoints, MLflow params)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        """True where `value` lies within the range."""
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def describe(self) -> str:
+        """`>= 1`, `> 0`, `in [0, 1]`, `in [0, 1)`: the range as an error message states it."""
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+class Neutral:
+    """Marks a key that changes how fast or how robustly a run goes, never what it outputs (worker counts,
+    retries, kept checkpoints, where MLflow logs): no DVC params dep and no part of a run's identity."""
+
+
+NEUTRAL = Neutral()  # `workers: Annotated[PositiveInt, NEUTRAL] = 2`
+
+# Every int and float key (and tuple item) declares its range with one of these or its own `Range`:
+# tests/test_config_ranges.py fails for a numeric key without one.
+Count = Annotated[int, Range(0)]  # 0, 1, 2, ...
+PositiveInt = Annotated[int, Range(1)]
+Seed = Annotated[int, Range(0)]  # numpy and torch generators take seeds >= 0
+Positive = Annotated[float, Range(0, low_open=True)]
+NonNegative = Annotated[float, Range(0)]
+Fraction = Annotated[float, Range(0, 1)]  # probabilities, IoU / OKS / score thresholds
 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Size and seed of the generated PoseTrack-format dataset."""
 
-    seed: int = 0
-    train_videos: int = 24
-    val_videos: int = 8
-    min_frames: int = 20
-    max_frames: int = 60
-    image_height: int = 240
-    image_width: int = 320
-    max_people: int = 4
-    unlabeled_fraction: float = 0.25
+    seed: Seed = 0
+    # video names carry 6 digits: max(100, train_videos) + val_videos must stay below 1,000,000
+    train_videos: Annotated[int, Range(0, 499_999)] = 24
+    val_videos: Annotated[int, Range(0, 499_999)] = 8
+    min_frames: Annotated[int, Range(1, 9_999)] = 20  # <= max_frames (check_cross_fields)
+    max_frames: Annotated[int, Range(1, 9_999)] = 60
+    image_height: Annotated[int, Range(32)] = 240  # the renderer draws people of at least a few pixels
+    image_width: Annotated[int, Range(32)] = 320
+    max_people: PositiveInt = 4
+    unlabeled_fraction: Annotated[float, Range(0, 1, high_open=True)] = 0.25  # 1 would label no frame
 
 
 @dataclass(frozen=True)
@@ -60,26 +106,46 @@ class DataConfig:
 class CropsConfig:
     """3-frame person crops: box enlargement, output size, parallelism."""
 
-    enlarge: float = 1.25  # the paper enlarges the person box by 25%
-    height: int = 256
-    width: int = 192
-    jpeg_quality: int = 95  # crops are stored as JPEGs of this quality; 0 stores raw uint8 pixels
-    workers: int = 2  # speed only: not a DVC params dependency
-    min_box_px: float = 4.0  # train boxes smaller than this are a counted skip (val persons are scored at any size)
+    enlarge: Positive = 1.25  # the paper enlarges the person box by 25%
+    height: PositiveInt = 256
+    width: PositiveInt = 192
+    jpeg_quality: Annotated[int, Range(0, 100)] = 95  # crops are JPEGs of this quality (1-100); 0: raw uint8 pixels
+    workers: Annotated[Count, NEUTRAL] = 2  # processes (0 and 1: in this one); speed only: not a DVC params dependency
+    # train boxes smaller than this are a counted skip (val persons are scored at any size)
+    min_box_px: NonNegative = 4.0
+    # Train crops are stored on a canvas of the frame's pixels around the crop (same pixel scale; black only where
+    # the frame ends), so that augment.borders "frame" warps show the scene: every rotation of the crop zoomed out
+    # by this factor stays on it (margins: vremd.data.boxes.warp_margin_px; 192x256 at 1.35: 120 x 88 px, a
+    # 432x432 canvas). 0: the crop only (val crops never have a margin).
+    train_context_scale: Annotated[float, Range(0, 3)] = 1.35
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training-time augmentation of crops (the paper's recipe) and target encoding.
+    """Training-time augmentation of crops and target encoding (vremd/data/augment.py).
 
-    The heatmap stride is no key: it is the model's `vremd.model.heads.HEATMAP_STRIDE`."""
+    Defaults: the paper's recipe ("rotation +-45, scale 0.65-1.35, half body, flip, consistent with PoseWarper and
+    DCPose") as DCPose samples it: Pose-Group/DCPose `configs/posetimation/DcPose/Base_PoseTrack17.yaml:97-101`
+    (FLIP, NUM_JOINTS_HALF_BODY 8, PROB_HALF_BODY 0.3, ROT_FACTOR 45, SCALE_FACTOR 0.35) drawn as in
+    `datasets/zoo/posetrack/PoseTrack.py:197-219`. The heatmap stride is no key: it is the model's
+    `vremd.model.heads.HEATMAP_STRIDE`."""
 
-    rotation_deg: float = 45.0
-    scale_min: float = 0.65
-    scale_max: float = 1.35
-    flip_prob: float = 0.5
-    half_body_prob: float = 0.3
-    sigma_px: float = 2.0  # Gaussian sigma in heatmap pixels
+    # "dcpose": DCPose's distributions (the keys' dcpose meanings below); "uniform": before issue 28, rotation
+    # uniform in +-rotation_deg on every sample and zoom uniform in [scale_min, scale_max]
+    sampling: Literal["dcpose", "uniform"] = "dcpose"
+    # "frame": warp the stored train canvas (crops.train_context_scale), so rotations and zoom-outs show the scene
+    # as DCPose's warp of the whole frame does; "crop": warp the 1.25x crop only, black outside it (before issue 28)
+    borders: Literal["frame", "crop"] = "frame"
+    rotation_deg: Annotated[float, Range(0, 180)] = 45.0  # dcpose: std of the angle (ROT_FACTOR); uniform: half-range
+    rotation_clip_deg: Annotated[float, Range(0, 180)] = 90.0  # dcpose: |angle| clip, 2 x ROT_FACTOR (PoseTrack.py:209)
+    rotation_prob: Fraction = 0.6  # dcpose: the share of samples rotated at all (PoseTrack.py:210)
+    scale_sigma: Fraction = 0.35  # dcpose: std of the zoom 1 + N(0, sigma) (SCALE_FACTOR, PoseTrack.py:208)
+    # dcpose: the zoom's clip, 1 -+ SCALE_FACTOR; uniform: its ends (scale_min <= scale_max: check_cross_fields)
+    scale_min: Positive = 0.65
+    scale_max: Annotated[float, Range(0, 3, low_open=True)] = 1.35  # > 1 zooms out
+    flip_prob: Fraction = 0.5  # FLIP: true, taken when random() <= 0.5 (PoseTrack.py:212)
+    half_body_prob: Fraction = 0.3  # PROB_HALF_BODY, when > 8 joints are visible (PoseTrack.py:198)
+    sigma_px: Positive = 2.0  # Gaussian sigma in heatmap pixels (0 would make every target zero)
 
 
 @dataclass(frozen=True)
@@ -87,29 +153,29 @@ class ModelConfig:
     """VREMD architecture sizes and the paper's ablation switches (read only in vremd/model/vremd.py)."""
 
     # backbone (timm VisionTransformer, ViTPose layout)
-    img_height: int = 256
-    img_width: int = 192
-    patch_size: int = 16
-    embed_dim: int = 1024
-    depth: int = 24
-    num_heads: int = 16
+    img_height: PositiveInt = 256
+    img_width: PositiveInt = 192
+    patch_size: PositiveInt = 16
+    embed_dim: PositiveInt = 1024
+    depth: PositiveInt = 24
+    num_heads: PositiveInt = 16
     freeze_backbone: bool = True
     pretrained: str = ""  # path to a ViTPose COCO .pth, empty for random init
     pretrained_url: str = ""  # where the `weights` stage fetches `pretrained` from (URL, local path, or `pretrain`)
     pretrained_sha256: str = ""  # its sha256, or a prefix of >= 8 hex digits
     # VREMD modules
-    num_joints: int = 17  # keypoint slots of the output (PoseTrack's 17 COCO-order slots)
+    num_joints: PositiveInt = 17  # keypoint slots of the output (PoseTrack's 17 COCO-order slots)
     # the slots the dataset annotates: J keypoint tokens and heatmap channels; the other slots are output as
     # zeros. PoseTrack17/18/21: every slot but the ears (3, 4), = vremd.data.joints.ANNOTATED_JOINTS
-    annotated_joints: tuple[int, ...] = (0, 1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)
-    dim: int = 256  # width of HKME / BMD tokens; equal to embed_dim: no projection of the backbone tokens
-    heads: int = 8
-    head_channels: int = 256  # deconvolution channels of the upsampling heatmap head (ViTPose: 256)
-    hkme_depth: int = 2
-    aggregation_depth: int = 1
-    adc_blocks: int = 2
-    num_points: int = 4  # K sampling points per query in deformable attention
-    mlp_ratio: float = 2.0
+    annotated_joints: tuple[Count, ...] = (0, 1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)
+    dim: PositiveInt = 256  # width of HKME / BMD tokens; equal to embed_dim: no projection of the backbone tokens
+    heads: PositiveInt = 8
+    head_channels: PositiveInt = 256  # deconvolution channels of the upsampling heatmap head (ViTPose: 256)
+    hkme_depth: PositiveInt = 2
+    aggregation_depth: PositiveInt = 1
+    adc_blocks: PositiveInt = 2
+    num_points: PositiveInt = 4  # K sampling points per query in deformable attention
+    mlp_ratio: Positive = 2.0
     # ablation switches (paper tables 4-6)
     hkme: bool = True
     bmd: bool = True
@@ -123,22 +189,23 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation schedule, Ray scaling, checkpoints."""
 
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    lr_step_epochs: tuple[int, ...] = (16,)
-    lr_gamma: float = 0.1
-    grad_clip: float = 1.0
-    seed: int = 0
-    num_workers: int = 1  # Ray Train workers; 0 runs the loop in-process
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 32  # per Ray Train worker
+    lr: Positive = 2e-3
+    weight_decay: NonNegative = 1e-4
+    lr_step_epochs: tuple[PositiveInt, ...] = (16,)  # the lr is multiplied by lr_gamma after each of these epochs
+    lr_gamma: Positive = 0.1
+    grad_clip: NonNegative = 1.0  # max gradient norm; 0: no clipping
+    seed: Seed = 0
+    num_workers: Count = 1  # Ray Train workers; 0 runs the loop in-process
     use_gpu: bool = False
-    loader_workers: int = 0  # torch DataLoader processes per Ray worker (speed only)
-    checkpoint_keep: int = 2
-    max_failures: int = 1
-    val_every: int = 1  # validate every N epochs (0: only at the end)
+    loader_workers: Annotated[Count, NEUTRAL] = 0  # torch DataLoader processes per Ray worker (speed only)
+    checkpoint_keep: Annotated[PositiveInt, NEUTRAL] = 2  # checkpoints kept in the run folder (not a stage output)
+    # worker-group restarts (Ray's FailureConfig; -1: without limit); a restart resumes exactly where it stopped
+    max_failures: Annotated[int, Range(-1), NEUTRAL] = 1
+    val_every: Count = 1  # validate every N epochs (0: only at the end)
     flip_test: bool = False
-    max_train_samples: int = 0  # 0: all; >0 caps samples per epoch (demo speed)
+    max_train_samples: Count = 0  # 0: all; >0 caps samples per epoch (demo speed)
 
 
 @dataclass(frozen=True)
@@ -153,11 +220,11 @@ class PretrainConfig:
 
     stills: SyntheticConfig = field(default_factory=lambda: SyntheticConfig(
         seed=1, train_videos=400, val_videos=0, min_frames=4, max_frames=4, max_people=6, unlabeled_fraction=0.0))
-    epochs: int = 8
-    batch_size: int = 32
-    lr: float = 2e-3
-    lr_step_epochs: tuple[int, ...] = (7,)
-    seed: int = 0
+    epochs: PositiveInt = 8
+    batch_size: PositiveInt = 32
+    lr: Positive = 2e-3
+    lr_step_epochs: tuple[PositiveInt, ...] = (7,)
+    seed: Seed = 0
 
 
 @dataclass(frozen=True)
@@ -169,15 +236,17 @@ class DetectConfig:
     weights: str = ""  # local state dict; empty: torchvision's download and cache
     # boxes scoring >= it are kept (DCPose PoseTrack.py:377 drops `score < IMAGE_THRE`, 0.2): by the detector, by
     # the crops stage reading a detection json, by predict reading one
-    score_threshold: float = 0.2
-    nms_iou: float = 0.5  # box NMS inside the detector (torchvision's default)
-    min_size: int = 800  # input resize: shorter side (torchvision's default) ...
-    max_size: int = 1333  # ... longer side at most
-    batch_size: int = 4
+    score_threshold: Fraction = 0.2
+    nms_iou: Fraction = 0.5  # box NMS inside the detector (torchvision's default)
+    min_size: PositiveInt = 800  # input resize: shorter side (torchvision's default) ...
+    max_size: PositiveInt = 1333  # ... longer side at most (>= min_size, check_cross_fields)
+    # images per forward pass; not speed-only: torchvision pads a batch to its largest image, and frames of other
+    # sizes (PoseTrack videos differ) then see other padding than alone
+    batch_size: PositiveInt = 4
     # "none": every kept box's pose is written (DCPose); "oks_nms": rescoring + OKS-NMS as MMPose's PoseTrack18Metric
     postprocess: Literal["none", "oks_nms"] = "none"
-    oks_nms: float = 0.9  # oks_nms: keep a pose while its OKS with every kept one is <= this (MMPose nms_thr)
-    keypoint_threshold: float = 0.2  # oks_nms: joints above it rescore a person (MMPose keypoint_score_thr)
+    oks_nms: Fraction = 0.9  # oks_nms: keep a pose while its OKS with every kept one is <= this (MMPose nms_thr)
+    keypoint_threshold: Fraction = 0.2  # oks_nms: joints above it rescore a person (MMPose keypoint_score_thr)
 
 
 @dataclass(frozen=True)
@@ -189,11 +258,11 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """MLflow location and naming."""
+    """MLflow location and naming: where results are logged, never what they are."""
 
-    tracking_uri: str = "sqlite:///mlflow.db"
-    experiment: str = "vremd"
-    run_name: str = "demo"
+    tracking_uri: Annotated[str, NEUTRAL] = "sqlite:///mlflow.db"
+    experiment: Annotated[str, NEUTRAL] = "vremd"
+    run_name: Annotated[str, NEUTRAL] = "demo"
 
 
 @dataclass(frozen=True)
@@ -217,14 +286,24 @@ class Config:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Annotated:
+        return _type_name(typing.get_args(tp)[0])
     if typing.get_origin(tp) is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp))
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Return `value` checked (and, for tuples and int->float, converted) against type `tp`."""
+    """Return `value` checked (and, for tuples and int->float, converted) against type `tp` and its `Range`."""
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *notes = typing.get_args(tp)
+        checked = _coerce(value, base, key)
+        for bound in (n for n in notes if isinstance(n, Range)):
+            if not bound.admits(checked):
+                kind = "an integer" if base is int else "a number"
+                raise ConfigError(f"{key}: expected {kind} {bound.describe()}, found {value!r}")
+        return checked
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, found {type(value).__name__}")
@@ -247,8 +326,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, found {value!r}")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, found {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, found {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -258,7 +337,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
@@ -269,6 +348,24 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
             raise ConfigError(f"{dotted}: unknown key{hint}")
         kwargs[key] = _coerce(value, hints[key], dotted)
     return cls(**kwargs)
+
+
+def leaf_types(cls: type = Config, prefix: str = "") -> dict[str, Any]:
+    """Every dotted leaf key of `cls` ("train.lr", "pretrain.stills.seed") -> its declared type, `Annotated`
+    notes (`Range`, `NEUTRAL`) kept."""
+    out: dict[str, Any] = {}
+    for name, tp in typing.get_type_hints(cls, include_extras=True).items():
+        if dataclasses.is_dataclass(tp):
+            out.update(leaf_types(tp, f"{prefix}{name}."))
+        else:
+            out[prefix + name] = tp
+    return out
+
+
+def neutral_keys() -> frozenset[str]:
+    """The dotted keys marked `NEUTRAL`: they never change an output (no DVC params dep, not in run identities)."""
+    return frozenset(key for key, tp in leaf_types().items()
+                     if typing.get_origin(tp) is Annotated and NEUTRAL in typing.get_args(tp)[1:])
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -306,11 +403,19 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def check_cross_fields(cfg: Config) -> Config:
-    """`cfg`, or ConfigError where two keys that must agree do not: the crops are the model's input."""
+    """`cfg`, or ConfigError where two keys that must agree do not: the crops are the model's input, and each
+    lower bound of a pair is at most its upper one."""
     crop_hw, model_hw = (cfg.crops.height, cfg.crops.width), (cfg.model.img_height, cfg.model.img_width)
     if crop_hw != model_hw:
         raise ConfigError(f"crops.height/crops.width {crop_hw[0]}x{crop_hw[1]} differ from model.img_height/"
                           f"model.img_width {model_hw[0]}x{model_hw[1]}: the crops are the model's input")
+    pairs = [("augment.scale_min", "augment.scale_max"), ("data.synthetic.min_frames", "data.synthetic.max_frames"),
+             ("pretrain.stills.min_frames", "pretrain.stills.max_frames"), ("detect.min_size", "detect.max_size")]
+    flat = flatten(cfg)
+    for low_key, high_key in pairs:
+        if flat[low_key] > flat[high_key]:
+            raise ConfigError(f"{low_key} {flat[low_key]} is greater than {high_key} {flat[high_key]}: "
+                              f"expected {low_key} <= {high_key}")
     return cfg
 
 
@@ -451,7 +556,8 @@ def load_config(
 
 
 def smoke_config(**section_overrides: Any) -> Config:
-    """The tiny test configuration: 64x48 crops, 4x3 tokens, D=32, one block per stage, batch 2."""
+    """The tiny test configuration: 64x48 crops, 4x3 tokens, D=32, one block per stage, batch 2, through the
+    strict builder (sections given as `section_overrides` are checked too)."""
     cfg = Config(
         profile="smoke",
         data=DataConfig(
@@ -475,4 +581,4 @@ def smoke_config(**section_overrides: Any) -> Config:
             epochs=1, batch_size=2, lr=1e-3, lr_step_epochs=()),
         tracking=TrackingConfig(run_name="smoke"),
     )
-    return dataclasses.replace(cfg, **section_overrides)
+    return config_from_dict(config_to_dict(dataclasses.replace(cfg, **section_overrides)))  # ranges checked

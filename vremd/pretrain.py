@@ -44,9 +44,6 @@ def check_pretrain_config(cfg: Config) -> None:
     if cfg.data.source == "synthetic" and p.stills.seed == cfg.data.synthetic.seed:
         raise ConfigError(f"pretrain.stills.seed: equal to data.synthetic.seed ({p.stills.seed}); the stills must "
                           "come from their own seed, so that they repeat none of the video data")
-    if p.epochs < 1 or p.batch_size < 1 or p.lr <= 0:
-        raise ConfigError(f"pretrain: need epochs >= 1, batch_size >= 1 and lr > 0, found {p.epochs}, "
-                          f"{p.batch_size}, {p.lr}")
 
 
 def pretraining_config(cfg: Config) -> Config:

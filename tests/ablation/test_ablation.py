@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
-from vremd.config import config_from_dict, smoke_config
+from vremd.config import ConfigError, config_from_dict, smoke_config
 from vremd.eval.tables import load_paper_numbers
 from vremd.ablation.cost import parameters_outside_backbone
 from vremd.model.vremd import build_model
@@ -120,6 +120,15 @@ def test_check_inputs_names_every_missing_path(tmp_path):
     message = str(err.value)
     assert "index-posetrack17/train.parquet" in message and "index-posetrack17/val.parquet" in message
     assert str(tmp_path / "raw" / "posetrack17" / "annotations" / "val") in message
+
+
+def test_check_inputs_refuses_an_augmentation_past_the_stored_margin(smoke_data):
+    """A row whose zoom-out the index's train canvas cannot hold is refused before any trial trains."""
+    fine, wide = (build_grid(smoke_config(), TableSpec(6, "t", {"r": {"augment.scale_max": s}}), seeds=1)
+                  for s in (1.35, 1.6))
+    check_inputs(fine, str(smoke_data.index), smoke_data.raw)
+    with pytest.raises(ConfigError, match=r"train\.parquet: its crops keep a margin of 30x22 px .* augment\.scale_max 1\.6"):
+        check_inputs(wide, str(smoke_data.index), smoke_data.raw)
 
 
 def test_report_shows_mean_std_over_seeds_failed_rows_and_paper(tmp_path):

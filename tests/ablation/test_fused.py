@@ -36,7 +36,7 @@ def _rows(specs, paths, storage: Path, epochs: int | None = None) -> list[FusedR
         cfg = config_from_dict(spec.config)
         if epochs is not None:
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
-        identity = run_identity(cfg, Path(paths.index_dir), Path(paths.gt_dir)).as_dict()
+        identity = run_identity(cfg, Path(paths.index_dir), Path(paths.gt_dir), threads=1).as_dict()
         rows.append(FusedRow(cfg, dataclasses.replace(paths, run_dir=str(storage / spec.run_name)), identity))
     return rows
 

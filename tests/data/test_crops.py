@@ -1,5 +1,6 @@
 """3-frame crop extraction: known pixels, same box on all frames, clamping, bad input, incremental store."""
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 from vremd.config import CropsConfig
 from vremd.data import posetrack
 from vremd.data.boxes import (
-    apply_affine, crop_box_xywh, crop_to_image_affine, invert_affine, pixels_to_box_xywh, snap_box_to_pixels,
+    apply_affine, compose_affine, crop_box_xywh, crop_to_image_affine, invert_affine, pixels_to_box_xywh,
+    snap_box_to_pixels,
 )
 from vremd.data.crop_store import build_crops, read_manifest
 from vremd.data.crops import CropInputError, crop_frames, crop_sample, extract_video
@@ -98,6 +100,25 @@ def test_fast_crop_matches_warp_reference_inside_and_across_image_edges():
     assert (fast[0, :, :11] == 0).all() and (fast[0, :, 13:, 2] == 20).all()
 
 
+@pytest.mark.parametrize("scale", [1, 2])
+def test_margin_extends_the_crop_with_the_frame_at_the_same_scale(scale):
+    """crop_frames with a margin: the crop (its centre window) as without, and around it the frame's own pixels at
+    the crop's scale, as the reference warp of the crop affine shifted by the margin; black beyond the frame."""
+    image = frame_pixels(0, 192, 256)
+    frame = image if scale == 1 else cv2.resize(image, (128, 96), interpolation=cv2.INTER_AREA)
+    for rect in [(40, 20, 96, 128), (-30, 60, 96, 128), (200, 100, 48, 64)]:
+        canvas = crop_frames([frame], rect, (24, 32), scales=(scale,), margin_px=(15, 11))
+        assert canvas.shape == (1, 54, 54, 3)
+        crop = crop_frames([frame], rect, (24, 32), scales=(scale,))
+        assert np.abs(canvas[:, 11:-11, 15:-15].astype(int) - crop).max() <= 2, rect
+        shifted = np.array([[1.0, 0, 15], [0, 1.0, 11]])  # crop pixel -> canvas pixel
+        image_to_canvas = compose_affine(shifted, invert_affine(crop_to_image_affine(pixels_to_box_xywh(rect), (24, 32))))
+        ref = crop_sample([image], image_to_canvas, (54, 54))
+        diff = np.abs(canvas.astype(int) - ref)
+        assert np.percentile(diff, 99) <= (2 if scale == 1 else 4) and diff.mean() < 1.0, (rect, scale)
+    assert (canvas[0, :, -10:] == 0).all()  # rect (200, 100, 48, 64): its right margin lies beyond the 256 px frame
+
+
 def test_same_box_on_three_frames_clamped_at_ends_and_joints_round_trip(tmp_path):
     video = write_fixture_video(tmp_path, "train", 1, two_people(4))
     res = extract_video(video, "train", tmp_path, CFG, "error")
@@ -106,8 +127,9 @@ def test_same_box_on_three_frames_clamped_at_ends_and_joints_round_trip(tmp_path
     for row in res.rows:
         t = row["frame_index"]
         expected_frames = [max(t - 1, 0), t, min(t + 1, 3)]
-        crop = res.sample(row["row"])
-        assert crop.shape == (3, 32, 24, 3)
+        canvas = res.sample(row["row"])  # train crops keep the frame around them (crops.train_context_scale 1.35)
+        assert canvas.shape == (3, 32 + 2 * 11, 24 + 2 * 15, 3) and row["margin_px"] == [15, 11]
+        crop = canvas[:, 11:-11, 15:-15]
         assert [int(np.median(crop[k, :, :, 2])) // 10 for k in range(3)] == [(20 + 40 * i) // 10 for i in expected_frames]
         assert row["neighbour_clamped"] == (t in (0, 3))
         # same box on all frames: R and G (x, y gradients) agree across the 3 crops
@@ -228,7 +250,7 @@ def test_store_is_incremental_and_drops_removed_videos(tmp_path):
     assert len(first) == 10 and set(first["split"]) == {"train", "val"}
     shard = np.load(out / first["shard"][0], mmap_mode="r")
     assert shard.ndim == 1 and shard.dtype == np.uint8
-    assert shard_sample(shard, 5, first["jpeg_offsets"][5]).shape == (3, 32, 24, 3)
+    assert shard_sample(shard, 5, first["jpeg_offsets"][5]).shape == (3, 32 + 2 * 11, 24 + 2 * 15, 3)  # train canvas
     mtime = (out / "train/000010_mpii_train.npy").stat().st_mtime_ns
     # re-run: nothing to do; add a video: only it is extracted
     assert build_crops(raw, out, CFG, "error")["processed"] == []
@@ -245,7 +267,7 @@ def test_store_is_incremental_and_drops_removed_videos(tmp_path):
     assert not (out / "val/000011_mpii_test.npy").exists()
     assert isinstance(manifest, pd.DataFrame) and manifest["row"].tolist() == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]
     build_crops(raw, out, RAW, "error")  # raw pixels instead of JPEG
-    assert np.load(out / "train/000010_mpii_train.npy", mmap_mode="r").shape == (6, 3, 32, 24, 3)
+    assert np.load(out / "train/000010_mpii_train.npy", mmap_mode="r").shape == (6, 3, 54, 54, 3)  # with margins
 
 
 def test_val_boxes_from_detection_json(tmp_path):
@@ -339,3 +361,45 @@ def test_reduced_decode_keeps_boxes_and_pixels_of_full_decode(tmp_path):
     assert extract_video(video, "train", tmp_path, small, "error").decode_scales == Counter({1: 4})
     with pytest.raises(ValueError, match="reduced_decode: expected auto"):
         extract_video(video, "train", tmp_path, small, "error", reduced_decode="sometimes")
+
+
+def _window_frames(crops: np.ndarray) -> list[int]:
+    """Which fixture frames a (3, H, W, 3) RGB window shows: frame t has blue 20 + 40 t (`frame_pixels`)."""
+    return [int(round((np.median(crops[k, :, :, 2]) - 20) / 40)) for k in range(3)]
+
+
+def _rewrite_images(video: posetrack.Video, keep_listed: list[int]) -> posetrack.Video:
+    """The video's json with only the images at positions `keep_listed`, listed in that order (and their persons)."""
+    data = json.loads(video.json_path.read_text())
+    images = [data["images"][k] for k in keep_listed]
+    ids = {im["id"] for im in images}
+    data.update(images=images, annotations=[a for a in data["annotations"] if a["image_id"] in ids])
+    video.json_path.write_text(json.dumps(data))
+    return posetrack.read_video(video.json_path, video.split)
+
+
+def test_a_json_listing_images_out_of_frame_order_crops_the_real_neighbours(tmp_path):
+    """Issue 32 item 7: the images list is not in frame order; t-1 and t+1 are still the frames numbered so."""
+    video = write_fixture_video(tmp_path, "val", 5, two_people(5))
+    expected = extract_video(video, "val", tmp_path, RAW, "error")
+    shuffled = _rewrite_images(video, [3, 0, 4, 2, 1])
+    got = extract_video(shuffled, "val", tmp_path, RAW, "error")
+    keys = ("frame_index", "image_id", "file_name", "track_id", "box_xywh", "neighbour_clamped", "crop_to_image")
+    assert [{k: r[k] for k in keys} for r in got.rows] == [{k: r[k] for k in keys} for r in expected.rows]
+    np.testing.assert_array_equal(got.crops, expected.crops)
+    for row in got.rows:
+        t = row["frame_index"]
+        assert row["file_name"].endswith(f"{t:06d}.jpg")
+        assert _window_frames(got.sample(row["row"])) == [max(t - 1, 0), t, min(t + 1, 4)]
+
+
+def test_a_neighbour_the_json_does_not_list_is_clamped_never_a_farther_frame(tmp_path):
+    """A json listing every 2nd frame: the neighbours of frame 2 are frames 1 and 3, which it does not list, so
+    the key frame stands in for them (as at the video's ends), never frames 0 and 4."""
+    video = write_fixture_video(tmp_path, "val", 6, two_people(5))
+    sparse = _rewrite_images(video, [0, 2, 4])
+    assert sparse.frame_numbers == (0, 2, 4)
+    res = extract_video(sparse, "val", tmp_path, RAW, "error")
+    windows = {(r["file_name"][-10:-4], r["track_id"]): _window_frames(res.sample(r["row"])) for r in res.rows}
+    assert windows == {(f"{t:06d}", p): [t, t, t] for t in (0, 2, 4) for p in (0, 1)}
+    assert all(r["neighbour_clamped"] for r in res.rows) and res.clamped_neighbours == 6

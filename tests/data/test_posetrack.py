@@ -107,6 +107,10 @@ def _mutations():
         "missing_file_name": (lambda d: d["images"][0].pop("file_name"), "images[0].file_name: missing"),
         "ignore_region_mismatch": (lambda d: d["images"][0]["ignore_regions_y"].pop(), "images[0].ignore_regions_x: 2 polygons"),
         "coco_eye_names": (lambda d: d["categories"][0]["keypoints"].__setitem__(1, "left_eye"), "categories[0].keypoints: expected the 17"),
+        "frame_listed_twice": (lambda d: d["images"].append({**copy.deepcopy(d["images"][0]), "id": 10094730004}),
+                               "images[1].file_name: 'images/val/009473_mpii_test/000000.jpg' is frame 0, as is images[0]"),
+        "file_name_without_frame_number": (lambda d: d["images"][0].update(file_name="images/val/x_mpii_test/first.jpg"),
+                                           "images[0].file_name: 'images/val/x_mpii_test/first.jpg' holds no frame number"),
     }
 
 
@@ -173,3 +177,32 @@ def test_validate_layout_passes_on_complete_layout(tmp_path):
     (tmp_path / "annotations/train/000001_mpii_train.json").write_text('{"images": []')
     with pytest.raises(PoseTrackFormatError, match="000001_mpii_train.json: json: malformed"):
         validate_layout(tmp_path)
+
+
+def test_images_out_of_frame_order_are_read_in_frame_order_and_written_back_in_theirs(tmp_path):
+    """Issue 32 item 7: frame order is the file names' frame numbers, whatever the json's list order."""
+    path = tmp_path / "val" / "000007_mpii_test.json"
+    write_video(_tiny_video("val", "000007_mpii_test", 7, 5), path)
+    data = json.loads(path.read_text())
+    listed = [3, 0, 4, 2, 1]  # the json lists frame 3 first, then 0, 4, 2, 1
+    data["images"] = [data["images"][k] for k in listed]
+    data["annotations"] = [data["annotations"][k] for k in listed]
+    for k, ann in enumerate(data["annotations"]):
+        ann["keypoints"][0] = 100.0 + listed[k]  # the person of frame t has nose x = 100 + t
+    path.write_text(json.dumps(data))
+    video = read_video(path)
+    assert [f.file_name for f in video.frames] == [f"images/val/000007_mpii_test/{t:06d}.jpg" for t in range(5)]
+    assert [f.frame_index for f in video.frames] == list(range(5)) and video.frame_numbers == (0, 1, 2, 3, 4)
+    assert [f.image_id for f in video.frames] == [image_id_for(7, t) for t in range(5)]
+    assert [f.persons[0].keypoints[0, 0] for f in video.frames] == [100.0 + t for t in range(5)]
+    assert video.listed_order == tuple(listed)
+    out = tmp_path / "pred" / path.name
+    write_video(video, out)  # as a prediction file: poseval pairs it with the GT by position
+    written = json.loads(out.read_text())
+    assert [im["file_name"] for im in written["images"]] == [im["file_name"] for im in data["images"]]
+    assert_same_video(video, read_video(out))
+
+
+def test_a_json_listing_some_frames_keeps_their_numbers():
+    video = read_video(REAL_GT / "003418_mpii_test.json")  # real: frame 0 of a 149-frame video
+    assert video.frame_numbers == (0,) and video.nframes == 149 and video.listed_order is None

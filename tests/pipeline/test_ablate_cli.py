@@ -164,7 +164,7 @@ def test_rerun_restores_and_runs_only_the_failed_trial(smoke_data, local_ray, tm
     weights.parent.mkdir()
     write_vitpose_checkpoint(weights)
     grid = build_grid(smoke_config(), load_tables(ablations)[6], 1,  # the run names ablate.py will use
-                      identity_of=identities(str(smoke_data.index), smoke_data.raw))
+                      identity_of=identities(str(smoke_data.index), smoke_data.raw, lambda cfg: 1))  # trial cpu=1
     blocked = tmp_path / "ray_results" / "table6-smoke-runs" / grid[1].run_name / "checkpoint_epoch_0001"
     blocked.parent.mkdir(parents=True)
     blocked.write_text("not a checkpoint")  # a transient fault inside the DCA+BS trial's training: epoch 1 cannot

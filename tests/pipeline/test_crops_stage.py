@@ -1,5 +1,8 @@
 """Stages `crops` and `preprocess` through their CLIs: outputs, incremental re-run, bad-input policy."""
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -12,6 +15,7 @@ from pipeline import preprocess as preprocess_stage
 from vremd.data import posetrack
 from vremd.data.dataset import PoseTrackCrops
 from vremd.model.heads import HEATMAP_STRIDE
+from tests.reliability.reliability_fixtures import REPO, stage_env
 
 
 def write_video(dataset_dir: Path, split: str, number: int, n_frames: int) -> None:
@@ -83,6 +87,40 @@ def test_bad_input_error_and_skip(write_params, tmp_path, capsys):
     assert crops_stage.main(args + ["--set", "data.on_bad_input=skip"]) == 0
     assert "val   1 videos, 0 samples, 0 with clamped neighbours; skipped: 1 bad_json" in capsys.readouterr().out
     assert crops_stage.main(args + ["--set", "crops.jpeg_quality=101"]) == 1
-    assert "crops.jpeg_quality: expected 0 (raw pixels) or 1-100, found 101" in capsys.readouterr().err
+    assert "crops.jpeg_quality: expected an integer in [0, 100], found 101" in capsys.readouterr().err
     assert crops_stage.main(args[:3] + [str(root / "nowhere")] + args[4:]) == 1
     assert "no annotations/{train,val}/*.json (run pipeline/download.py first)" in capsys.readouterr().err
+
+
+def _shards(crops: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(crops)): p.read_bytes() for p in sorted(crops.rglob("*.npy"))}
+
+
+def test_edited_crop_code_re_extracts_every_video_and_says_why(write_params, tmp_path, capsys):
+    """Issue 32 item 2: `INTER_LINEAR` -> `INTER_AREA` in vremd/data/crops.py, then the crops stage. Before, the
+    per-video key hashed inputs and params, not code: 0 videos were re-extracted and the stale shards stayed."""
+    root, args = setup(write_params, tmp_path)
+    assert crops_stage.main(args) == 0
+    assert "new video: extracted 3 video(s)" in capsys.readouterr().out
+    before = _shards(root / "crops")
+    code = tmp_path / "code"  # this checkout's code, with the crop resize edited as in the issue
+    for folder in ("vremd", "pipeline"):
+        shutil.copytree(REPO / folder, code / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    crops_py = code / "vremd" / "data" / "crops.py"
+    resize = "dst=out[k], interpolation=cv2.INTER_LINEAR)"
+    assert crops_py.read_text().count(resize) == 1
+    crops_py.write_text(crops_py.read_text().replace(resize, "dst=out[k], interpolation=cv2.INTER_AREA)"))
+    command = [sys.executable, str(code / "pipeline" / "crops.py"), *args]
+    proc = subprocess.run(command, cwd=root, env=stage_env(PYTHONPATH=str(code)), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "3 video(s) extracted" in proc.stdout and "crop code changed: re-extracted 3 video(s)" in proc.stdout
+    after = _shards(root / "crops")
+    assert after.keys() == before.keys() and any(after[k] != before[k] for k in before)  # other pixels now
+    proc = subprocess.run(command, cwd=root, env=stage_env(PYTHONPATH=str(code)), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "0 video(s) extracted" in proc.stdout  # the same code again: all kept
+    assert crops_stage.main(args + ["--set", "crops.enlarge=1.5"]) == 0  # back to this checkout, other settings
+    assert "crop code changed: re-extracted 3 video(s)" in capsys.readouterr().out  # code counts first
+    assert crops_stage.main(args) == 0
+    assert "crop settings changed: re-extracted 3 video(s)" in capsys.readouterr().out

@@ -12,7 +12,6 @@ vremd/train. Data deps (data/raw, weights, detections, experiments/*.yaml) are n
 
 from __future__ import annotations
 
-import ast
 import re
 import shlex
 from pathlib import Path
@@ -20,64 +19,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from vremd.hashing import CODE_ROOTS, import_closure
+
 ROOT = Path(__file__).resolve().parents[2]
-CODE_ROOTS = ("vremd", "pipeline")  # the project's own packages: every .py under them is code
 DVC_FILES = ("dvc.yaml", "experiments/dvc.yaml")
 
 
-def _module_file(name: str) -> Path | None:
-    """`vremd.data.crops` -> vremd/data/crops.py, a package -> its __init__.py; None outside the project."""
-    if name.split(".")[0] not in CODE_ROOTS:
-        return None
-    base = ROOT.joinpath(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
-
-
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _with_parents(name: str) -> list[str]:
-    """Importing a.b.c runs a/__init__.py and a/b/__init__.py first."""
-    parts = name.split(".")
-    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
-
-
-def _imported(path: Path) -> set[str]:
-    """Every project module the file imports, anywhere in it (function bodies too)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                names.update(_with_parents(alias.name))
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: `from . import x`, `from ..data import y`
-                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                base = ".".join(anchor + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            names.update(_with_parents(base))
-            names.update(f"{base}.{alias.name}" for alias in node.names)  # kept below only if a submodule
-    return {n for n in names if _module_file(n) is not None}
-
-
 def closure(script: Path) -> set[Path]:
-    """The project files `python script` may execute (`script` and the result relative to the repo root)."""
-    seen: set[Path] = set()
-    todo = [ROOT / script]
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        todo.extend(_module_file(name) for name in _imported(path))
-    return {p.relative_to(ROOT) for p in seen}
+    """The project files `python script` may execute (`script` and the result relative to the repo root): the
+    library's walker (`vremd.hashing.import_closure`), which also keys crop records on the code they ran."""
+    return {p.relative_to(ROOT) for p in import_closure(ROOT / script, ROOT)}
 
 
 def _code_files(folder: Path) -> set[Path]:

@@ -1,4 +1,5 @@
-"""Shared test data for tests/predict: a tiny synthetic video on disk and a smoke checkpoint."""
+"""Shared test data for tests/predict: a tiny synthetic video on disk, the real PoseTrack clip with hand-drawn
+person boxes (tests/fixtures/poseval_real/video), and a smoke checkpoint."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import cv2
 import numpy as np
 import torch
 
+from poseval_fixtures import POSEVAL_REAL
 from vremd.config import Config, smoke_config
 from vremd.data.posetrack import write_video
 from vremd.data.synthetic.generate import render_video
@@ -64,17 +66,41 @@ def save_smoke_checkpoint(path: Path, seed: int = 0, cfg: Config | None = None, 
     return save_trained(path, build_model(cfg.model), cfg)  # creates the folder
 
 
-def count_video_frames(path: Path) -> int:
-    """Frames decodable from a video file."""
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
+def jpeg_claiming_size(data: bytes, size_wh: tuple[int, int]) -> bytes:
+    """A baseline JPEG's bytes with its start-of-frame header patched to claim `size_wh` pixels (data unchanged)."""
+    out = bytearray(data)
+    sof = out.find(b"\xff\xc0")
+    assert sof > 0, "not a baseline JPEG"
+    out[sof + 5:sof + 9] = size_wh[1].to_bytes(2, "big") + size_wh[0].to_bytes(2, "big")  # height, then width
+    return bytes(out)
 
 
 def moving_boxes(num_frames: int, starts_xy, velocities_xy, size_wh=(20.0, 40.0)) -> list[np.ndarray]:
     """Per frame a (P, 4) array of boxes moving at constant velocity."""
     starts, vel = np.asarray(starts_xy, float), np.asarray(velocities_xy, float)
     return [np.concatenate([starts + t * vel, np.tile(size_wh, (len(starts), 1))], axis=1) for t in range(num_frames)]
+
+
+CLIP = POSEVAL_REAL / "video" / "000001_mpiinew_test.mp4"
+CLIP_WH, CLIP_FRAMES, CLIP_FPS = (1280, 720), 5, 30.0
+# Two players per frame, boxed by hand on the clip (x, y, w, h pixels): the white #3 and the blue forward with
+# the player he falls over; linear from frame 0 to frame 4 (the camera pans with them).
+BOXES_FIRST = np.array([[360.0, 270.0, 200.0, 310.0], [600.0, 260.0, 240.0, 270.0]])
+BOXES_LAST = np.array([[360.0, 280.0, 175.0, 310.0], [580.0, 280.0, 230.0, 260.0]])
+
+
+def clip_boxes(num_frames: int = CLIP_FRAMES, scale: float = 1.0) -> list[dict]:
+    """The hand-drawn boxes as a COCO results list (image_id = frame index), for frames `scale` times the clip's."""
+    return [{"image_id": t, "category_id": 1, "score": 0.9, "bbox": (scale * box).tolist()}
+            for t in range(num_frames)
+            for box in BOXES_FIRST + (BOXES_LAST - BOXES_FIRST) * t / (CLIP_FRAMES - 1)]
+
+
+def clip_frames() -> list[np.ndarray]:
+    """The clip's frames, (720, 1280, 3) uint8 BGR."""
+    cap = cv2.VideoCapture(str(CLIP))
+    frames = []
+    while (got := cap.read())[0]:
+        frames.append(got[1])
+    cap.release()
+    return frames

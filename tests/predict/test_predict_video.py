@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from predict_fixtures import count_video_frames, make_tiny_video, save_smoke_checkpoint
+from predict_fixtures import make_tiny_video, save_smoke_checkpoint
 
 from vremd.config import smoke_config
 from vremd.data.crops import extract_video
@@ -18,6 +18,7 @@ from vremd.model.checkpoint import load_trained
 from vremd.predict.boxes_io import BoxFileError, assign_tracks, load_boxes
 from vremd.predict.cli import main
 from vremd.predict.inference import predict_crops
+from vremd.predict.overlay import count_frames
 from vremd.predict.video_poses import frame_windows, predict_video
 from vremd.predict.video import VideoReadError, probe
 
@@ -54,7 +55,7 @@ def test_cli_end_to_end_mp4_with_tracking(tiny, tmp_path, capsys):
     pairs = {(g.track_id, p.track_id) for fg, fp in zip(gt.frames, pred.frames)
              for g, p in zip(fg.persons, fp.persons)}
     assert len({g for g, _ in pairs}) == len(pairs) == len({p for _, p in pairs})
-    assert count_video_frames(overlay) == video.num_frames
+    assert count_frames(overlay) == video.num_frames
     assert "tracks" in capsys.readouterr().out
 
 
@@ -85,7 +86,7 @@ def test_one_frame_video(tiny, tmp_path, capsys):
     assert rc == 0
     assert "frame 0 box 1" in capsys.readouterr().err  # the skipped box is reported
     assert len(read_video(tmp_path / "o.json").frames[0].persons) == 1
-    assert count_video_frames(tmp_path / "one.avi") == 1
+    assert count_frames(tmp_path / "one.avi") == 1
 
 
 def test_window_is_t_minus_1_t_t_plus_1_clamped(tiny):
@@ -287,3 +288,28 @@ def test_pipeline_cli_is_the_library_cli():
     import pipeline.predict
 
     assert pipeline.predict.main is main
+
+
+def test_a_posetrack_box_file_out_of_frame_order_puts_each_box_on_its_own_frame(tiny, tmp_path):
+    """Issue 32 item 7: a PoseTrack json's boxes go to the frame its file names name, whatever the list order,
+    and the predictions list the images in the json's own order (poseval pairs files by position)."""
+    video, ckpt, _ = tiny
+    data = json.loads(video.gt_json.read_text())
+    data["images"].reverse()
+    shuffled = tmp_path / "annotations" / "val" / video.gt_json.name
+    shuffled.parent.mkdir(parents=True)
+    shuffled.write_text(json.dumps(data))
+    preds = {}
+    for name, boxes in (("sorted", video.gt_json), ("reversed", shuffled)):
+        out = tmp_path / f"{name}.json"
+        assert main([str(video.frames_dir), "--boxes", str(boxes), "--checkpoint", str(ckpt), "--out", str(out),
+                     "--quiet"]) == 0
+        preds[name] = json.loads(out.read_text())
+    assert [im["id"] for im in preds["reversed"]["images"]] == [im["id"] for im in data["images"]]
+
+    def poses(pred: dict) -> dict:  # image id -> [(track id, keypoints)]
+        return {im["id"]: sorted((a["track_id"], a["keypoints"]) for a in pred["annotations"] if a["image_id"] == im["id"])
+                for im in pred["images"]}
+
+    assert poses(preds["reversed"]) == poses(preds["sorted"])
+    assert sum(map(len, poses(preds["sorted"]).values())) == sum(len(f.persons) for f in read_video(video.gt_json).frames)

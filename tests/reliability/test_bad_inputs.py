@@ -329,6 +329,16 @@ def test_heatmap_stride_is_no_key(smoke, capsys, tracking):
     assert not tracking.exists() and not (smoke / "ap.json").exists()
 
 
+def test_augmentation_past_the_stored_margin_stops_train_before_any_work(smoke, capsys, tracking):
+    """A zoom-out the stored train canvas cannot hold (the smoke crops keep 1.35 at any angle) is one line naming
+    the index, its margin, crops.train_context_scale and the augment keys, before Ray or an MLflow run start."""
+    rc, err = run_train(smoke, capsys, "--set", "augment.scale_max=1.5")
+    assert rc == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"{smoke / 'index' / 'train.parquet'}: its crops keep a margin of 30x22 px around each 48x64 crop " \
+           "(crops.train_context_scale), but augment.borders frame with augment.scale_max 1.5" in err, err
+    assert not tracking.exists() and not (smoke / "runs").exists() and not (smoke / "out").exists()
+
+
 def test_evaluate_names_the_checkpoint_and_both_crop_sizes(smoke, tmp_path, capsys):
     cfg = smoke_config()
     big = dataclasses.replace(cfg, crops=dataclasses.replace(cfg.crops, height=128, width=96),

@@ -6,7 +6,6 @@ independent run with the same seed gives identical per-joint AP and weights; cha
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
+from fresh_clone import copy_files
 from reliability_fixtures import REPO, copy_mlflow_db, stage_env
 from vremd.config import flatten, load_config, smoke_config
 from vremd.ablation.reproduce import compare_ap, dvc_dir_md5, params_to_config, provenance_problems
@@ -72,12 +72,8 @@ def test_ap_comparison_tolerance_and_nan():
 
 def _project(root: Path, write_params) -> Path:
     """A DVC + git project in `root`: this checkout's stages and code, a smoke-sized params.yaml."""
-    for name in ("vremd", "pipeline", "experiments"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("weights", "detections"):  # stage input folders dvc.yaml depends on
-        (root / name).mkdir()
-        shutil.copy(REPO / name / "README.md", root / name / "README.md")
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    # weights/, detections/: stage input folders dvc.yaml depends on (their README.md)
+    copy_files(root, only=("vremd", "pipeline", "experiments", "weights", "detections", "dvc.yaml"))
     write_params(root, train__epochs=2, train__val_every=0, train__num_workers=0,
                  tracking__tracking_uri="sqlite:///mlflow.db", tracking__run_name="repro")
     (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\nray_results/\n")

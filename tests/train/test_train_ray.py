@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from test_train_loop import with_train
 
 from vremd.train.ray_train import fit, train_and_track
-from vremd.train.tracking import resolve_tracking_uri
+from vremd.train.tracking import CONTINUES_TAG, resolve_tracking_uri
 
 pytestmark = pytest.mark.slow
 
@@ -50,13 +50,15 @@ def test_two_workers_one_epoch_logged_to_mlflow(local_ray, smoke, tmp_path):
     assert {"tables/per_joint.md", "tables/per_joint.csv", "tables/per_joint.html", "tables/per_joint.png"} <= tables
     assert client.list_artifacts(outcome.mlflow_run_id, "overlays")
 
-    # the same run name resumes: epoch 1 comes from the checkpoint, only epoch 2 trains
+    # the same run name resumes: epoch 1 comes from the checkpoint, only epoch 2 trains. MLflow params cannot say
+    # 2 epochs on the finished 1-epoch run: a new MLflow run continues it, its curve from epoch 1
     more = train_and_track(with_train(cfg, epochs=2), paths, tmp_path / "runs", "two", uri, tmp_path, dataset_dir)
-    assert more.mlflow_run_id == outcome.mlflow_run_id
+    assert more.mlflow_run_id != outcome.mlflow_run_id
+    assert client.get_run(more.mlflow_run_id).data.tags[CONTINUES_TAG] == outcome.mlflow_run_id
     assert [h["epoch"] for h in more.fit.history] == [1, 2]
     assert more.fit.history[0] == result.history[0]
-    steps = [m.step for m in client.get_metric_history(outcome.mlflow_run_id, "loss")]
-    assert steps == [1, 2]
+    assert [m.step for m in client.get_metric_history(more.mlflow_run_id, "loss")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(outcome.mlflow_run_id, "loss")] == [1]  # as it finished
 
 
 def _kill_a_worker_after(first_checkpoint: Path, killed: list) -> None:

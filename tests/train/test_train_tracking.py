@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from vremd.config import flatten, smoke_config
 from vremd.train.identity import RunIdentity, dvc_dir_md5
-from vremd.train.tracking import VERSION_TAGS, Tracker, resolve_tracking_uri, run_tags
+from vremd.train.tracking import CONTINUES_TAG, VERSION_TAGS, Tracker, resolve_tracking_uri, run_tags
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,25 @@ def test_an_id_file_reopens_its_run_and_a_stale_one_starts_afresh(store, tmp_pat
     assert not fresh.resumed and fresh.run_id != first.run_id and id_file.read_text() == fresh.run_id
 
 
+def test_a_run_is_reopened_only_under_its_own_params(store, tmp_path):
+    """MLflow params cannot change: a run trained further (train.epochs 1 -> 2) would keep saying 1 epoch. It is
+    left as it was, and a new run names it; a deleted run is never reopened."""
+    _, uri = store
+    id_file = tmp_path / "mlflow_run_id"
+    first = Tracker.start_or_resume(id_file, uri, "e", "r", {"train.epochs": 1}, {})
+    first.finish()
+    longer = Tracker.start_or_resume(id_file, uri, "e", "r", {"train.epochs": 2}, {"profile": "smoke"})
+    client = MlflowClient(tracking_uri=uri)
+    assert not longer.resumed and longer.continues == first.run_id and id_file.read_text() == longer.run_id
+    run = client.get_run(longer.run_id)
+    assert run.data.params == {"train.epochs": "2"} and run.data.tags[CONTINUES_TAG] == first.run_id
+    assert run.data.tags["profile"] == "smoke"
+    assert client.get_run(first.run_id).info.status == "FINISHED"  # untouched
+    client.delete_run(longer.run_id)
+    again = Tracker.start_or_resume(id_file, uri, "e", "r", {"train.epochs": 2}, {})
+    assert not again.resumed and again.continues is None and again.run_id not in (first.run_id, longer.run_id)
+
+
 def test_down_server_warns_once_and_never_raises(monkeypatch, free_port):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
@@ -95,7 +114,7 @@ def test_recorded_data_hash_is_the_index_trained_on_not_dvc_lock(tmp_path):
     (tmp_path / "dvc.lock").write_text(  # what DVC last recorded for data/index: not what this run read
         "schema: '2.0'\nstages:\n  preprocess:\n    cmd: x\n    outs:\n    - path: data/index\n"
         "      md5: abc123.dir\n      size: 1\n      nfiles: 2\n")
-    identity = RunIdentity(data="d" * 64, code="c" * 64)
+    identity = RunIdentity(data="d" * 64, code="c" * 64, lock="l" * 64, threads=1)
     tags = run_tags(smoke_config(), tmp_path, index, identity)
     assert tags["dvc_data_hash"] == dvc_dir_md5(index) != "abc123.dir"
     assert (tags["data_hash"], tags["code_hash"], tags["weights_hash"]) == ("d" * 64, "c" * 64, "none")

@@ -102,6 +102,7 @@ def _share_backbone(rows: Sequence[FusedRow], runs: Sequence[RunState]) -> torch
 def run_fused_training(rows: Sequence[FusedRow], device: torch.device,
                        progress: bool = False) -> list[list[dict[str, float]]]:
     """Train every row for `cfg.train.epochs` (each resuming from its own newest checkpoint); their histories."""
+    torch.set_num_threads(int(rows[0].identity["threads"]))  # a group shares its identity: as each row alone
     sessions = [LocalSession(Path(r.paths.run_dir), r.cfg.train.checkpoint_keep, device) for r in rows]
     runs = [start_run(r.cfg, s, r.paths) for r, s in zip(rows, sessions)]
     backbone = _share_backbone(rows, runs)

@@ -18,8 +18,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import yaml
 
 from vremd.config import PATH_KEYS, Config, ConfigError, config_from_dict, config_to_dict, resolve_path_value, set_dotted
+from vremd.data.dataset import check_augment_margin
+from vremd.data.index_check import check_index_fits
+from vremd.data.posetrack import SPLITS
 from vremd.errors import InputError
-from vremd.train.identity import RunIdentity, code_hash, data_hash, file_sha256, training_digest
+from vremd.hashing import code_root
+from vremd.train.identity import RunIdentity, code_hash, data_hash, file_sha256, lock_sha256, training_digest
 
 __all__ = ["AblationError", "TableSpec", "TrialSpec", "training_id", "slug", "load_tables", "apply_overrides",
            "build_grid", "identities", "paper_protocol", "parse_resources", "default_resources", "DRIVER_MEMORY", "grid_text", "check_inputs"]
@@ -138,10 +142,12 @@ def build_grid(base: Config, table: TableSpec, seeds: int, fixed_keys: Iterable[
     return trials
 
 
-def identities(index_dir: str, raw_dir: Path) -> Callable[[Config], RunIdentity]:
+def identities(index_dir: str, raw_dir: Path,
+               threads_of: Callable[[Config], int]) -> Callable[[Config], RunIdentity]:
     """`identity_of` for `build_grid`: each trial's `RunIdentity` on `index_dir` (`{source}` filled in) and
-    `<raw_dir>/<source>/annotations/val`, each data set, the code and each weights file hashed once."""
-    code, data, weights = code_hash(), {}, {}
+    `<raw_dir>/<source>/annotations/val`, each data set, the code and each weights file hashed once; its math
+    on `threads_of(cfg)` torch threads (`ray_train.training_threads` with the trial's CPUs)."""
+    code, lock, data, weights = code_hash(), lock_sha256(code_root()), {}, {}
 
     def identity_of(cfg: Config) -> RunIdentity:
         source = cfg.data.source
@@ -150,7 +156,8 @@ def identities(index_dir: str, raw_dir: Path) -> Callable[[Config], RunIdentity]
         path = cfg.model.pretrained
         if path and path not in weights:
             weights[path] = file_sha256(Path(path))
-        return RunIdentity(data=data[source], code=code, weights=weights.get(path, ""))
+        return RunIdentity(data=data[source], code=code, lock=lock, threads=threads_of(cfg),
+                           weights=weights.get(path, ""))
 
     return identity_of
 
@@ -222,7 +229,9 @@ def grid_text(trials: Sequence[TrialSpec], resources: Mapping[str, float]) -> st
 
 
 def check_inputs(trials: Sequence[TrialSpec], index_dir: str, raw_dir: Path) -> None:
-    """Raise `AblationError` naming every missing index, GT folder or pretrained weights file the trials would read."""
+    """Raise `AblationError` naming every missing index, GT folder or pretrained weights file the trials would read;
+    ConfigError where a trial's augmentation reaches past the margin stored around the index's train crops, or for
+    an index whose crops a trial's config would not see as they were cut (`check_index_fits`)."""
     weights = [w for w in dict.fromkeys(t.config["model"]["pretrained"] for t in trials) if w and not Path(w).is_file()]
     if weights:  # refused before any trial trains: its identity (and name) would change when the file arrives
         raise AblationError(f"model.pretrained: no such weights file: {', '.join(weights)}; nothing was run")
@@ -235,3 +244,15 @@ def check_inputs(trials: Sequence[TrialSpec], index_dir: str, raw_dir: Path) -> 
     if missing:
         raise AblationError(f"missing inputs: {', '.join(missing)}; build them with the download, crops and "
                             "preprocess stages (dvc repro preprocess, or pipeline/download.py, crops.py, preprocess.py)")
+    recipes = dict.fromkeys((t.config["data"]["source"], json.dumps(t.config["augment"])) for t in trials)
+    for source, augment in recipes:
+        cfg = config_from_dict({"augment": json.loads(augment)})  # its margin is refused before any trial trains
+        check_augment_margin(Path(index_dir.format(source=source)) / "train.parquet", cfg.augment)
+    checked = set()
+    for t in trials:  # crops cut otherwise than a row's config would train and score it on other inputs
+        cfg = config_from_dict(t.config)
+        key = (cfg.data.source, cfg.crops, cfg.model.img_height, cfg.model.img_width)
+        for split in SPLITS if key not in checked else ():
+            check_index_fits(Path(index_dir.format(source=cfg.data.source)) / f"{split}.parquet", cfg,
+                             f"table row {t.row!r} (seed {t.seed})")
+        checked.add(key)

@@ -38,12 +38,11 @@ def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
-def trial_provenance(cfg: Config, repo_dir: Path, threads: int | None, wall_s: float,
-                     adopted_from: str = "") -> dict[str, str]:
-    """`report.PROVENANCE_KEYS` of one trial as strings: commit and dirty flag, lock sha256, CPU, `threads` (torch's
-    intra-op threads of the loop; "" when Ray Train workers trained), `wall_s` (this attempt, seconds) and the
-    run folder whose finished training was adopted ("" when this trial trained)."""
+def trial_provenance(cfg: Config, repo_dir: Path, threads: int, wall_s: float, adopted_from: str = "") -> dict[str, str]:
+    """`report.PROVENANCE_KEYS` of one trial as strings: commit and dirty flag, lock sha256, CPU, `threads` (the
+    torch threads of its training's math, from its `RunIdentity`), `wall_s` (this attempt, seconds) and the run
+    folder whose finished training was adopted ("" when this trial trained)."""
     tags: Mapping[str, str] = run_tags(cfg, Path(repo_dir))
     return {"git_commit": tags["git_commit"], "git_dirty": tags["git_dirty"], LOCK_TAG: tags[LOCK_TAG],
-            **cpu_description(), "torch_threads": "" if threads is None else str(threads),
+            **cpu_description(), "torch_threads": str(threads),
             "wall_s": f"{wall_s:.1f}", "adopted_from": adopted_from}

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import ray
-import torch
 from ray import tune
 
 from vremd.config import Config, config_from_dict, flatten
@@ -45,6 +44,7 @@ from vremd.ablation.paired_tables import paired_metrics, paired_tags
 from vremd.ablation.report import Paired, ReportRow, TrialOutcome, paired_for, report_rows, summary_text, write_report
 from vremd.train.loop import RunPaths
 from vremd.train.ray_train import close_tracking, open_tracking, train_and_track
+from vremd.train.runs import check_resumable
 from vremd.train.tracking import Tracker, run_tags
 
 __all__ = ["TrialContext", "AblationResult", "ablation_trial", "run_ablation", "GRID_FILE", "PARENT_RUN_FILE",
@@ -103,25 +103,29 @@ def ablation_trial(config: dict[str, Any], context: TrialContext) -> None:
     except BaseException:
         tracker.finish("FAILED")
         raise
-    provenance = trial_provenance(cfg, Path(context.repo_dir), torch.get_num_threads() if cfg.train.num_workers == 0
-                                  else None, time.monotonic() - start, adopted)
+    provenance = trial_provenance(cfg, Path(context.repo_dir), identity.threads, time.monotonic() - start, adopted)
     tune.report({**_final_metrics(outcome.fit.history, int(outcome.fit.state["epoch"])), "row": spec["row"],
                  "seed": int(spec["seed"]), "mlflow_run_id": outcome.mlflow_run_id or "", "node_id": _node_id(),
                  **{f"{PROVENANCE}/{k}": v for k, v in provenance.items()}})
 
 
-def _prepare_row(spec: Mapping[str, Any], context: TrialContext,
-                 fused: bool = False) -> tuple[Config, RunIdentity, Tracker, RunPaths, str]:
-    """Rebuild the row's config, note the attempt, adopt a finished twin, open its nested MLflow run; the last
-    item names the adopted twin's run folder ("" when none was adopted)."""
-    cfg = config_from_dict(spec["config"])  # rebuilt on the trial's first line: strict, typed
+def _checked_row(spec: Mapping[str, Any], context: TrialContext) -> tuple[Config, RunIdentity]:
+    """The row's config (rebuilt strict and typed) and identity; `RunMismatchError` if its folder holds another
+    training. Nothing is written: every row of a trial is checked before any folder or MLflow run is touched."""
+    cfg = config_from_dict(spec["config"])
+    identity = RunIdentity(**spec["identity"])  # hashed once on the driver: data, code, lock file, threads, weights
+    check_resumable(cfg, Path(context.runs_dir) / spec["run_name"], identity)
+    return cfg, identity
+
+
+def _prepare_row(spec: Mapping[str, Any], context: TrialContext) -> tuple[Config, RunIdentity, Tracker, RunPaths, str]:
+    """Rebuild and check the row (`_checked_row`), note the attempt, adopt a finished twin, open its nested MLflow
+    run; the last item names the adopted twin's run folder ("" when none was adopted). The training loop runs on
+    the identity's thread count, decided on the driver."""
+    cfg, identity = _checked_row(spec, context)
     runs_dir, run_name = Path(context.runs_dir), spec["run_name"]
     _note_attempt(runs_dir / run_name)
-    identity = RunIdentity(**spec["identity"])  # hashed once on the driver: the data, code and weights
     adopted = adopt_finished_twin(cfg, identity, runs_dir, run_name, training_id(spec["config"], spec["identity"]))
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
-    if (fused or cfg.train.num_workers == 0) and cpus >= 1:
-        torch.set_num_threads(int(cpus))  # the loop runs here: use exactly what the trial was given
     tracker = _open_nested_run(cfg, identity, spec, context)
     if adopted is not None:  # the twin's per-epoch metrics, so MLflow's compare view shows this row's curve
         print(f"{run_name}: the same training finished in {adopted.source}; taking its final checkpoint", flush=True)
@@ -145,7 +149,9 @@ def _fused_trial(specs: Sequence[Mapping[str, Any]], context: TrialContext) -> N
     runs_dir, prepared, trackers, adopted, start = Path(context.runs_dir), [], [], [], time.monotonic()
     try:
         for spec in specs:
-            cfg, identity, nested, paths, twin = _prepare_row(spec, context, fused=True)
+            _checked_row(spec, context)
+        for spec in specs:
+            cfg, identity, nested, paths, twin = _prepare_row(spec, context)
             adopted.append(twin)
             trackers.append(nested)
             tracker, paths = open_tracking(cfg, paths, runs_dir, spec["run_name"], context.tracking_uri,
@@ -164,7 +170,7 @@ def _fused_trial(specs: Sequence[Mapping[str, Any]], context: TrialContext) -> N
         metrics = _final_metrics(result.history, int(result.state["epoch"]))
         report.update({f"rows/{k}/{name}": value for name, value in metrics.items()})
         report[f"rows/{k}/mlflow_run_id"] = outcome.mlflow_run_id or ""
-        provenance = trial_provenance(cfg, Path(context.repo_dir), torch.get_num_threads(), time.monotonic() - start,
+        provenance = trial_provenance(cfg, Path(context.repo_dir), int(row.identity["threads"]), time.monotonic() - start,
                                       adopted[k])  # the group's wall time: its rows trained side by side
         report.update({f"rows/{k}/{PROVENANCE}/{name}": value for name, value in provenance.items()})
     tune.report(report)

@@ -78,6 +78,23 @@ def crop_rect(clipped_box_xywh, enlarge: float, crop_wh: tuple[int, int]) -> tup
     return snap_box_to_pixels(crop_box_xywh(clipped_box_xywh, enlarge, crop_wh))
 
 
+def warp_margin_px(crop_wh: tuple[int, int], scale: float, max_angle_deg: float) -> tuple[int, int]:
+    """The whole-pixel margins (x, y) a crop needs on each side so that its pixel centres, scaled by `scale` about
+    the crop's centre and rotated by any angle up to `max_angle_deg` either way, land on stored pixel centres.
+
+    The scaled, rotated grid's half extent along x is scale * (|cos a| (W-1)/2 + |sin a| (H-1)/2), largest at the
+    angle atan((H-1)/(W-1)) or at the ends of [0, min(max_angle_deg, 90)] (|cos|, |sin| repeat beyond 90); y alike.
+    """
+    half_w, half_h = (crop_wh[0] - 1) / 2, (crop_wh[1] - 1) / 2
+    limit = math.radians(min(abs(max_angle_deg), 90.0))
+
+    def reach(along: float, across: float) -> float:
+        angles = [0.0, limit] + [a for a in (math.atan2(across, along),) if a <= limit]
+        return scale * max(abs(math.cos(a)) * along + abs(math.sin(a)) * across for a in angles)
+
+    return tuple(max(0, math.ceil(reach(a, b) - a - 1e-9)) for a, b in ((half_w, half_h), (half_h, half_w)))
+
+
 def pixels_to_box_xywh(rect) -> tuple[float, float, float, float]:
     """The box `(x, y, w, h)` whose edges are the boundaries of pixel rectangle (col, row, width, height)."""
     col, row, w, h = rect

@@ -1,13 +1,17 @@
 """Incremental on-disk store of crops: one shard per video plus a manifest with one row per sample.
 
 Layout under the crops dir:
-  <split>/<video>.npy    the video's crops, memory-mappable: raw uint8 (S, T=3, H, W, 3) RGB when
-                         crops.jpeg_quality is 0, else 1-D uint8 JPEG bytes (rows' jpeg_offsets)
-  <split>/<video>.json   the video's record: input key, counts, skip messages, its manifest rows
-  manifest.parquet       all rows of the current videos (+ `shard`: path relative to the crops dir)
-  stats.json             counts per split (samples, skips by reason, clamped neighbours)
+  <split>/<video>.npy    the video's crops, memory-mappable: raw uint8 (S, T=3, H', W', 3) RGB when
+                         crops.jpeg_quality is 0, else 1-D uint8 JPEG bytes (rows' jpeg_offsets); train
+                         crops carry their rows' margin_px of the frame on each side (H' = H + 2 my)
+  <split>/<video>.json   the video's record: input key, code hash, crop settings, counts, skip messages, its rows
+  manifest.parquet       all rows of the current videos (+ `shard`: path relative to the crops dir); its parquet
+                         metadata holds the crop settings (`vremd.data.crop_settings`), which the index keeps
+  stats.json             counts per split (samples, skips by reason, clamped neighbours), and why videos were cut
 A video is re-extracted only when its key changes: a hash of its json, the size and mtime of its
-image folder's files, its detections and the crop parameters. Videos no longer present are removed.
+image folder's files, its detections, the crop settings and the code that cuts crops (`crop_code_sha256`:
+the sources of this module's import closure, so an edit of crops.py re-extracts every video). Videos no
+longer present are removed.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import hashlib
 import multiprocessing
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -28,13 +32,23 @@ from tqdm import tqdm
 from vremd.atomic import atomic_write_bytes, atomic_write_stream
 from vremd.config import BadInputPolicy, ConfigError, CropsConfig, DetectConfig
 from vremd.data import posetrack
+from vremd.data.crop_settings import crop_settings, write_parquet
 from vremd.data.crops import extract_video
 from vremd.data.detections import Detection, DetectionFormatError, read_detections
+from vremd.hashing import closure_sha256
 
-FORMAT_VERSION = 3  # 2: frames may be decoded at 1/2 or 1/4 resolution (crops.py); 3: out-of-frame joints kept,
-# val crops every person poseval counts (any box size, unlabeled frames with persons) and no jointless person
+FORMAT_VERSION = 5  # 2: frames may be decoded at 1/2 or 1/4 resolution (crops.py); 3: out-of-frame joints kept,
+# val crops every person poseval counts (any box size, unlabeled frames with persons) and no jointless person;
+# 4: neighbours by frame number (a json's images sorted by it; a neighbour the json does not list is clamped),
+# and train crops stored with a margin of the frame around them (rows' margin_px, crops.train_context_scale)
+# 5: the key covers the crop code, records hold its hash and the settings, the manifest's metadata the settings
 MANIFEST = "manifest.parquet"
 STATS = "stats.json"
+
+
+def crop_code_sha256() -> str:
+    """sha256 of the code that cuts crops: the sources of this module's import closure (`vremd.hashing`)."""
+    return closure_sha256(Path(__file__))
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,7 @@ class VideoTask:
     cfg: CropsConfig
     policy: BadInputPolicy
     detections: dict[int, list[Detection]] | None
+    code: str  # crop_code_sha256()
     key: str
 
 
@@ -60,8 +75,7 @@ def video_key(task: VideoTask) -> str:
         for entry in sorted(os.scandir(image_dir), key=lambda e: e.name):
             st = entry.stat()
             h.update(f"{entry.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    params = {k: v for k, v in asdict(task.cfg).items() if k != "workers"}
-    h.update(orjson.dumps([FORMAT_VERSION, task.policy, params]))
+    h.update(orjson.dumps([FORMAT_VERSION, task.policy, crop_settings(task.cfg), task.code]))
     if task.detections is not None:
         dets = sorted((i, d.box_xywh, d.score) for i, ds in task.detections.items() for d in ds)
         h.update(orjson.dumps(dets))
@@ -73,8 +87,9 @@ def run_task(task: VideoTask) -> dict:
     name = task.json_path.stem
     split_dir = task.out_dir / task.split
     split_dir.mkdir(parents=True, exist_ok=True)
-    record = {"format": FORMAT_VERSION, "key": task.key, "split": task.split, "video": name,
-              "shard": f"{task.split}/{name}.npy"}
+    record = {"format": FORMAT_VERSION, "key": task.key, "code": task.code,
+              "settings": {**crop_settings(task.cfg), "on_bad_input": task.policy},
+              "split": task.split, "video": name, "shard": f"{task.split}/{name}.npy"}
     try:
         video = posetrack.read_video(task.json_path, task.split)
     except posetrack.PoseTrackFormatError as exc:
@@ -100,10 +115,26 @@ def run_task(task: VideoTask) -> dict:
 
 def _read_record(path: Path) -> dict | None:
     try:
-        record = orjson.loads(path.read_bytes())
+        return orjson.loads(path.read_bytes())
     except (FileNotFoundError, orjson.JSONDecodeError):
         return None
-    return record if record.get("format") == FORMAT_VERSION else None
+
+
+def _why_extract(record: dict | None, task: VideoTask, out_dir: Path) -> str | None:
+    """Why `task`'s video must be (re-)extracted, its record being `record`; None while that record is valid."""
+    if record is None:
+        return "new video"
+    if record.get("format") != FORMAT_VERSION:
+        return f"crop record format {record.get('format')} (now {FORMAT_VERSION})"
+    if not (out_dir / record["shard"]).exists():
+        return "shard missing"
+    if record["key"] == task.key:
+        return None
+    if record["code"] != task.code:
+        return "crop code changed"
+    if record["settings"] != {**crop_settings(task.cfg), "on_bad_input": task.policy}:
+        return "crop settings changed"
+    return "inputs changed (json, frames or detections)"
 
 
 def _detections_by_video(val_boxes: str, dataset_dir: Path, min_score: float) -> dict[str, dict[int, list[Detection]]]:
@@ -125,20 +156,24 @@ def _init_worker() -> None:
 
 
 def _plan_tasks(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadInputPolicy,
-                val_boxes: str, min_score: float) -> tuple[list[VideoTask], dict]:
-    """Every current video's task and the records still valid for it (same key)."""
+                val_boxes: str, min_score: float) -> tuple[list[VideoTask], dict, dict]:
+    """Every current video's task, the records still valid for it (same key), and why each other is extracted."""
     dets = _detections_by_video(val_boxes, dataset_dir, min_score) if val_boxes != "gt" else None
-    tasks, records = [], {}
+    code = crop_code_sha256()
+    tasks, records, reasons = [], {}, {}
     for split in posetrack.SPLITS:
         for json_path in posetrack.list_videos(dataset_dir, split):
             video_dets = dets.get(json_path.stem, {}) if dets is not None and split == "val" else None
-            task = VideoTask(split, json_path, dataset_dir, out_dir, cfg, policy, video_dets, "")
+            task = VideoTask(split, json_path, dataset_dir, out_dir, cfg, policy, video_dets, code, "")
             task = VideoTask(**{**task.__dict__, "key": video_key(task)})
             record = _read_record(out_dir / split / f"{json_path.stem}.json")
-            if record is not None and record["key"] == task.key and (out_dir / record["shard"]).exists():
+            why = _why_extract(record, task, out_dir)
+            if why is None:
                 records[(split, json_path.stem)] = record
+            else:
+                reasons[(split, json_path.stem)] = why
             tasks.append(task)
-    return tasks, records
+    return tasks, records, reasons
 
 
 def _remove_stale(out_dir: Path, current: set[tuple[str, str]]) -> list[str]:
@@ -168,8 +203,8 @@ def build_crops(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadI
     if not any(posetrack.list_videos(dataset_dir, split) for split in posetrack.SPLITS):
         raise FileNotFoundError(f"{dataset_dir}: no annotations/{{train,val}}/*.json (run pipeline/download.py first)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    tasks, records = _plan_tasks(dataset_dir, out_dir, cfg, policy, val_boxes, min_box_score)
-    todo = [t for t in tasks if (t.split, t.json_path.stem) not in records]
+    tasks, records, reasons = _plan_tasks(dataset_dir, out_dir, cfg, policy, val_boxes, min_box_score)
+    todo = [t for t in tasks if (t.split, t.json_path.stem) in reasons]
     removed = _remove_stale(out_dir, {(t.split, t.json_path.stem) for t in tasks})
     bar = tqdm(total=len(todo), desc="crops (videos)", unit="video", disable=not progress)
     if workers <= 1 or len(todo) <= 1:
@@ -193,9 +228,10 @@ def build_crops(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadI
     bar.close()
     ordered = [records[(t.split, t.json_path.stem)] for t in tasks]
     stats = _stats(ordered, processed=[f"{t.split}/{t.json_path.stem}" for t in todo], removed=removed)
+    stats["reasons"] = dict(Counter(reasons.values()).most_common())  # why the processed videos were cut
     rows = [row for record in ordered for row in record["rows"]]
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    atomic_write_stream(out_dir / MANIFEST, lambda f: manifest.to_parquet(f, index=False))
+    atomic_write_stream(out_dir / MANIFEST, lambda f: write_parquet(manifest, f, crop_settings(cfg)))
     atomic_write_bytes(out_dir / STATS, orjson.dumps(stats, option=orjson.OPT_INDENT_2))
     return stats
 
@@ -203,7 +239,7 @@ def build_crops(dataset_dir: Path, out_dir: Path, cfg: CropsConfig, policy: BadI
 MANIFEST_COLUMNS = [
     "split", "video", "json_path", "frame_index", "image_id", "file_name", "track_id", "person_id",
     "source", "box_xywh", "score", "joints_crop_xyv", "num_visible", "crop_to_image",
-    "neighbour_clamped", "shard", "row", "jpeg_offsets",
+    "neighbour_clamped", "shard", "row", "jpeg_offsets", "margin_px",
 ]
 
 

@@ -1,9 +1,10 @@
 """3-frame person crops of one video, extracted frame-major (each JPEG decoded once).
 
 A sample is one person box in a labeled key frame t: the box is enlarged by 25% and widened to the
-crop's aspect, snapped to pixel boundaries, and the SAME box crops frames t-1, t, t+1 (neighbour
-indices clamped at the video's ends). Frames are decoded once per video into a sliding window of 3, so a frame shared by several
-persons and by its neighbours' samples costs one decode. `crop_frames` (a resize of the box's pixels)
+crop's aspect, snapped to pixel boundaries, and the SAME box crops frames t-1, t, t+1 (by frame number;
+clamped to t at the video's ends and where the json does not list the neighbour). Frames are decoded
+once per video into a sliding window of 3, so a frame shared by several persons and by its neighbours'
+samples costs one decode. `crop_frames` (a resize of the box's pixels)
 is the fast crop; `crop_sample` (warpAffine of the crop affine) is its reference.
 
 Two passes per video: the first reads each needed file once, checks every sample against the
@@ -12,11 +13,16 @@ at 1/2 or 1/4 resolution (libjpeg's DCT scaling, about 3x cheaper at 1280x720) w
 rectangle that frame serves is at least that many times the crop size, and crops with the
 rectangle mapped exactly into the reduced frame. Boxes and affines are unchanged; pixels agree
 with a full-resolution decode up to resampling differences (tests bound them).
+
+Train crops keep a margin of the frame around them (`crops.train_context_scale`): the augmentation's
+rotations and zoom-outs then warp real pixels, as DCPose's warp of the whole frame does, and the
+crop itself is the canvas's centre window (`margin_px` in each row).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +31,7 @@ import numpy as np
 
 from vremd.config import BadInputPolicy, ConfigError, CropsConfig
 from vremd.data.boxes import (
-    BoxError, box_from_keypoints, clip_box_xywh, crop_rect, crop_to_image_affine, pixels_to_box_xywh,
+    BoxError, box_from_keypoints, clip_box_xywh, crop_rect, crop_to_image_affine, pixels_to_box_xywh, warp_margin_px,
 )
 from vremd.data.detections import Detection
 from vremd.data.joints import JOINT_NAMES, annotated_joints
@@ -60,9 +66,10 @@ class PlannedSample:
 class VideoCrops:
     """The crops of one video: pixels, one row per sample, and counts of what was skipped.
 
-    `crops` is the shard: raw (S, T=3, H, W, 3) uint8 RGB, or (crops.jpeg_quality > 0) the
+    `crops` is the shard: raw (S, T=3, H', W', 3) uint8 RGB, or (crops.jpeg_quality > 0) the
     concatenated JPEG bytes (1-D uint8) of every frame crop, each row's `jpeg_offsets` (T + 1,)
-    delimiting its T JPEGs.
+    delimiting its T JPEGs. H' = H + 2 my, W' = W + 2 mx: train crops are stored with the rows'
+    `margin_px` (mx, my) of the frame around them (`train_margin_px`), val crops without.
     """
 
     crops: np.ndarray
@@ -78,9 +85,21 @@ class VideoCrops:
         return shard_sample(self.crops, row, self.rows[row]["jpeg_offsets"])
 
 
-def neighbour_indices(t: int, num_frames: int) -> tuple[tuple[int, ...], bool]:
-    """Frame indices (t-1, t, t+1) clamped to the video, and whether any was clamped."""
-    idx = tuple(min(max(t + d, 0), num_frames - 1) for d in FRAME_OFFSETS)
+def neighbour_indices(t: int, num_frames: int, frame_numbers: Sequence[int] | None = None,
+                      ) -> tuple[tuple[int, ...], bool]:
+    """Frame indices (t-1, t, t+1) clamped to the video, and whether any was clamped.
+
+    `frame_numbers` (ascending, one per frame; default 0, 1, 2, ...) are the frames' real numbers: a
+    neighbour whose number is not among them (a json listing only some frames) is clamped to t, as at
+    the video's ends, never replaced by a farther frame.
+    """
+    def index(d: int) -> int:
+        i = t + d
+        if not 0 <= i < num_frames or (frame_numbers is not None and frame_numbers[i] != frame_numbers[t] + d):
+            return t
+        return i
+
+    idx = tuple(index(d) for d in FRAME_OFFSETS)
     return idx, any(i != t + d for i, d in zip(idx, FRAME_OFFSETS))
 
 
@@ -103,7 +122,8 @@ def crop_sample(frames: list[np.ndarray], image_to_crop: np.ndarray, crop_wh: tu
 
 
 def crop_frames(frames: list[np.ndarray], rect: tuple[int, int, int, int], crop_wh: tuple[int, int],
-                out: np.ndarray | None = None, scales: tuple[int, ...] | None = None) -> np.ndarray:
+                out: np.ndarray | None = None, scales: tuple[int, ...] | None = None,
+                margin_px: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Fast crop of the same pixel rectangle (col, row, width, height) from T frames: (T, H, W, 3) uint8.
 
     Equal, up to interpolation rounding, to `crop_sample` with the affine of
@@ -111,31 +131,37 @@ def crop_frames(frames: list[np.ndarray], rect: tuple[int, int, int, int], crop_
     covers (about 3x faster than warpAffine). Pixels outside the image are black. `scales[k]`
     (default 1) says frame k was decoded at 1/scale of the image the rectangle refers to: its
     reduced pixel j covers image pixels scale*j .. scale*j + scale - 1, and the rectangle is
-    mapped exactly into it (a warp of only the crop's pixels).
+    mapped exactly into it (a warp of only the crop's pixels). `margin_px` (mx, my) widens the
+    output by that many pixels of the same scale on each side: (T, H + 2 my, W + 2 mx, 3), the crop
+    at [my:my + H, mx:mx + W].
     """
     col, row, rw, rh = rect
     w, h = crop_wh
-    out = np.empty((len(frames), h, w, 3), np.uint8) if out is None else out
+    mx, my = margin_px
+    out = np.empty((len(frames), h + 2 * my, w + 2 * mx, 3), np.uint8) if out is None else out
+    out_wh = (w + 2 * mx, h + 2 * my)
     for k, frame in enumerate(frames):
         scale = 1 if scales is None else scales[k]
         img_h, img_w = frame.shape[:2]
-        if scale == 1 and col >= 0 and row >= 0 and col + rw <= img_w and row + rh <= img_h:
+        inside = col >= 0 and row >= 0 and col + rw <= img_w and row + rh <= img_h
+        if scale == 1 and inside and margin_px == (0, 0):
             cv2.resize(frame[row:row + rh, col:col + rw], (w, h), dst=out[k], interpolation=cv2.INTER_LINEAR)
             continue
-        # crop pixel u -> image x = col - 0.5 + (u + 0.5) rw / w -> reduced x / scale + (1 / scale - 1) / 2
+        # output pixel u -> crop pixel u - mx -> image x = col - 0.5 + (u - mx + 0.5) rw / w
+        # -> reduced x / scale + (1 / scale - 1) / 2
         sx, sy = rw / w, rh / h
-        crop_to_frame = np.array([[sx / scale, 0.0, (col + 0.5 * sx) / scale - 0.5],
-                                  [0.0, sy / scale, (row + 0.5 * sy) / scale - 0.5]])
+        crop_to_frame = np.array([[sx / scale, 0.0, (col + (0.5 - mx) * sx) / scale - 0.5],
+                                  [0.0, sy / scale, (row + (0.5 - my) * sy) / scale - 0.5]])
         if scale == 1:
-            cv2.warpAffine(frame, crop_to_frame, (w, h), dst=out[k], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            cv2.warpAffine(frame, crop_to_frame, out_wh, dst=out[k], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             continue
-        cv2.warpAffine(frame, crop_to_frame, (w, h), dst=out[k], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        cv2.warpAffine(frame, crop_to_frame, out_wh, dst=out[k], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                        borderMode=cv2.BORDER_REPLICATE)
         # a reduced edge pixel would fade to black over `scale` image pixels: fade it as a full-resolution
         # bilinear warp does, over [-1, 0] and [W - 1, W] in image coordinates (weight = coverage)
-        x = col - 0.5 + (np.arange(w) + 0.5) * sx  # image position of each crop column / row
-        y = row - 0.5 + (np.arange(h) + 0.5) * sy
+        x = col - 0.5 + (np.arange(out_wh[0]) - mx + 0.5) * sx  # image position of each output column / row
+        y = row - 0.5 + (np.arange(out_wh[1]) - my + 0.5) * sy
         wx = np.clip(np.minimum(x + 1.0, scale * img_w - x), 0.0, 1.0)
         wy = np.clip(np.minimum(y + 1.0, scale * img_h - y), 0.0, 1.0)
         cols, rows = np.flatnonzero(wx < 1.0), np.flatnonzero(wy < 1.0)  # a few at most: touch only those
@@ -285,7 +311,15 @@ def _load_window(cache: dict, idx: tuple[int, ...], files: dict, scales: dict, v
             cache[i] = exc
 
 
-def _row(s: PlannedSample, split: str, video, crop_box, crop_to_image, joints_crop, clamped, row) -> dict:
+def train_margin_px(cfg: CropsConfig, split: str) -> tuple[int, int]:
+    """The canvas margin (x, y) stored around each crop of `split`: train crops keep every rotation of the crop
+    zoomed out by `crops.train_context_scale`; val crops (never augmented) and a scale of 0 keep none."""
+    if split != "train" or cfg.train_context_scale <= 0:
+        return 0, 0
+    return warp_margin_px((cfg.width, cfg.height), cfg.train_context_scale, 90.0)
+
+
+def _row(s: PlannedSample, split: str, video, crop_box, crop_to_image, joints_crop, clamped, row, margin) -> dict:
     return {
         "split": split, "video": video.name, "json_path": str(video.json_path),
         "frame_index": s.frame_index, "image_id": s.image_id, "file_name": s.file_name,
@@ -295,6 +329,7 @@ def _row(s: PlannedSample, split: str, video, crop_box, crop_to_image, joints_cr
         "num_visible": int((joints_crop[:, 2] > 0).sum()),
         "crop_to_image": crop_to_image.ravel().tolist(),  # (2, 3) row-major
         "neighbour_clamped": clamped, "row": row, "jpeg_offsets": [],
+        "margin_px": list(margin),  # (x, y) stored pixels on each side of the crop (`train_margin_px`)
     }
 
 
@@ -321,7 +356,7 @@ def extract_video(video, split: str, dataset_dir: Path, cfg: CropsConfig, policy
     files: dict[int, _File | JpegError] = {}
     jobs = []  # (sample, neighbour indices, clamped, pixel rectangle), in frame order
     for s in plan:
-        idx, clamped = neighbour_indices(s.frame_index, len(video.frames))
+        idx, clamped = neighbour_indices(s.frame_index, len(video.frames), video.frame_numbers)
         for i in idx:
             if i not in files:
                 files[i] = _load_file(dataset_dir / video.frames[i].file_name, result)
@@ -341,7 +376,9 @@ def extract_video(video, split: str, dataset_dir: Path, cfg: CropsConfig, policy
     # pass 2: decode each frame once into a sliding window of 3, crop, encode
     T = NUM_FRAMES
     jpeg = [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality] if cfg.jpeg_quality else None
-    raw = np.empty((1 if jpeg else len(jobs), T, cfg.height, cfg.width, 3), np.uint8)  # (S, T, H, W, 3) BGR
+    margin = train_margin_px(cfg, split)
+    canvas_hw = (cfg.height + 2 * margin[1], cfg.width + 2 * margin[0])
+    raw = np.empty((1 if jpeg else len(jobs), T, *canvas_hw, 3), np.uint8)  # (S, T, H + 2 my, W + 2 mx, 3) BGR
     encoded: list[np.ndarray] = []
     offset = 0
     cache: dict[int, tuple[np.ndarray, int] | JpegError] = {}
@@ -357,12 +394,13 @@ def extract_video(video, split: str, dataset_dir: Path, cfg: CropsConfig, policy
         crop_to_image = crop_to_image_affine(crop_box, crop_wh)
         image_to_crop = _invert_scale_shift(crop_to_image)
         out = raw[0 if jpeg else n]
-        crop_frames([cache[i][0] for i in idx], rect, crop_wh, out=out, scales=tuple(cache[i][1] for i in idx))
+        crop_frames([cache[i][0] for i in idx], rect, crop_wh, out=out, scales=tuple(cache[i][1] for i in idx),
+                    margin_px=margin)
         joints = s.joints_xyv.copy()  # (J, 3); image_to_crop is a scale + shift: no matrix product needed
         joints[:, :2] = joints[:, :2] * np.diag(image_to_crop[:, :2]) + image_to_crop[:, 2]
         joints[:, 2] = (joints[:, 2] > 0).astype(np.float64)
         joints[joints[:, 2] == 0, :2] = 0.0
-        row = _row(s, split, video, crop_box, crop_to_image, joints, clamped, n)
+        row = _row(s, split, video, crop_box, crop_to_image, joints, clamped, n, margin)
         if jpeg:
             offsets = [offset]
             for k in range(T):

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from vremd.config import AugmentConfig, ConfigError, ModelConfig
-from vremd.data.augment import apply_augmentation, sample_affine
+from vremd.data.augment import augment_joints, augment_reach, required_margin_px, sample_affine, warp_frames
 from vremd.data.boxes import compose_affine, invert_affine
 from vremd.data.heatmaps import encode
 from vremd.data.shards import shard_sample
@@ -50,6 +50,10 @@ class PoseTrackCrops(Dataset):
     Item: frames (T, 3, H, W) float32 ImageNet-normalised RGB (t-1, t, t+1); heatmaps (J, H/s, W/s);
     target_weight (J,); joints_xy (J, 2) crop-input pixels; visible (J,); crop_to_image (2, 3) float64
     mapping crop-input pixels to original image pixels; sample_id.
+
+    Stored train crops carry `margin_px` of the frame around them; `augment.borders` "frame" warps that
+    canvas, "crop" and eval mode read its centre window, the crop. An augmentation whose warps would reach
+    past the stored margin is refused here (ConfigError naming both), before any sample is drawn.
     """
 
     def __init__(self, index_path: Path, augment: AugmentConfig | None, num_joints: int = 17, seed: int = 0,
@@ -70,7 +74,11 @@ class PoseTrackCrops(Dataset):
         self.rows = self.index["row"].to_numpy()
         self.jpeg_offsets = self.index["jpeg_offsets"].to_numpy()
         self.sample_ids = self.index["sample_id"].to_numpy()
+        # (S, 2) int: x, y stored pixels around each crop; index files made before margins existed have none
+        margins = self.index["margin_px"].to_numpy() if "margin_px" in self.index.columns else []
+        self.margins = np.stack(margins).astype(int).reshape(S, 2) if len(margins) else np.zeros((S, 2), int)
         self._open: dict[str, np.ndarray] = {}  # per process: shard path -> memory map
+        self._check_margin(index_path)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -81,27 +89,59 @@ class PoseTrackCrops(Dataset):
             self._open[path] = np.load(path, mmap_mode="r")
         return shard_sample(self._open[path], self.rows[i], self.jpeg_offsets[i])  # (T, H, W, 3) uint8 RGB
 
+    def _window(self, i: int, stored: np.ndarray) -> np.ndarray:
+        """The crop inside sample `i`'s stored (T, H + 2 my, W + 2 mx, 3) canvas: (T, H, W, 3), a view."""
+        mx, my = self.margins[i]
+        return stored[:, my:stored.shape[1] - my, mx:stored.shape[2] - mx]
+
     def raw_crops(self, i: int) -> np.ndarray:
-        """Sample `i`'s stored crops, (T, H, W, 3) uint8 RGB, t-1, t, t+1, before augmentation."""
-        return np.asarray(self._crops(i))
+        """Sample `i`'s stored crops, (T, H, W, 3) uint8 RGB, t-1, t, t+1, before augmentation (no margin)."""
+        return np.asarray(self._window(i, self._crops(i)))
 
     def _augmented(self, epoch: int, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Sample `i`'s frames (T, H, W, 3) uint8 RGB, joints_xy (J, 2), visible (J,) and crop_to_image (2, 3),
         with `epoch`'s augmentation applied when training."""
-        frames = self._crops(i)
-        T, H, W, _ = frames.shape
+        stored = self._crops(i)  # (T, H + 2 my, W + 2 mx, 3)
+        crop = self._window(i, stored)  # (T, H, W, 3)
+        T, H, W, _ = crop.shape
         joints_xy, visible = self.joints[i, :, :2].copy(), (self.joints[i, :, 2] > 0).astype(np.float64)
         crop_to_image = self.crop_to_image[i]
-        if self.augment is not None:
-            affine, flip = self.augmentation(epoch, i, joints_xy, visible, (W, H))
-            frames, joints_xy, visible = apply_augmentation(frames, joints_xy, visible, affine, flip)
-            crop_to_image = compose_affine(crop_to_image, invert_affine(affine))
-        return frames, joints_xy, visible, crop_to_image
+        if self.augment is None:
+            return np.asarray(crop), joints_xy, visible, crop_to_image
+        affine, flip = self.augmentation(epoch, i, joints_xy, visible, (W, H))
+        if self.augment.borders == "frame":  # canvas pixel (x, y) is crop pixel (x - mx, y - my)
+            mx, my = self.margins[i]
+            frames = warp_frames(stored, compose_affine(affine, np.array([[1.0, 0, -mx], [0, 1.0, -my]])), (W, H))
+        else:
+            frames = warp_frames(crop, affine, (W, H))
+        joints_xy, visible = augment_joints(joints_xy, visible, affine, flip, (W, H))
+        return frames, joints_xy, visible, compose_affine(crop_to_image, invert_affine(affine))
 
     def augmentation(self, epoch: int, i: int, joints_xy: np.ndarray, visible: np.ndarray,
                      crop_wh: tuple[int, int]) -> tuple[np.ndarray, bool]:
-        """The (2, 3) crop-in -> crop-out affine and flip of sample `i` in `epoch` (drawn from (seed, epoch, i))."""
-        return sample_affine(np.random.default_rng([self.seed, epoch, i]), self.augment, joints_xy, visible, crop_wh)
+        """The (2, 3) crop-in -> crop-out affine and flip of sample `i` in `epoch` (drawn from (seed, epoch, i));
+        with borders "frame", a half-body region stays on the stored canvas (`augment.sample_augmentation`)."""
+        margin = tuple(int(v) for v in self.margins[i]) if self.augment.borders == "frame" else None
+        return sample_affine(np.random.default_rng([self.seed, epoch, i]), self.augment, joints_xy, visible, crop_wh,
+                             margin)
+
+    def _check_margin(self, index_path: Path) -> None:
+        """ConfigError when borders "frame" warps would read past the margin stored around the crops."""
+        if self.augment is None or self.augment.borders != "frame" or not len(self):
+            return
+        H, W = self.raw_crops(0).shape[1:3]
+        self._open.clear()  # DataLoader workers map the shards themselves (a pickled map would copy them)
+        need = required_margin_px(self.augment, (W, H))
+        have = tuple(int(v) for v in self.margins.min(axis=0))
+        if need[0] <= have[0] and need[1] <= have[1]:
+            return
+        scale, angle_deg = augment_reach(self.augment)
+        angle_key = "augment.rotation_deg" if self.augment.sampling == "uniform" else "augment.rotation_clip_deg"
+        raise ConfigError(
+            f"{index_path}: its crops keep a margin of {have[0]}x{have[1]} px around each {W}x{H} crop "
+            f"(crops.train_context_scale), but augment.borders frame with augment.scale_max {scale:g} and "
+            f"{angle_key} {angle_deg:g} reads {need[0]}x{need[1]} px: re-run the crops stage with "
+            f"crops.train_context_scale >= {scale:g}, narrow the augmentation, or set augment.borders crop")
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """Sample `key`: an index (epoch 0's augmentation), or `(epoch, index)` as `EpochSampler` yields.
@@ -137,3 +177,9 @@ def check_crop_size(index_path: Path, model: ModelConfig, model_name: str) -> No
         raise ConfigError(f"{model_name} takes {model.img_height}x{model.img_width} crops (model.img_height x "
                           f"model.img_width) but {index_path} holds {crop_hw[0]}x{crop_hw[1]} crops (made with other "
                           "crops.height/crops.width)")
+
+
+def check_augment_margin(index_path: Path, augment: AugmentConfig, num_joints: int = 17) -> None:
+    """Refuse an augmentation whose warps reach past the margin stored around the index's crops (ConfigError
+    naming the index, the stored margin, crops.train_context_scale and the augment keys)."""
+    PoseTrackCrops(index_path, augment, num_joints, heatmap_stride=None)  # its constructor checks

@@ -1,16 +1,31 @@
-"""Drawing skeletons and boxes on BGR images (overlays, contact sheets, prediction videos)."""
+"""Drawing skeletons and boxes on BGR images (overlays, contact sheets, prediction videos); writing images."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Iterable
 
 import cv2
 import numpy as np
 
+from vremd.atomic import atomic_write_bytes
 from vremd.data.joints import NUM_JOINTS, SKELETON
 from vremd.data.posetrack import read_video
 from vremd.errors import InputError
+
+
+def write_image(path: str | Path, image_bgr: np.ndarray, params: Sequence[int] = ()) -> Path:
+    """Encode a (H, W, 3) uint8 BGR image in the format of `path`'s extension and write it atomically; returns
+    `path`. OSError naming `path` when OpenCV cannot encode it (cv2.imwrite would only return False)."""
+    path = Path(path)
+    try:
+        ok, data = cv2.imencode(path.suffix, image_bgr, list(params))
+    except cv2.error:  # an extension OpenCV has no encoder for
+        ok = False
+    if not ok:
+        raise OSError(f"{path}: OpenCV cannot encode the image as {path.suffix or 'a file without extension'}")
+    return atomic_write_bytes(path, data.tobytes())
 
 
 def draw_pose(image_bgr: np.ndarray, joints_xy: np.ndarray, visible: np.ndarray,

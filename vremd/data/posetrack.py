@@ -1,6 +1,11 @@
 """PoseTrack-2018 json (one file per video): typed loading with strict validation, atomic writing,
 and a check that a dataset directory has every annotation and frame file it refers to.
 
+Frame order is the file names' frame numbers (`.../000012.jpg` is frame 12), as poseval names frames
+and as DCPose finds a frame's neighbours; `read_video` sorts the images by it (refusing a number listed
+twice or a name without one) and records the json's own order, which `write_video` keeps, so a
+prediction file pairs with its GT by position as poseval pairs them.
+
 The layout (also written by the synthetic generator):
     <dataset>/annotations/{train,val}/<video>.json
     <dataset>/images/{train,val}/<video>/<frame:06d>.jpg
@@ -62,7 +67,7 @@ class Frame:
     """One image of a video with its persons, in annotation order."""
 
     image_id: int
-    frame_index: int  # position in the video's image list
+    frame_index: int  # position in the video's frames, in frame order
     file_name: str  # relative to the dataset dir: "images/val/<video>/000012.jpg"
     is_labeled: bool
     persons: tuple[Person, ...]
@@ -71,7 +76,7 @@ class Frame:
 
 @dataclass(frozen=True)
 class Video:
-    """One PoseTrack json file: a video's frames in image-list order."""
+    """One PoseTrack json file: a video's frames in frame order."""
 
     name: str
     split: str
@@ -79,6 +84,8 @@ class Video:
     frames: tuple[Frame, ...]
     image_hw: tuple[int, int] | None = None  # (height, width) of every frame, when known
     nframes: int | None = None  # length of the whole video when the json lists a subset (else len(frames))
+    frame_numbers: tuple[int, ...] | None = None  # each frame's number (ascending); None: 0, 1, 2, ...
+    listed_order: tuple[int, ...] | None = None  # frame_index of each json image in list order; None: sorted
 
 
 def image_id_for(video_number: int, frame_index: int) -> int:
@@ -91,6 +98,12 @@ def image_id_for(video_number: int, frame_index: int) -> int:
 def list_videos(dataset_dir: Path, split: str) -> list[Path]:
     """Sorted `annotations/<split>/*.json` of a dataset directory."""
     return sorted((Path(dataset_dir) / "annotations" / split).glob("*.json"))
+
+
+def frame_number(file_name: str) -> int | None:
+    """The frame number of an image file name: the last integer of its base name (`000012.jpg` -> 12), or None."""
+    digits = re.findall(r"\d+", Path(file_name).stem)
+    return int(digits[-1]) if digits else None
 
 
 # ---------------------------------------------------------------- reading
@@ -223,17 +236,38 @@ def read_video(json_path: Path, split: str | None = None) -> Video:
             raise _fail(json_path, f"{field}.image_id", f"refers to unknown image id {image_id}")
         persons_of[image_id].append(_person(ann, json_path, field))
 
+    numbers, order = _frame_order([name for _, name, _, _ in image_keys], json_path)
     frames = tuple(
         Frame(image_id=iid, frame_index=k, file_name=name, is_labeled=labeled,
               persons=tuple(persons_of[iid]), ignore_regions=regions)
-        for k, (iid, name, labeled, regions) in enumerate(image_keys)
+        for k, (iid, name, labeled, regions) in enumerate(image_keys[i] for i in order)
     )
+    listed = tuple(sorted(range(len(order)), key=order.__getitem__))  # frame_index of images[0], images[1], ...
     (hw,) = sizes if len(sizes) == 1 else ((None, None),)
     image_hw = (int(hw[0]), int(hw[1])) if all(isinstance(v, int) for v in hw) else None
     (nframes,) = lengths if len(lengths) == 1 else (None,)
     nframes = nframes if isinstance(nframes, int) and nframes != len(frames) else None
     return Video(name=json_path.stem, split=split or json_path.parent.name, json_path=json_path,
-                 frames=frames, image_hw=image_hw, nframes=nframes)
+                 frames=frames, image_hw=image_hw, nframes=nframes, frame_numbers=numbers,
+                 listed_order=None if listed == tuple(range(len(listed))) else listed)
+
+
+def _frame_order(file_names: list[str], where: Path) -> tuple[tuple[int, ...], list[int]]:
+    """The frame numbers in ascending order and the image positions that sort them; refuses a name
+    without a number and a number listed twice (neighbouring frames would be ambiguous)."""
+    numbers = [frame_number(name) for name in file_names]
+    first_of: dict[int, int] = {}
+    for i, (name, number) in enumerate(zip(file_names, numbers)):
+        if number is None:
+            raise _fail(where, f"images[{i}].file_name", f"{name!r} holds no frame number (expected "
+                        "<frame>.jpg): the frame order cannot be derived")
+        if number in first_of:
+            j = first_of[number]
+            raise _fail(where, f"images[{i}].file_name", f"{name!r} is frame {number}, as is images[{j}] "
+                        f"({file_names[j]!r}): the frame order is ambiguous")
+        first_of[number] = i
+    order = sorted(range(len(numbers)), key=numbers.__getitem__)
+    return tuple(numbers[i] for i in order), order
 
 
 # ---------------------------------------------------------------- writing
@@ -265,7 +299,8 @@ def video_to_json(video: Video) -> dict:
     """The full PoseTrack-2018 structure (images, annotations, categories) of a `Video`."""
     vid_id = video.name.split("_")[0]
     images, annotations = [], []
-    for frame in video.frames:
+    listed = video.listed_order if video.listed_order is not None else range(len(video.frames))
+    for frame in (video.frames[k] for k in listed):  # the order the json was read in: poseval pairs by position
         image: dict[str, Any] = {
             "id": int(frame.image_id), "file_name": frame.file_name, "frame_id": int(frame.image_id),
             "vid_id": vid_id, "is_labeled": bool(frame.is_labeled), "nframes": video.nframes or len(video.frames),

@@ -50,12 +50,15 @@ def postprocess(poses: PersonPoses, cfg: DetectConfig,
 
     ``joint_slots``: the joint slots the model predicts, which the OKS of `oks_nms` compares (None: all J).
     """
+    # the choice and its parameters are read as one setting, whatever the choice (so dvc.yaml lists all three:
+    # tests/pipeline/test_dvc_params.py records reads, and a branch its smoke run skips must not hide a key)
+    method, oks_threshold, keypoint_threshold = cfg.postprocess, cfg.oks_nms, cfg.keypoint_threshold
     box_scores = np.asarray(poses.box_scores, np.float64)  # (S,)
     joint_scores = np.asarray(poses.maxvals, np.float64) * box_scores[:, None]  # (S, J)
-    if cfg.postprocess == "none":
+    if method == "none":
         return np.ones(len(box_scores), bool), joint_scores
-    if cfg.postprocess != "oks_nms":
-        raise ConfigError(f"detect.postprocess: expected 'none' or 'oks_nms', found {cfg.postprocess!r}")
+    if method != "oks_nms":
+        raise ConfigError(f"detect.postprocess: expected 'none' or 'oks_nms', found {method!r}")
     detected = np.asarray(poses.detected, bool)
     keep = ~detected
     by_frame: dict[Hashable, list[int]] = {}
@@ -63,7 +66,7 @@ def postprocess(poses: PersonPoses, cfg: DetectConfig,
         by_frame.setdefault(poses.frame_keys[s], []).append(int(s))
     for members in by_frame.values():
         idx = np.asarray(members)  # (P,) this frame's detector-box poses, in box order
-        scores = rescore(box_scores[idx], poses.maxvals[idx], cfg.keypoint_threshold)
-        kept = oks_nms(poses.joints_xy[idx], scores, poses.areas[idx], cfg.oks_nms, joint_slots)
+        scores = rescore(box_scores[idx], poses.maxvals[idx], keypoint_threshold)
+        kept = oks_nms(poses.joints_xy[idx], scores, poses.areas[idx], oks_threshold, joint_slots)
         keep[idx[kept]] = True
     return keep, joint_scores

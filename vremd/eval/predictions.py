@@ -94,7 +94,7 @@ def write_predictions(
                                 is_labeled=frame.is_labeled, persons=persons, ignore_regions=()))
         path = pred_dir / f"{video.name}.json"
         write_video(Video(name=video.name, split=video.split, json_path=path, frames=tuple(frames),
-                          image_hw=video.image_hw), path)
+                          image_hw=video.image_hw, listed_order=video.listed_order), path)  # GT's image order
         written.append(path)
     return written
 

@@ -225,5 +225,6 @@ def _finish(ax, x, labels, title) -> None:
 
 def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", bbox_inches="tight"))  # keeps the outside legend
+    # bbox_inches="tight" keeps the outside legend
+    atomic_write(path, lambda p: fig.savefig(p, format="png", bbox_inches="tight"), check_written=True)
     return path

@@ -6,7 +6,8 @@ Which frame a COCO `image_id` means:
 * a COCO *dataset* dict (`{"images": [...], "annotations": [...]}`): each image's `file_name` is matched
   to a frame by its base name (`000012.jpg` is the 13th file of a frame folder, or frame 12 of a video:
   the last integer in the name is the frame index when no file of that name exists).
-A PoseTrack json pairs its images with frames by position (as poseval does); its `track_id`s are kept.
+A PoseTrack json's images are matched to frames by file name the same way (whatever their order in the
+json); its `track_id`s are kept, and its `images` list, in its own order, is mirrored in the output.
 Only `category_id` 1 (person, or no category) is used; boxes scoring below `min_score` are dropped
 (`vremd.data.detections.keeps_score`, the crops stage's rule). A COCO file whose boxes carry scores holds a
 detector's boxes (`BoxSet.detected`: their poses are post-processed, as validation's); a PoseTrack json or
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import orjson
 
 from vremd.data.boxes import box_from_keypoints
 from vremd.data.detections import keeps_score
-from vremd.data.posetrack import PoseTrackFormatError, read_video
+from vremd.data.posetrack import PoseTrackFormatError, frame_number, read_video
 from vremd.errors import InputError
 
 from .tracker import track_boxes
@@ -51,8 +51,9 @@ class BoxSet:
     """Boxes for every frame of a video, plus the PoseTrack `images` list to mirror when one was given."""
 
     frames: tuple[FrameBoxes, ...]
-    images: tuple[dict[str, Any], ...] | None = None  # PoseTrack json images (file_name, id, ...)
+    images: tuple[dict[str, Any], ...] | None = None  # PoseTrack json images (file_name, id, ...), json order
     video_name: str | None = None
+    image_frames: tuple[int, ...] | None = None  # the video frame of each of `images`
     detected: bool = False  # a detector's scored boxes (post-processed), not annotated persons
 
     @property
@@ -68,10 +69,10 @@ def _frame_of_name(file_name: str, frame_names: tuple[str, ...], where: str) -> 
     base = Path(file_name).name
     if base in frame_names:
         return frame_names.index(base)
-    digits = re.findall(r"\d+", Path(base).stem)
-    if not digits:
+    number = frame_number(base)
+    if number is None:
         raise BoxFileError(f"{where}: file_name {file_name!r} matches no frame and holds no frame number")
-    return int(digits[-1])
+    return number
 
 
 def _box(value: Any, where: str) -> np.ndarray:
@@ -140,22 +141,28 @@ def _load_coco(path: Path, data: Any, frame_names: tuple[str, ...], min_score: f
     return BoxSet(_collect(per_frame, len(frame_names), path), detected=scored)
 
 
-def _load_posetrack(path: Path, num_frames: int) -> BoxSet:
+def _load_posetrack(path: Path, frame_names: tuple[str, ...]) -> BoxSet:
     try:
         video = read_video(path)
     except PoseTrackFormatError as exc:
         raise BoxFileError(str(exc)) from None
     raw = orjson.loads(path.read_bytes())
+    frame_of = [_frame_of_name(f.file_name, frame_names, f"{path}: image {f.image_id}") for f in video.frames]
+    if len(set(frame_of)) < len(frame_of):
+        t = next(t for t in frame_of if frame_of.count(t) > 1)
+        names = [f.file_name for f, u in zip(video.frames, frame_of) if u == t]
+        raise BoxFileError(f"{path}: images {names} are all frame {t} of the video")
     per_frame: dict[int, list] = {}
-    for frame in video.frames:
+    for frame, t in zip(video.frames, frame_of):
         for person in frame.persons:
             where = f"{path}: image {frame.image_id} track_id {person.track_id}"
             box = person.bbox_xywh if person.bbox_xywh is not None else box_from_keypoints(person.keypoints)
             if box is None:  # no box and fewer than 2 annotated keypoints: nothing to crop
                 continue
-            per_frame.setdefault(frame.frame_index, []).append((_box(list(box), where), 1.0, person.track_id))
-    images = tuple(raw["images"])
-    return BoxSet(_collect(per_frame, num_frames, path), images=images, video_name=video.name)
+            per_frame.setdefault(t, []).append((_box(list(box), where), 1.0, person.track_id))
+    listed = video.listed_order if video.listed_order is not None else range(len(frame_of))
+    return BoxSet(_collect(per_frame, len(frame_names), path), images=tuple(raw["images"]), video_name=video.name,
+                  image_frames=tuple(frame_of[k] for k in listed))
 
 
 def load_boxes(
@@ -178,7 +185,7 @@ def load_boxes(
         )
         fmt = "posetrack" if is_pt else "coco"
     if fmt == "posetrack":
-        boxes = _load_posetrack(path, len(frame_names))
+        boxes = _load_posetrack(path, frame_names)
     elif fmt == "coco":
         boxes = _load_coco(path, data, frame_names, min_score)
     else:

@@ -45,9 +45,9 @@ def wrong_joints(pred_xy: np.ndarray, gt: GroundTruth) -> np.ndarray:
 
 
 def _save(fig: Figure, out_png: str | Path, dpi: int = 100) -> Path:
-    """Render with Agg and write the PNG atomically (temp file, then rename)."""
+    """Render with Agg and write the PNG atomically (temp file, checked non-empty, then rename); returns its path."""
     FigureCanvasAgg(fig)
-    return atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    return atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"), check_written=True)
 
 
 def _skeleton(ax, joints_xy: np.ndarray, colour) -> None:

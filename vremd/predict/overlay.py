@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import colorsys
 import os
+import shutil
+import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from vremd.data.draw import draw_box, draw_pose
+from vremd.atomic import atomic_path
+from vremd.data.draw import draw_box, draw_pose, write_image
 
 
 def track_colour_bgr(track_id: int) -> tuple[int, int, int]:
@@ -53,38 +57,79 @@ def draw_frame(image_bgr: np.ndarray, result: dict[str, np.ndarray], min_score: 
     return out.copy() if out is image_bgr else out
 
 
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+
+
+def count_frames(path: Path) -> int:
+    """Frames OpenCV can read back from a video file (0 when it cannot open it)."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        n = 0
+        while cap.isOpened() and cap.grab():
+            n += 1
+        return n
+    finally:
+        cap.release()
+
+
 class OverlayWriter:
     """Writes overlay frames to an mp4/avi (cv2.VideoWriter) or, for a folder path, to numbered JPEGs.
 
-    The video is written to a temporary name and renamed on `close()`, so a crash leaves no half file.
+    A context manager. Frames go to a temporary video (or a hidden staging folder) beside the target, and
+    only a block that ends without error puts them in place: the video once it reads back with every frame
+    written, the JPEGs moved into the folder. Otherwise nothing is left; failures raise OSError naming the path.
     """
 
     def __init__(self, path: str | Path, fps: float):
         self.path = Path(path)
         self.fps = fps
-        self.as_video = self.path.suffix.lower() in (".mp4", ".avi", ".mov", ".mkv")
-        self._tmp = self.path.with_name(f".{self.path.stem}.tmp{os.getpid()}{self.path.suffix}")
-        self._writer: cv2.VideoWriter | None = None
+        self.as_video = self.path.suffix.lower() in VIDEO_SUFFIXES
         self.frames_written = 0
-        (self.path.parent if self.as_video else self.path).mkdir(parents=True, exist_ok=True)
+        self._writer: cv2.VideoWriter | None = None
+        self._stack = ExitStack()
+        self._tmp = self.path
+
+    def __enter__(self) -> OverlayWriter:
+        if self.as_video:
+            self._tmp = self._stack.enter_context(atomic_path(self.path, self.path.suffix, check_written=True))
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"))
+            self._stack.callback(shutil.rmtree, self._tmp, ignore_errors=True)
+        return self
 
     def write(self, image_bgr: np.ndarray) -> None:
         """Append one (H, W, 3) uint8 BGR frame."""
         if not self.as_video:
-            cv2.imwrite(str(self.path / f"{self.frames_written:06d}.jpg"), image_bgr)
+            try:
+                write_image(self._tmp / f"{self.frames_written:06d}.jpg", image_bgr)
+            except OSError as exc:  # it names the staging folder, which is removed
+                raise OSError(f"{self.path}: overlay frame {self.frames_written}: {exc.strerror or exc}") from exc
         else:
             if self._writer is None:
                 fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() != ".avi" else "MJPG"))
                 h, w = image_bgr.shape[:2]
                 self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (w, h))
                 if not self._writer.isOpened():
-                    raise OSError(f"{self.path}: OpenCV cannot open a video writer for this file type")
-            self._writer.write(image_bgr)
+                    raise OSError(f"{self.path}: OpenCV cannot open a video writer (a file type it cannot "
+                                  "write, or a full disk?)")
+            if self._writer.write(image_bgr) is False:  # OpenCV 5 says so (4.x returns None: checked on exit)
+                raise OSError(f"{self.path}: OpenCV could not write overlay frame {self.frames_written} "
+                              "(disk full?)")
         self.frames_written += 1
 
-    def close(self) -> None:
-        """Finish the file (rename the temporary video into place)."""
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-            os.replace(self._tmp, self.path)
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Release the video; after a clean block check it and put the overlay in place, else remove it."""
+        with self._stack:  # the temporary video or staging folder: renamed into place only if nothing raises
+            if self._writer is not None:
+                self._writer.release()
+                self._writer = None
+            if exc is not None:
+                raise exc
+            if self.as_video and (found := count_frames(self._tmp)) != self.frames_written:
+                raise OSError(f"{self.path}: the overlay video reads back {found} of the {self.frames_written} "
+                              "frames written (disk full?)")
+            if not self.as_video:
+                self.path.mkdir(exist_ok=True)
+                for file in sorted(self._tmp.iterdir()):
+                    os.replace(file, self.path / file.name)

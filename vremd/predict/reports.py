@@ -46,9 +46,11 @@ def _only_frames(boxes: BoxSet, keep: list[int]) -> BoxSet:
     return dataclasses.replace(boxes, frames=frames)
 
 
-def _gt_by_track(gt_json: Path, frame: int, track_ids: np.ndarray, num_joints: int) -> GroundTruth:
-    """GT of one frame aligned with predicted track ids (unmatched tracks: nothing annotated)."""
-    persons = {p.track_id: p for p in read_video(gt_json).frames[frame].persons}
+def _gt_by_track(gt_json: Path, boxes: BoxSet, frame: int, track_ids: np.ndarray, num_joints: int) -> GroundTruth:
+    """GT of video frame `frame` (per `boxes.image_frames`) aligned with predicted track ids (unmatched tracks,
+    or a frame the json does not list: nothing annotated)."""
+    image_ids = {boxes.images[k]["id"] for k, t in enumerate(boxes.image_frames) if t == frame}
+    persons = {p.track_id: p for f in read_video(gt_json).frames if f.image_id in image_ids for p in f.persons}
     P = len(track_ids)
     xy, vis, head = np.zeros((P, num_joints, 2)), np.zeros((P, num_joints)), np.ones(P)
     for k, tid in enumerate(track_ids):
@@ -82,7 +84,7 @@ def compare_checkpoints(
     gt = None
     if boxes.images is not None:  # a PoseTrack json: its keypoints are the GT
         J = preds[0][0]["joints_xy"].shape[1]
-        gt = [_gt_by_track(Path(boxes_path), t, r["track_ids"], J) for t, r in zip(frames, preds[0])]
+        gt = [_gt_by_track(Path(boxes_path), boxes, t, r["track_ids"], J) for t, r in zip(frames, preds[0])]
     return compare_figure(images, [r["joints_xy"] for r in preds[0]], [r["joints_xy"] for r in preds[1]],
                           out_png, labels, gt, [f"frame {t}" for t in frames])
 

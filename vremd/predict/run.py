@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,16 @@ def detect_boxes(video: Path, num_frames: int, cfg: DetectConfig, device: str,
     return BoxSet(frames, detected=True), provenance
 
 
+def _output_frames(boxes: BoxSet, name: str, results: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The output's images and each one's frame result: a PoseTrack box file's images in its own order (poseval
+    pairs frames by position), each with its own video frame's persons (none past the video's end); else one
+    image per video frame."""
+    if boxes.images is None:
+        return default_images(name, len(results)), results
+    empty = {k: v[:0] for k, v in results[0].items()}
+    return list(boxes.images), [results[t] if t < len(results) else empty for t in boxes.image_frames]
+
+
 def run_prediction(req: PredictRequest, fallback_cfg: Config | Callable[[], Config] | None = None) -> PredictSummary:
     """Predict poses for every box of `req.boxes` on `req.video` and write the json (and overlay).
 
@@ -90,19 +101,14 @@ def run_prediction(req: PredictRequest, fallback_cfg: Config | Callable[[], Conf
         if writer is not None:
             writer.write(draw_frame(frame_bgr, result))
 
-    try:
+    with writer if writer is not None else nullcontext():  # the overlay is kept only if the whole run succeeds
         results, stats = predict_video(model, cfg, req.video, boxes, req.batch_size, req.device, on_frame,
                                        req.progress, req.flip_test, req.postprocess)
-    finally:
-        if writer is not None:
-            writer.close()
-    images = list(boxes.images) if boxes.images is not None else default_images(name, len(results))
-    if len(images) > len(results):  # a PoseTrack json longer than the video: keep poseval's frame pairing
-        results += [{k: v[:0] for k, v in results[0].items()} for _ in range(len(images) - len(results))]
-    warnings = [*stats.skipped_boxes[:5]]
-    if len(stats.skipped_boxes) > 5:
-        warnings.append(f"... {len(stats.skipped_boxes) - 5} more boxes skipped")
-    warnings += write_predictions_json(predictions_video(name, images, results[:len(images)]), req.out_json)
+        images, image_results = _output_frames(boxes, name, results)
+        warnings = [*stats.skipped_boxes[:5]]
+        if len(stats.skipped_boxes) > 5:
+            warnings.append(f"... {len(stats.skipped_boxes) - 5} more boxes skipped")
+        warnings += write_predictions_json(predictions_video(name, images, image_results), req.out_json)
     tracks = {int(i) for r in results for i in r["track_ids"]}
     return PredictSummary(
         frames=stats.frames, persons=stats.crops, tracks=len(tracks), json_path=Path(req.out_json),

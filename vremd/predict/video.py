@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vremd.data import jpeg
 from vremd.errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -63,38 +64,60 @@ def probe(path: str | Path) -> VideoInfo:
     return VideoInfo(path, count, fps, tuple(f"{i:06d}.jpg" for i in range(count)))
 
 
-def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
-    """Yield the frames in order as (H, W, 3) uint8 BGR arrays; raises VideoReadError on a bad file."""
-    path = Path(path)
+def _read_image(file: Path) -> np.ndarray:
+    """One frame file as (H, W, 3) uint8 BGR; a JPEG's header is checked first, as crops check it
+    (vremd.data.jpeg: a claimed size above MAX_FRAME_PIXELS is refused before any decoding)."""
+    if file.suffix.lower() in (".jpg", ".jpeg"):
+        return jpeg.read_frame(file)
+    image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+    if image is None:
+        raise VideoReadError(f"{file}: not a readable image")
+    return image
+
+
+def _decoded(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """(name for messages, BGR frame) of every frame of a video file or frame folder, in order."""
     if path.is_dir():
         for file in _folder_files(path):
-            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-            if image is None:
-                raise VideoReadError(f"{file}: not a readable image")
-            yield image
+            yield str(file), _read_image(file)
         return
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise VideoReadError(f"{path}: not a readable video")
     try:
+        t = 0
         while True:
             ok, frame = cap.read()
             if not ok:
                 return
-            yield frame
+            yield f"{path}: frame {t}", frame
+            t += 1
     finally:
         cap.release()
+
+
+def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """Yield the frames in order as (H, W, 3) uint8 BGR arrays, all of the first frame's size.
+
+    Raises VideoReadError (JpegError for a bad JPEG file) naming the file, and for a frame whose size is not
+    the first frame's: a person box and its 3-frame window only have one geometry in frames of one size.
+    """
+    first: tuple[str, tuple[int, ...]] | None = None
+    for name, image in _decoded(Path(path)):
+        if first is None:
+            first = (name, image.shape)
+        elif image.shape != first[1]:
+            (h, w), (first_h, first_w) = image.shape[:2], first[1][:2]
+            raise VideoReadError(f"{name}: {w}x{h} pixels, but the first frame ({Path(first[0]).name}) is "
+                                 f"{first_w}x{first_h}; the frames of one video must all have one size")
+        yield image
 
 
 def read_frame(path: str | Path, index: int) -> np.ndarray:
     """Decode only frame `index` (seeking in a video): the slow access the naive baseline uses."""
     path = Path(path)
     if path.is_dir():
-        file = _folder_files(path)[index]
-        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-        if image is None:
-            raise VideoReadError(f"{file}: not a readable image")
-        return image
+        return _read_image(_folder_files(path)[index])
     cap = cv2.VideoCapture(str(path))
     try:
         cap.set(cv2.CAP_PROP_POS_FRAMES, index)

@@ -22,7 +22,7 @@ from vremd.config import Config, CropsConfig, DetectConfig
 from vremd.data.boxes import BoxError, clip_box_xywh, crop_rect, crop_to_image_affine, pixels_to_box_xywh
 from vremd.data.crops import crop_frames, neighbour_indices
 from vremd.eval.postprocess import PersonPoses, crop_box_areas, postprocess
-from vremd.frames import NUM_FRAMES
+from vremd.frames import KEY, NUM_FRAMES
 from vremd.model.vremd import VREMD
 
 from .boxes_io import BoxSet
@@ -47,7 +47,7 @@ def person_crop(frames_rgb: list[np.ndarray], box_xywh, cfg: CropsConfig, out: n
     Raises BoxError for a box with no area inside the image.
     """
     crop_wh = (cfg.width, cfg.height)
-    height, width = frames_rgb[0].shape[:2]
+    height, width = frames_rgb[KEY].shape[:2]  # the box is in the key frame's pixels
     clipped = clip_box_xywh(box_xywh, (width, height))
     rect = crop_rect(clipped, cfg.enlarge, crop_wh)
     crop_frames(frames_rgb, rect, crop_wh, out=out)

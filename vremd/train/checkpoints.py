@@ -56,9 +56,10 @@ def save_state(directory: Path, state: dict[str, Any]) -> Path:
     return atomic_torch_save(state, Path(directory) / STATE_FILE)
 
 
-def load_state(directory: Path) -> dict[str, Any]:
-    """Read `<directory>/state.pt` (weights only); `CheckpointError` when it is missing or unreadable."""
-    return read_weights(Path(directory) / STATE_FILE)
+def load_state(directory: Path, mmap: bool = False) -> dict[str, Any]:
+    """Read `<directory>/state.pt` (weights only; tensors memory-mapped with `mmap`); `CheckpointError` when it is
+    missing or unreadable."""
+    return read_weights(Path(directory) / STATE_FILE, mmap=mmap)
 
 
 def checkpoint_dir_name(epoch: int) -> str:

@@ -182,9 +182,10 @@ def run_training(cfg: Config, paths: RunPaths, session: Session, identity: dict[
     """Train for `cfg.train.epochs` (resuming from the session's latest checkpoint); return the metric history.
 
     Only rank 0 validates, writes checkpoints (with `identity`, the run's data/code/weights hashes) and
-    logs to MLflow; every rank reports each epoch.
+    logs to MLflow; every rank reports each epoch. The math runs on `identity["threads"]` torch threads.
     """
     t = cfg.train
+    torch.set_num_threads(int(identity["threads"]))  # the count the run's identity (and name) promise
     run = start_run(cfg, session, paths)
     train_set = PoseTrackCrops(Path(paths.index_dir) / "train.parquet", cfg.augment, cfg.model.num_joints, t.seed,
                                heatmap_stride=HEATMAP_STRIDE)

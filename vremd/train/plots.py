@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure  # a bare Figure renders with Agg: no display, no pyplot state
 
-from vremd.atomic import atomic_write, atomic_write_bytes
-from vremd.data.draw import draw_pose
+from vremd.atomic import atomic_write
+from vremd.data.draw import draw_pose, write_image
 from vremd.data.posetrack import read_video
 from vremd.eval.posetrack_ap import MEAN_METRIC
 
@@ -36,7 +36,7 @@ def plot_training_curve(history: Sequence[dict[str, float]], path: Path) -> Path
         ax2.set_ylabel("val mean AP (%)", color="tab:red")
     ax.set_title("VREMD training")
     fig.tight_layout()
-    return atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    return atomic_write(path, lambda p: fig.savefig(p, format="png"), check_written=True)
 
 
 def pose_overlays(gt_dir: Path, pred_dir: Path, dataset_dir: Path, out_dir: Path, count: int = 4) -> list[Path]:
@@ -62,10 +62,6 @@ def pose_overlays(gt_dir: Path, pred_dir: Path, dataset_dir: Path, out_dir: Path
                 image = draw_pose(image, person.keypoints[:, :2], person.keypoints[:, 2], GT_COLOR, 1)
             for person in pred_frame.persons:
                 image = draw_pose(image, person.keypoints[:, :2], np.ones(len(person.keypoints)), PRED_COLOR, 1)
-            out = Path(out_dir) / f"{gt.name}_{gt_frame.frame_index:06d}.png"
-            ok, png = cv2.imencode(".png", image)
-            if not ok:
-                raise OSError(f"{out}: OpenCV could not encode the overlay as PNG")
-            written.append(atomic_write_bytes(out, png.tobytes()))
+            written.append(write_image(Path(out_dir) / f"{gt.name}_{gt_frame.frame_index:06d}.png", image))
             break
     return written

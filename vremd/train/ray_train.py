@@ -5,8 +5,9 @@ line. Checkpoints go to `<storage_path>/<run_name>/checkpoint_epoch_NNNN`; re-ru
 run name resumes from the newest one (Train V2 restores a run whose name and storage path match),
 and a worker that dies mid-epoch is restarted from it up to `train.max_failures` times.
 `train.num_workers = 0` runs the same loop in this process, with the same checkpoint layout.
-Every checkpoint records the run's `RunIdentity` (data, code, weights hashes, computed once on the driver):
-a run folder trained on other data or code is never resumed or returned (`check_resumable`).
+Every checkpoint records the run's `RunIdentity` (data, code, lock file and weights hashes, and the torch
+thread count, decided once on the driver): a run folder trained on other inputs is never resumed or returned
+(`check_resumable`), and that check runs before an MLflow run is opened or a folder written.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from vremd.train.runs import FitResult, check_resumable, fit_result
 from vremd.train.tracking import Tracker, run_tags
 
 __all__ = ["TrainingWorkerError", "TrainOutcome", "fit", "train_and_track", "train_worker", "RaySession", "init_ray",
-           "cpus_per_worker", "open_tracking", "close_tracking"]
+           "cpus_per_worker", "training_threads", "open_tracking", "close_tracking"]
 
 WORKER_ERROR_FILE = "worker_error.txt"  # in the run folder: the traceback of the last failed worker
 
@@ -129,8 +130,6 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     paths = RunPaths(**loop_config["paths"])
     # DDP's bucket views of depthwise-conv grads: a performance note, printed on every rank each epoch
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
     run_training(cfg, paths, RaySession(Path(paths.run_dir)), loop_config["identity"],
                  progress=loop_config.get("progress", False))
 
@@ -148,11 +147,19 @@ def cpus_per_worker(node_cpus: list[float], num_workers: int) -> float:
     return 1.0  # fewer CPUs than workers: Ray waits for capacity, as it would for any request
 
 
-def _cpus_per_worker(cfg: Config) -> float:
+def training_threads(cfg: Config, in_process_threads: int | None = None) -> int:
+    """The torch CPU threads the training of `cfg` runs its math on, part of its `RunIdentity`.
+
+    In-process (`train.num_workers` 0): `in_process_threads` (a Tune trial's CPUs) or this process's count.
+    Ray Train workers: one with a GPU each, else the CPUs each worker gets (`cpus_per_worker` over the
+    cluster's live nodes: needs `ray.init` beforehand). `fit` makes the training use exactly this count.
+    """
+    if cfg.train.num_workers == 0:
+        return max(1, int(in_process_threads if in_process_threads is not None else torch.get_num_threads()))
     if cfg.train.use_gpu:
-        return 1.0
+        return 1
     nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
-    return cpus_per_worker(nodes, cfg.train.num_workers)
+    return max(1, int(cpus_per_worker(nodes, cfg.train.num_workers)))
 
 
 def _worker_error(error: ray.train.TrainingFailedError, run_dir: Path) -> TrainingWorkerError:
@@ -172,12 +179,14 @@ def fit(cfg: Config, paths: RunPaths, storage_path: Path, run_name: str, progres
     """Train (or resume) the run `<storage_path>/<run_name>`; return its final checkpoint and history.
 
     `paths.run_dir` is ignored and replaced by that folder. `identity` defaults to the one of `paths`'
-    index and GT with the code imported here. Needs `ray.init` beforehand unless `cfg.train.num_workers == 0`.
+    index and GT with the code imported here and `training_threads(cfg)`; the training runs on its thread
+    count. Needs `ray.init` beforehand unless `cfg.train.num_workers == 0`.
     `ray_logs` keeps Ray Train's per-epoch INFO lines on the console (hidden by default).
     """
     run_dir = Path(storage_path).resolve() / run_name
     paths = dataclasses.replace(paths, run_dir=str(run_dir))
-    identity = identity or run_identity(cfg, Path(paths.index_dir), Path(paths.gt_dir))
+    identity = identity or run_identity(cfg, Path(paths.index_dir), Path(paths.gt_dir),
+                                        threads=training_threads(cfg))
     state = check_resumable(cfg, run_dir, identity)
     if state is None or int(state["epoch"]) < cfg.train.epochs:
         if cfg.train.num_workers == 0:
@@ -190,7 +199,7 @@ def fit(cfg: Config, paths: RunPaths, storage_path: Path, run_name: str, progres
                 train_loop_config={"config": config_to_dict(cfg), "paths": dataclasses.asdict(paths),
                                    "identity": identity.as_dict(), "progress": progress, "ray_logs": ray_logs},
                 scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
-                                             resources_per_worker={"CPU": _cpus_per_worker(cfg)}),
+                                             resources_per_worker={"CPU": float(identity.threads)}),
                 run_config=RunConfig(
                     name=run_name, storage_path=str(Path(storage_path).resolve()),
                     checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoint_keep),
@@ -220,11 +229,15 @@ def train_and_track(cfg: Config, paths: RunPaths, storage_path: Path, run_name: 
                     ray_logs: bool = False) -> TrainOutcome:
     """Open (or reopen, on resume) the MLflow run, fit, then log the run's tables, figures and predictions.
 
-    The MLflow run id is kept in `<run_dir>/mlflow_run_id`, so resuming a run name continues its MLflow run.
-    Its tags record the data, code and weights hashes of `identity` (default: computed from `paths`).
+    The MLflow run id is kept in `<run_dir>/mlflow_run_id`, so resuming a run name continues its MLflow run
+    (`open_tracking`: a run trained further under other settings gets a new one). Its tags record the data,
+    code and weights hashes of `identity` (default: computed from `paths`). A run folder that may not be
+    resumed is refused (`check_resumable`) before its MLflow run is reopened or anything is written.
     """
-    identity = identity or run_identity(cfg, Path(paths.index_dir), Path(paths.gt_dir))
-    tracker, paths = open_tracking(cfg, paths, storage_path, run_name, tracking_uri, repo_dir, identity)
+    identity = identity or run_identity(cfg, Path(paths.index_dir), Path(paths.gt_dir),
+                                        threads=training_threads(cfg))
+    state = check_resumable(cfg, Path(storage_path).resolve() / run_name, identity)
+    tracker, paths = open_tracking(cfg, paths, storage_path, run_name, tracking_uri, repo_dir, identity, state)
     try:
         result = fit(cfg, paths, storage_path, run_name, progress, identity, ray_logs)
     except BaseException:
@@ -234,13 +247,21 @@ def train_and_track(cfg: Config, paths: RunPaths, storage_path: Path, run_name: 
 
 
 def open_tracking(cfg: Config, paths: RunPaths, storage_path: Path, run_name: str, tracking_uri: str, repo_dir: Path,
-                  identity: RunIdentity) -> tuple[Tracker, RunPaths]:
-    """Open (or reopen by `<run_dir>/mlflow_run_id`) the run's MLflow run; `paths` with its URI and run id."""
+                  identity: RunIdentity, state: dict[str, Any] | None = None) -> tuple[Tracker, RunPaths]:
+    """Open (or reopen by `<run_dir>/mlflow_run_id`) the run's MLflow run; `paths` with its URI and run id.
+
+    Call it after `check_resumable` has accepted the run folder; `state` is the newest state it returned. A
+    run trained further under other params (more `train.epochs`) gets a new MLflow run that continues the
+    recorded one (`Tracker.start`), with the epochs already trained (`state`'s history) logged to it.
+    """
     run_dir = Path(storage_path).resolve() / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     tags = run_tags(cfg, repo_dir, Path(paths.index_dir), identity)
     tracker = Tracker.start_or_resume(run_dir / "mlflow_run_id", tracking_uri, cfg.tracking.experiment, run_name,
                                       flatten(cfg), tags)
+    if tracker.continues is not None and state is not None:  # its curve starts at epoch 1, as its model does
+        for entry in state["history"]:
+            tracker.log_epoch(entry)
     sizes = {split: pq.read_metadata(Path(paths.index_dir) / f"{split}.parquet").num_rows for split in SPLITS}
     tracker.log_dataset(cfg.data.source, tags["dvc_data_hash"], Path(paths.index_dir), sizes)  # kept once per run
     return tracker, dataclasses.replace(paths, tracking_uri=tracking_uri if tracker.active else "",

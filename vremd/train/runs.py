@@ -37,14 +37,15 @@ class FitResult:
 
 def check_resumable(cfg: Config, run_dir: Path, identity: RunIdentity) -> dict[str, Any] | None:
     """The latest state in `run_dir` if any; raise `RunMismatchError` if it was trained with another config,
-    other data, other code or other pretrained weights (`identity`).
+    other data, code, lock file, thread count or pretrained weights (`identity`). It only reads: callers run it
+    before they reopen the run's MLflow run or write to its folder.
 
     Only `train.epochs` (and when to validate) may differ: a run can be extended, never shortened.
     """
     latest = latest_checkpoint(run_dir)
     if latest is None:
         return None
-    state = load_state(latest)
+    state = load_state(latest, mmap=True)  # checked before and again in `fit`: tensors are not read here
     extendable = {"train.epochs", "train.val_every", "train.flip_test"}
     ours, theirs = training_keys(config_to_dict(cfg)), training_keys(state["config"])
     diff = [f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in sorted(ours.keys() | theirs.keys())

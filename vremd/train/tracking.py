@@ -15,7 +15,6 @@ Two processes creating the same experiment is not an error either: the loser use
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import importlib.metadata
 import json
 import math
@@ -31,10 +30,10 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.tracking import MlflowClient
 
 from vremd.config import Config
-from vremd.train.identity import RunIdentity, dvc_dir_md5
+from vremd.train.identity import LOCK_FILE, RunIdentity, dvc_dir_md5, lock_sha256
 
 __all__ = ["Tracker", "resolve_tracking_uri", "run_tags", "library_versions", "lock_sha256", "VERSION_TAGS",
-           "LOCK_FILE", "LOCK_TAG"]
+           "LOCK_FILE", "LOCK_TAG", "CONTINUES_TAG"]
 
 _MAX_PARAM_CHARS = 500
 # tag -> installed distribution, for the libraries whose version a run records beside `python_version`
@@ -42,8 +41,8 @@ _VERSIONED = {"torch_version": "torch", "torchvision_version": "torchvision", "t
               "numpy_version": "numpy", "opencv_version": "opencv-python-headless", "ray_version": "ray",
               "mlflow_version": "mlflow", "dvc_version": "dvc"}
 VERSION_TAGS = ("python_version", *_VERSIONED)
-LOCK_FILE = "requirements.lock"  # the whole environment with hashes (`make lock`), beside pyproject.toml
 LOCK_TAG = "lock_sha256"
+CONTINUES_TAG = "vremd.continues_run"  # on a run that trained a finished run's folder further: that run's id
 # substrings of errors that a later attempt can get past: SQLite's writer lock, two processes migrating a new
 # database's schema or creating the same experiment at once
 _TRANSIENT = ("database is locked", "OperationalError", "already exists")
@@ -83,7 +82,7 @@ def run_tags(cfg: Config, repo_dir: Path, index_dir: Path | None = None,
     `dvc_data_hash` is computed from `index_dir`, the index actually trained on (DVC's own format, so it
     equals `dvc.lock`'s entry when that index is DVC's `data/index`); "unknown" without one.
     """
-    hashes = {f"{k}_hash": v or "none" for k, v in identity.as_dict().items()} if identity is not None else {}
+    hashes = {f"{k}_hash": getattr(identity, k) or "none" for k in ("data", "code", "weights")} if identity else {}
     data = dvc_dir_md5(index_dir) if index_dir is not None and Path(index_dir).is_dir() else "unknown"
     return {
         "git_commit": _git(repo_dir, "rev-parse", "HEAD") or "unknown",
@@ -92,16 +91,10 @@ def run_tags(cfg: Config, repo_dir: Path, index_dir: Path | None = None,
         "profile": cfg.profile,
         "host": platform.node(),
         **library_versions(),
-        LOCK_TAG: lock_sha256(repo_dir),
+        LOCK_TAG: identity.lock if identity is not None else lock_sha256(repo_dir),
         "dvc_data_hash": data,
         **hashes,
     }
-
-
-def lock_sha256(repo_dir: Path) -> str:
-    """sha256 of the repo's lock file (`requirements.lock`), the environment a run was built from; "none" without one."""
-    path = Path(repo_dir) / LOCK_FILE
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "none"
 
 
 def library_versions() -> dict[str, str]:
@@ -125,6 +118,7 @@ class Tracker:
         self.failure = failure
         self.retries = 0  # transient store errors got past
         self.resumed = False  # `start_or_resume` reopened the run its id file named
+        self.continues: str | None = None  # the id of the run this new one continues (trained further)
         self._client = None
         self._jitter = random.Random()  # backoff jitter only (unseeded: concurrent writers must not retry in step)
 
@@ -181,22 +175,35 @@ class Tracker:
     @classmethod
     def start(cls, tracking_uri: str, experiment: str, run_name: str, params: Mapping[str, Any],
               tags: Mapping[str, str], resume_run_id: str | None = None) -> "Tracker":
-        """Create (or reopen `resume_run_id`) a run with flat params and tags; a failing store gives an inactive tracker."""
+        """Create (or reopen `resume_run_id`) a run with flat params and tags; a failing store gives an inactive
+        tracker.
+
+        A run is reopened only while its params are `params`: MLflow params cannot change, and a run trained
+        further (`train.epochs` raised) would keep saying it trained fewer epochs, with the older model behind
+        `runs:/<id>/model`. Such a run is left as it is; the new run names it in the tag `CONTINUES_TAG`.
+        """
         tracker = cls(tracking_uri, None)
+        logged = {k: str(v)[:_MAX_PARAM_CHARS] for k, v in params.items()}
         try:
             client = tracker._call(tracker.client)
             if resume_run_id is not None:
                 try:
-                    tracker._call(client.get_run, resume_run_id)
+                    previous = tracker._call(client.get_run, resume_run_id)
+                except Exception:  # from another store: start a new run
+                    previous = None
+                if previous is not None and previous.info.lifecycle_stage == "deleted":
+                    previous = None
+                if previous is not None and dict(previous.data.params) == logged:
                     tracker._call(client.update_run, resume_run_id, status="RUNNING")
                     tracker.run_id = resume_run_id
                     return tracker
-                except Exception:  # deleted or from another store: start a new run
-                    pass
+                if previous is not None:
+                    tracker.continues = resume_run_id
+                    tags = {**tags, CONTINUES_TAG: resume_run_id}
             exp_id = tracker._call(tracker._experiment_id, experiment)
             run = tracker._call(client.create_run, exp_id, run_name=run_name, tags=dict(tags))
             tracker.run_id = run.info.run_id
-            items = [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()]
+            items = [Param(k, v) for k, v in logged.items()]
             for i in range(0, len(items), 100):  # MLflow's batch limit
                 tracker._call(client.log_batch, tracker.run_id, params=items[i:i + 100])
         except Exception as exc:
