@@ -40,7 +40,7 @@ def nested_runs(work: Path, parent_id: str):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(500)
 def test_table6_smoke_runs_four_trials_and_reports_beside_the_paper(smoke_data, local_ray, tmp_path, capsys):
     rc = ablate.main(["--table", "6", "--seeds", "1", *cli_args(smoke_data.root, tmp_path)])
     out = capsys.readouterr().out
