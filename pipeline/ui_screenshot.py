@@ -1,11 +1,15 @@
-"""Screenshot the MLflow UI's compare view of an ablation table's trial runs (headless Chromium).
+"""Screenshot the MLflow UI's view of an ablation table's trial runs (headless Chromium).
 
-    python pipeline/ui_screenshot.py --table 5 --out docs/images/table5_compare.png
+    python pipeline/ui_screenshot.py --table 5 --out docs/images/table5_ap.png [--view ap|compare]
 
 Reads the newest parent run of `pipeline/ablate.py --table N` in the tracking store (MLFLOW_TRACKING_URI,
-else the profile's `tracking.tracking_uri`) and its nested trial runs. A SQLite store is served for the
-duration by a private `mlflow server` on --port; an http(s) store is used as it is. Needs the Debian
-package `chromium` (installed when missing and run as root).
+else the profile's `tracking.tracking_uri`) and its nested trial runs. `--view ap` (the default) stores a
+shared view on the experiment (tag `mlflow.sharedViewState.table<N>-ap`): the model-training view of the
+table's trial runs, charts of Mean AP and the per-joint AP, the runs table with those columns and each
+trial's row and seed; it prints the link that opens it in `make mlflow-ui`. `--view compare` is the UI's
+compare page of the trial runs. A SQLite store is served for the duration by a private `mlflow server` on
+--port; an http(s) store is used as it is. Needs the Debian package `chromium` (installed when missing and
+run as root).
 """
 
 from __future__ import annotations
@@ -20,9 +24,13 @@ from pathlib import Path
 
 from pipeline.cli_config import add_config_args, config_from_args
 from vremd.errors import InputError
+from vremd.eval.posetrack_ap import COLUMNS, METRIC_NAMES, MEAN
 from vremd.train.tracking import resolve_tracking_uri
 from vremd.tracking_server.server import TrackingServerError, mlflow_server
-from vremd.tracking_server.ui_snapshot import UISnapshotError, ablation_runs, compare_url, screenshot
+from vremd.tracking_server.ui_snapshot import (UISnapshotError, ablation_runs, compare_url, metrics_view_state,
+                                               screenshot, share_view, shared_view_url)
+
+UI = "http://127.0.0.1:5000"  # where `make mlflow-ui` serves the store
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
     parser.add_argument("--port", type=int, default=5055, help="port of the private server for a SQLite store")
     parser.add_argument("--size", default="1600,1200", help="browser window, width,height")
+    parser.add_argument("--view", choices=("ap", "compare"), default="ap",
+                        help="ap: a shared view of Mean AP and per-joint AP (stored on the experiment); compare: the "
+                             "UI's compare page")
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
@@ -41,11 +52,20 @@ def main(argv: list[str] | None = None) -> int:
                       if uri.startswith("sqlite:") else nullcontext(uri))
             with served as server:  # queried through the server: a second SQLite reader would stall its start
                 exp_id, parent, runs = ablation_runs(server, cfg.tracking.experiment, args.table, store=uri)
-                screenshot(compare_url(server, exp_id, runs), args.out, size=args.size)
+                key, url = f"table{args.table}-ap", compare_url(server, exp_id, runs)
+                if args.view == "ap":  # Mean AP first, then the joint groups
+                    metrics = [METRIC_NAMES[MEAN]] + [METRIC_NAMES[c] for c in COLUMNS if c != MEAN]
+                    share_view(server, exp_id, key, metrics_view_state(parent, metrics, "ap/",
+                                                                       ["ablation.row", "ablation.seed"]))
+                    url = shared_view_url(server, exp_id, key)
+                screenshot(url, args.out, size=args.size)
     except (InputError, OSError, UISnapshotError, TrackingServerError, subprocess.SubprocessError) as exc:
         print(f"ui_screenshot: error: {exc}", file=sys.stderr)
         return 1
-    print(f"{args.out}: compare view of table {args.table}'s {len(runs)} trial runs (parent run {parent})")
+    what = "Mean AP and per-joint AP" if args.view == "ap" else "compare view"
+    print(f"{args.out}: {what} of table {args.table}'s {len(runs)} trial runs (parent run {parent})")
+    if args.view == "ap":
+        print(f"In `make mlflow-ui`, open {shared_view_url(UI, exp_id, key)}")
     return 0
 
 

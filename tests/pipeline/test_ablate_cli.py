@@ -15,10 +15,12 @@ from matplotlib.image import imread
 from mlflow.tracking import MlflowClient
 
 import pipeline.ablate as ablate
+import pipeline.results_page as results_page
 from vremd.config import smoke_config
 from vremd.model.vremd import build_model
 from vremd.ablation.trials import ATTEMPTS_FILE
 from vremd.ablation.grid import build_grid, data_dirs, identities, load_tables
+from vremd.train.tracking import lock_sha256
 
 ROOT = Path(__file__).resolve().parents[2]
 AP_NAMES = {"ap/head", "ap/shoulder", "ap/elbow", "ap/wrist", "ap/hip", "ap/knee", "ap/ankle", "ap/mean", "loss"}
@@ -38,7 +40,7 @@ def nested_runs(work: Path, parent_id: str):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(500)
 def test_table6_smoke_runs_four_trials_and_reports_beside_the_paper(smoke_data, local_ray, tmp_path, capsys):
     rc = ablate.main(["--table", "6", "--seeds", "1", *cli_args(smoke_data.root, tmp_path)])
     out = capsys.readouterr().out
@@ -68,7 +70,23 @@ def test_table6_smoke_runs_four_trials_and_reports_beside_the_paper(smoke_data, 
     assert parent.info.status == "FINISHED" and parent.data.params["ablation.table"] == "6"
     assert {"DC/ap/mean", "DCA-BS/ap/mean"} <= set(parent.data.metrics)
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "ablation")} >= {
-        "ablation/table6.md", "ablation/table6.csv", "ablation/table6.html", "ablation/table6.png"}
+        "ablation/table6.md", "ablation/table6.csv", "ablation/table6.html", "ablation/table6.png",
+        "ablation/table6_paired.csv", "ablation/table6_seeds.png"}
+    # one seed: every row against DC says so, in the terminal, results.json and the parent run's tags
+    assert "Against DC: row - reference in AP points" in out and "At 1 paired seed no difference" in out
+    assert saved["reference"] == "DC" and {d["verdict"] for d in saved["paired"]} == {"too few seeds"}
+    assert parent.data.tags["ablation.reference"] == "DC" and parent.data.tags["paired.DA.verdict"] == "too few seeds"
+    for trial in saved["trials"]:  # where each run was made, as the results page shows it
+        made = trial["provenance"]
+        assert made["lock_sha256"] == lock_sha256(ROOT) and made["git_commit"] and made["cpu_model"]
+        assert made["torch_cpu_capability"] and int(made["torch_threads"]) >= 1 and float(made["wall_s"]) > 0
+    page = tmp_path / "docs" / "results.md"
+    page.parent.mkdir()
+    page.write_text("<!-- generated: table 6 -->\n<!-- end of generated table 6 -->\nDA: <!-- cite 6/DA/Mean/verdict -->"
+                    "<!-- /cite -->\n")
+    assert results_page.main(["--page", str(page), "--results", str(tmp_path / "results")]) == 0
+    assert results_page.main(["--page", str(page), "--results", str(tmp_path / "results"), "--check"]) == 0
+    assert "DA: <!-- cite 6/DA/Mean/verdict -->too few seeds<!-- /cite -->" in page.read_text()
     assert set(children) == {"DC", "DA", "DCA", "DCA+BS"}
     for row, run in children.items():
         assert run.info.status == "FINISHED"

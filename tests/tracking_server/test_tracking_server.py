@@ -20,7 +20,7 @@ from vremd.eval.posetrack_ap import METRIC_NAMES
 from vremd.train.tracking import Tracker, resolve_tracking_uri
 from vremd.tracking_server.load import concurrent_writers
 from vremd.tracking_server.server import TrackingServerError, mlflow_server, postgres
-from vremd.tracking_server.ui_snapshot import ablation_runs, compare_url, render, screenshot
+from vremd.tracking_server.ui_snapshot import ablation_runs, compare_url, render, screenshot, shared_view_url
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -147,11 +147,26 @@ def test_ui_screenshot_shows_an_ablation_tables_trial_runs(tmp_path, monkeypatch
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     out = tmp_path / "shot" / "compare.png"
     proc = subprocess.run([sys.executable, "pipeline/ui_screenshot.py", "--table", "6", "--out", str(out),
-                           "--port", str(free_port())], cwd=REPO, capture_output=True, text=True, timeout=600)
+                           "--port", str(free_port()), "--view", "compare"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 trial runs" in proc.stdout and out.stat().st_size > 10_000
     exp_id, parent_id, runs = ablation_runs(uri, "vremd", 6)
     assert parent_id == parent.run_id and len(runs) == 2
+
+    # the default view: Mean AP and per-joint AP of the trials, in the model-training view, stored on the experiment
+    proc = subprocess.run([sys.executable, "pipeline/ui_screenshot.py", "--table", "6", "--out", str(out),
+                           "--port", str(free_port())], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "Mean AP and per-joint AP of table 6's 2 trial runs" in proc.stdout, proc.stderr
+    assert f"open http://127.0.0.1:5000/#/experiments/{exp_id}/runs?viewStateShareKey=table6-ap" in proc.stdout
+    state = json.loads(MlflowClient(uri).get_experiment(exp_id).tags["mlflow.sharedViewState.table6-ap"])
+    assert state["searchFilter"] == f"tags.`mlflow.parentRunId` = '{parent.run_id}'"
+    assert state["selectedColumns"][2:4] == ["metrics.`ap/mean`", "metrics.`ap/head`"]
+    with mlflow_server(uri, tmp_path / "artifacts", free_port()) as server:
+        page = render(shared_view_url(server, exp_id, "table6-ap", chart=False))
+    (tmp_path / "ap_view.html").write_text(page)
+    for text in ("shared view", "table6/DC/seed0", "table6/DCA+BS/seed0", "ap/mean", "47.3"):
+        assert text in page, f"shared AP view: {text!r} not in the page ({tmp_path / 'ap_view.html'})"
 
     missing = subprocess.run([sys.executable, "pipeline/ui_screenshot.py", "--table", "5", "--out", str(out)],
                              cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -45,6 +45,7 @@ class TableSpec:
     number: int
     title: str
     rows: dict[str, dict[str, Any]]
+    reference: str = ""  # the row every other row is compared with, paired by seed; "" = the first row
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,10 @@ def load_tables(path: Path) -> dict[int, TableSpec]:
             rows[str(row)] = dict(overrides)
         if not rows:
             raise AblationError(f"{where}.rows: no rows")
-        out[number] = TableSpec(number, str(entry.get("title", f"Table {number}")), rows)
+        reference = str(entry.get("reference", next(iter(rows))))
+        if reference not in rows:
+            raise AblationError(f"{where}.reference: expected one of its rows ({', '.join(rows)}), got {reference!r}")
+        out[number] = TableSpec(number, str(entry.get("title", f"Table {number}")), rows, reference)
     return out
 
 

@@ -1,4 +1,5 @@
-"""The paper's tables beside ours: per-row mean ± std over seeds, failed trials shown, never dropped.
+"""The paper's tables beside ours: per-row mean ± std over seeds, failed trials shown, never dropped, and each
+row against the table's reference row, paired by seed (`paired_tables`).
 
 Plain data in, files out (markdown, CSV, HTML, PNG, JSON); no Ray, no MLflow. `TrialOutcome` is what
 `vremd.ablation.trials` collects from each Tune trial; `write_report` renders one table from them with
@@ -16,12 +17,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from vremd.ablation.paired import PairedDiff, mean_interval
+from vremd.ablation.paired_tables import (paired_csv, paired_diffs, paired_html, paired_markdown, paired_records,
+                                          paired_text, paper_diffs, resolutions, seed_values)
 from vremd.atomic import atomic_write_text
 from vremd.eval.posetrack_ap import COLUMNS, MEAN, METRIC_NAMES
-from vremd.eval.tables import ablation_bar_png, ap_rows, ap_table_markdown, paper_row
+from vremd.eval.tables import SeedInterval, ablation_bar_png, ap_rows, ap_table_markdown, paper_row, seed_interval_png
 
-__all__ = ["TrialOutcome", "ReportRow", "report_rows", "summary_text", "summary_markdown", "summary_csv",
-           "summary_html", "write_report"]
+__all__ = ["TrialOutcome", "ReportRow", "Paired", "report_rows", "paired_for", "summary_text", "summary_markdown",
+           "summary_csv", "summary_html", "seeds_png", "write_report"]
+
+
+# where a trial ran (`vremd.ablation.provenance.trial_provenance`); "lock_sha256" is vremd.train.tracking.LOCK_TAG
+PROVENANCE_KEYS = ("git_commit", "git_dirty", "lock_sha256", "cpu_model", "cpu_isa", "torch_cpu_capability",
+                   "torch_threads", "wall_s", "adopted_from")
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,7 @@ class TrialOutcome:
     run_name: str = ""
     mlflow_run_id: str = ""
     node_id: str = ""  # the Ray node that reported the result (hex id); "" without one
+    provenance: dict[str, str] = field(default_factory=dict)  # PROVENANCE_KEYS: commit, lock, CPU, threads, time
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,32 @@ def report_rows(row_names: Sequence[str], outcomes: Sequence[TrialOutcome], pape
     return rows
 
 
+@dataclass(frozen=True)
+class Paired:
+    """A table's rows against its reference row: the differences, and the paper's Mean differences beside them."""
+
+    reference: str
+    diffs: list[PairedDiff]
+    paper: dict[str, float]  # row -> the paper's Mean of the row - of the reference
+
+    def text(self) -> str:
+        return paired_text(self.diffs, self.reference, self.paper)
+
+    def markdown(self, heading: str = "##") -> str:
+        return paired_markdown(self.diffs, self.reference, self.paper, heading)
+
+
+def paired_for(rows: Sequence[ReportRow], outcomes: Sequence[TrialOutcome], reference: str | None = None) -> Paired:
+    """Each of our rows against `reference` (default: our first row), paired by seed; no differences for a
+    one-row table or a reference that is not one of our rows."""
+    ours = [r.name for r in rows if r.state != "paper only"]
+    reference = reference or (ours[0] if ours else "")
+    if reference not in ours or len(ours) < 2:
+        return Paired(reference, [], {})
+    return Paired(reference, paired_diffs(outcomes, ours, reference),
+                  paper_diffs({r.name: r.paper for r in rows if r.name in ours}, reference))
+
+
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(float(v))
 
@@ -117,30 +153,36 @@ PARAMS_NOTE = "Params (M): parameters of the row's model outside the backbone (t
 SUMMARY_HEADER = ("Row", "Paper", "Ours", "Delta", PARAMS_COLUMN, *COLUMNS[:-1], "Seeds")
 
 
-def summary_text(rows: Sequence[ReportRow], title: str) -> str:
-    """An aligned plain-text table for the terminal (Paper, Ours and Delta are the Mean AP)."""
+def summary_text(rows: Sequence[ReportRow], title: str, paired: str = "") -> str:
+    """An aligned plain-text table for the terminal (Paper, Ours and Delta are the Mean AP), then `paired`
+    (`Paired.text()`: each row against the reference)."""
     table = [SUMMARY_HEADER] + [tuple(_cells(r)[h] for h in SUMMARY_HEADER) for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(SUMMARY_HEADER))]
     lines = [title, ""] + ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
                            for line in table]
     lines.insert(3, "  ".join("-" * w for w in widths))
     lines += [f"  {r.name}: {e}" for r in rows for e in r.errors] + ["", PARAMS_NOTE]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + (f"\n{paired}" if paired else "")
 
 
-def summary_markdown(rows: Sequence[ReportRow], title: str, notes: Sequence[str] = ()) -> str:
-    """Markdown: the summary table, then per row the per-joint Paper / Ours / Delta table."""
-    out = [f"# {title}", "", "Paper, Ours and Delta: Mean AP (poseval Total); joints: ours, mean ± std over seeds. "
-           + PARAMS_NOTE, ""]
-    out += ["| " + " | ".join(SUMMARY_HEADER) + " |", "|---|" + "---:|" * (len(SUMMARY_HEADER) - 1)]
-    out += ["| " + " | ".join(_cells(r)[h] for h in SUMMARY_HEADER) + " |" for r in rows]
-    out += [""] + [f"- {n}" for n in notes] + ([""] if notes else [])
+def summary_markdown(rows: Sequence[ReportRow], title: str, notes: Sequence[str] = (), paired: str = "") -> str:
+    """Markdown: the summary table, `paired` (`Paired.markdown()`), then per row the per-joint Paper / Ours / Delta
+    table."""
+    out = [f"# {title}", "", summary_table_markdown(rows), ""] + [f"- {n}" for n in notes] + ([""] if notes else [])
+    out += [paired] if paired else []
     for r in rows:
         if r.state == "paper only":
             continue
         out += [f"## {r.name}", "", ap_table_markdown(r.ours, r.paper or None)]
         out += [f"- failed {e}" for e in r.errors] + ([""] if r.errors else [])
     return "\n".join(out)
+
+
+def summary_table_markdown(rows: Sequence[ReportRow]) -> str:
+    """The summary table alone (Row, Paper, Ours, Delta, Params, joints, Seeds), with the line that explains it."""
+    out = ["Paper, Ours and Delta: Mean AP (poseval Total); joints: ours, mean ± std over seeds. " + PARAMS_NOTE, ""]
+    out += ["| " + " | ".join(SUMMARY_HEADER) + " |", "|---|" + "---:|" * (len(SUMMARY_HEADER) - 1)]
+    return "\n".join(out + ["| " + " | ".join(_cells(r)[h] for h in SUMMARY_HEADER) + " |" for r in rows])
 
 
 def summary_csv(rows: Sequence[ReportRow]) -> str:
@@ -156,49 +198,78 @@ def summary_csv(rows: Sequence[ReportRow]) -> str:
     return buf.getvalue()
 
 
-def summary_html(rows: Sequence[ReportRow], title: str) -> str:
-    """A standalone HTML page with the summary table (escaped)."""
+def summary_html(rows: Sequence[ReportRow], title: str, paired: str = "") -> str:
+    """A standalone HTML page with the summary table (escaped), then `paired` (`paired_tables.paired_html`)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in SUMMARY_HEADER)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_cells(r)[h])}</td>" for h in SUMMARY_HEADER) + "</tr>\n"
                    for r in rows)
     return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title></head><body>\n"
-            f"<table>\n<caption>{html.escape(title)}</caption>\n<tr>{head}</tr>\n{body}</table>\n</body></html>\n")
+            f"<table>\n<caption>{html.escape(title)}</caption>\n<tr>{head}</tr>\n{body}</table>\n{paired}</body></html>\n")
 
 
 def write_report(out_dir: Path, table: int, title: str, rows: Sequence[ReportRow],
                  outcomes: Sequence[TrialOutcome], extra: Mapping[str, Any] | None = None,
-                 notes: Sequence[str] = (), chart_title: str = "") -> dict[str, Path]:
-    """Write table<N>.{md,csv,html}, table<N>.png (Mean, grouped by row), table<N>_joints.png, trials.csv
+                 notes: Sequence[str] = (), chart_title: str = "", reference: str | None = None) -> dict[str, Path]:
+    """Write table<N>.{md,csv,html}, table<N>_paired.csv (each row against `reference`, default our first row),
+    table<N>.png (Mean, grouped by row), table<N>_joints.png, table<N>_seeds.png (`seeds_png`), trials.csv
     and results.json into `out_dir` (each atomically); return the paths by kind."""
-    out_dir = Path(out_dir)
+    out_dir, paired = Path(out_dir), paired_for(rows, outcomes, reference)
     stem = out_dir / f"table{table}"
     paths = {"md": stem.with_suffix(".md"), "csv": stem.with_suffix(".csv"), "html": stem.with_suffix(".html"),
-             "trials": out_dir / "trials.csv", "json": out_dir / "results.json"}
-    texts = {"md": summary_markdown(rows, title, notes), "csv": summary_csv(rows), "html": summary_html(rows, title),
-             "trials": _trials_csv(outcomes),
-             "json": json.dumps({"table": table, "title": title, **(extra or {}),
+             "paired_csv": out_dir / f"table{table}_paired.csv", "trials": out_dir / "trials.csv",
+             "json": out_dir / "results.json"}
+    resolution = {c: {"n": r.n, "sd": r.sd, "half_width": r.half_width} for c, r in resolutions(paired.diffs).items()}
+    texts = {"md": summary_markdown(rows, title, notes, paired.markdown()), "csv": summary_csv(rows),
+             "html": summary_html(rows, title, paired_html(paired.diffs, paired.reference, paired.paper)),
+             "paired_csv": paired_csv(paired.diffs), "trials": _trials_csv(outcomes),
+             "json": json.dumps({"table": table, "title": title, **(extra or {}), "reference": paired.reference,
                                  "rows": [{**asdict(r), "state": r.state} for r in rows],
-                                 "trials": [asdict(o) for o in outcomes]}, indent=2, default=str) + "\n"}
+                                 "trials": [asdict(o) for o in outcomes], "paired": paired_records(paired.diffs),
+                                 "resolution": resolution if paired.diffs else {}},
+                                indent=2, default=str) + "\n"}
     for kind, text in texts.items():
         atomic_write_text(paths[kind], text)
     ran = [r for r in rows if r.state != "paper only"]
+    name = chart_title or f"Table {table}"
     paths["png"] = ablation_bar_png(stem.with_suffix(".png"), {r.name: {MEAN: r.ours[MEAN]} for r in rows},
                                     {r.name: {MEAN: r.paper[MEAN]} for r in rows if MEAN in r.paper},
-                                    title=f"{chart_title or f'Table {table}'}: Mean AP, ours vs paper")
+                                    title=f"{name}: Mean AP, ours vs paper")
     paths["joints_png"] = ablation_bar_png(out_dir / f"table{table}_joints.png",
                                            {r.name: {c: r.ours[c] for c in COLUMNS} for r in ran},
-                                           title=f"{chart_title or f'Table {table}'}: per-joint AP (ours)")
+                                           title=f"{name}: per-joint AP (ours)")
+    paths["seeds_png"] = seeds_png(out_dir / f"table{table}_seeds.png", ran, outcomes, paired, name)
     return paths
+
+
+def seeds_png(path: Path, rows: Sequence[ReportRow], outcomes: Sequence[TrialOutcome], paired: Paired,
+              name: str) -> Path:
+    """Two panels: our Mean AP per row (seed dots, mean, 95% t interval; the paper's value under the row name), and
+    each row minus the reference row paired by seed (seed differences, mean, interval; the paper's difference as a
+    diamond)."""
+    def ours(r: ReportRow) -> SeedInterval:
+        values = list(seed_values(outcomes, r.name, MEAN).values())
+        mean, half = mean_interval(values)
+        paper = f"\npaper {r.paper[MEAN]:.1f}" if MEAN in r.paper else ""
+        return SeedInterval(f"{r.name}{paper}", tuple(values), mean, mean - half, mean + half)
+
+    panels = [("Mean AP (ours)", [ours(r) for r in rows])]
+    diffs = [d for d in paired.diffs if d.column == MEAN]
+    if diffs:
+        panels.append((f"Mean AP - {paired.reference} (paired by seed)",
+                       [SeedInterval(d.row, d.diffs, d.mean, d.low, d.high, paired.paper.get(d.row, math.nan))
+                        for d in diffs]))
+    return seed_interval_png(path, panels, f"{name}: Mean AP per seed, 95% intervals; paper beside")
 
 
 def _trials_csv(outcomes: Sequence[TrialOutcome]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     metric_names = list(METRIC_NAMES.values()) + ["loss", "epochs"]
-    writer.writerow(["row", "seed", "status", *metric_names, "run_name", "mlflow_run_id", "node_id", "error"])
+    writer.writerow(["row", "seed", "status", *metric_names, "run_name", "mlflow_run_id", "node_id", "error",
+                     *PROVENANCE_KEYS])
     for o in outcomes:
         writer.writerow([o.row, o.seed, o.status, *(o.metrics.get(m, "") for m in metric_names), o.run_name,
-                         o.mlflow_run_id, o.node_id, o.error])
+                         o.mlflow_run_id, o.node_id, o.error, *(o.provenance.get(k, "") for k in PROVENANCE_KEYS)])
     return buf.getvalue()
 
 

@@ -36,10 +36,12 @@ from vremd.eval.posetrack_ap import MEAN_METRIC, METRIC_NAMES
 from vremd.ablation.cost import parameters_outside_backbone
 from vremd.ablation.fused_loop import FusedRow, fit_fused
 from vremd.ablation.fusion import FusionPlan
+from vremd.ablation.provenance import trial_provenance
 from vremd.ablation.grid import AblationError, TableSpec, TrialSpec, slug, training_id
 from vremd.ablation.reuse import adopt_finished_twin
 from vremd.train.identity import RunIdentity
-from vremd.ablation.report import ReportRow, TrialOutcome, report_rows, summary_text, write_report
+from vremd.ablation.paired_tables import paired_metrics, paired_tags
+from vremd.ablation.report import Paired, ReportRow, TrialOutcome, paired_for, report_rows, summary_text, write_report
 from vremd.train.loop import RunPaths
 from vremd.train.ray_train import close_tracking, open_tracking, train_and_track
 from vremd.train.runs import check_resumable
@@ -52,6 +54,7 @@ GRID_FILE = "ablation_grid.json"  # in the Tune experiment folder: the trials it
 PARENT_RUN_FILE = "mlflow_parent_run_id"  # in the Tune experiment folder
 ATTEMPTS_FILE = "attempts.jsonl"  # in a trial's run folder: one line per start of that trial
 RAY_NAMES = {"cpu": "CPU", "gpu": "GPU"}  # our resource keys -> Ray's
+PROVENANCE = "provenance"  # a trial reports where it ran as `provenance/<key>` (`rows/<k>/provenance/<key>` fused)
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,11 @@ class AblationResult:
 def ablation_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Tune function trainable: train one (row, seed), or a fused group of them, each logged as a nested
     MLflow run; report the final AP (of each row of a group, as `rows/<k>/<metric>`)."""
-    spec = config["trial"]
+    spec, start = config["trial"], time.monotonic()
     if "fused" in spec:
         _fused_trial(spec["fused"], context)
         return
-    cfg, identity, tracker, paths = _prepare_row(spec, context)
+    cfg, identity, tracker, paths, adopted = _prepare_row(spec, context)
     try:
         outcome = train_and_track(cfg, paths, Path(context.runs_dir), spec["run_name"], context.tracking_uri,
                                   Path(context.repo_dir), Path(spec["dataset_dir"]), identity=identity,
@@ -98,8 +101,10 @@ def ablation_trial(config: dict[str, Any], context: TrialContext) -> None:
     except BaseException:
         tracker.finish("FAILED")
         raise
+    provenance = trial_provenance(cfg, Path(context.repo_dir), identity.threads, time.monotonic() - start, adopted)
     tune.report({**_final_metrics(outcome.fit.history, int(outcome.fit.state["epoch"])), "row": spec["row"],
-                 "seed": int(spec["seed"]), "mlflow_run_id": outcome.mlflow_run_id or "", "node_id": _node_id()})
+                 "seed": int(spec["seed"]), "mlflow_run_id": outcome.mlflow_run_id or "", "node_id": _node_id(),
+                 **{f"{PROVENANCE}/{k}": v for k, v in provenance.items()}})
 
 
 def _checked_row(spec: Mapping[str, Any], context: TrialContext) -> tuple[Config, RunIdentity]:
@@ -111,9 +116,10 @@ def _checked_row(spec: Mapping[str, Any], context: TrialContext) -> tuple[Config
     return cfg, identity
 
 
-def _prepare_row(spec: Mapping[str, Any], context: TrialContext) -> tuple[Config, RunIdentity, Tracker, RunPaths]:
+def _prepare_row(spec: Mapping[str, Any], context: TrialContext) -> tuple[Config, RunIdentity, Tracker, RunPaths, str]:
     """Rebuild and check the row (`_checked_row`), note the attempt, adopt a finished twin, open its nested MLflow
-    run. The training loop runs on the identity's thread count, decided on the driver."""
+    run; the last item names the adopted twin's run folder ("" when none was adopted). The training loop runs on
+    the identity's thread count, decided on the driver."""
     cfg, identity = _checked_row(spec, context)
     runs_dir, run_name = Path(context.runs_dir), spec["run_name"]
     _note_attempt(runs_dir / run_name)
@@ -126,7 +132,7 @@ def _prepare_row(spec: Mapping[str, Any], context: TrialContext) -> tuple[Config
             tracker.log_epoch(entry)
     paths = RunPaths(index_dir=spec["index_dir"], gt_dir=str(Path(spec["dataset_dir"]) / "annotations" / "val"),
                      run_dir="")  # the data the driver chose and checked for this trial
-    return cfg, identity, tracker, paths
+    return cfg, identity, tracker, paths, "" if adopted is None else Path(adopted.source).name
 
 
 def _final_metrics(history: Sequence[Mapping[str, float]], epochs: int) -> dict[str, float]:
@@ -138,12 +144,13 @@ def _final_metrics(history: Sequence[Mapping[str, float]], epochs: int) -> dict[
 def _fused_trial(specs: Sequence[Mapping[str, Any]], context: TrialContext) -> None:
     """Train the group's rows side by side on one backbone pass per batch (`fused_loop`), each in its own
     folder and MLflow run, as its ordinary trial would."""
-    runs_dir, prepared, trackers = Path(context.runs_dir), [], []
+    runs_dir, prepared, trackers, adopted, start = Path(context.runs_dir), [], [], [], time.monotonic()
     try:
         for spec in specs:
             _checked_row(spec, context)
         for spec in specs:
-            cfg, identity, nested, paths = _prepare_row(spec, context)
+            cfg, identity, nested, paths, twin = _prepare_row(spec, context)
+            adopted.append(twin)
             trackers.append(nested)
             tracker, paths = open_tracking(cfg, paths, runs_dir, spec["run_name"], context.tracking_uri,
                                            Path(context.repo_dir), identity)
@@ -161,6 +168,9 @@ def _fused_trial(specs: Sequence[Mapping[str, Any]], context: TrialContext) -> N
         metrics = _final_metrics(result.history, int(result.state["epoch"]))
         report.update({f"rows/{k}/{name}": value for name, value in metrics.items()})
         report[f"rows/{k}/mlflow_run_id"] = outcome.mlflow_run_id or ""
+        provenance = trial_provenance(cfg, Path(context.repo_dir), int(row.identity["threads"]), time.monotonic() - start,
+                                      adopted[k])  # the group's wall time: its rows trained side by side
+        report.update({f"rows/{k}/{PROVENANCE}/{name}": value for name, value in provenance.items()})
     tune.report(report)
 
 
@@ -252,9 +262,10 @@ def _outcomes(results, trials: Sequence[TrialSpec]) -> list[TrialOutcome]:
             if result.error is None:
                 status, error = ("finished" if MEAN_METRIC in own else "not run"), ""
             kept = {n: v for n, v in own.items() if n in (*METRIC_NAMES.values(), "loss", "epochs")}
+            provenance = {n[len(PROVENANCE) + 1:]: str(v) for n, v in own.items() if n.startswith(PROVENANCE + "/")}
             found[(spec.get("row"), spec.get("seed"))] = TrialOutcome(
                 spec.get("row", "?"), int(spec.get("seed", -1)), status, kept, error[:500], spec.get("run_name", ""),
-                str(own.get("mlflow_run_id", "")), str(metrics.get("node_id", "")))
+                str(own.get("mlflow_run_id", "")), str(metrics.get("node_id", "")), provenance)
     return [found.get((t.row, t.seed), TrialOutcome(t.row, t.seed, "not run", run_name=t.run_name)) for t in trials]
 
 
@@ -311,11 +322,20 @@ def run_ablation(table: TableSpec, trials: Sequence[TrialSpec], base: Config, *,
     rows = report_rows(list(table.rows), outcomes, paper_tables, table.number, _row_params(trials))
     title = f"{table.title} [profile {base.profile}{'; ' + note if note else ''}]"  # note: dataset / protocol
     paths = write_report(out_dir, table.number, title, rows, outcomes,
-                         {"profile": base.profile, "experiment": str(exp_dir), "mlflow_parent_run_id": parent.run_id},
-                         chart_title=f"Table {table.number} ({base.profile})")
+                         {"profile": base.profile, "experiment": _shown(exp_dir, Path(repo_dir)),
+                          "mlflow_parent_run_id": parent.run_id},
+                         chart_title=f"Table {table.number} ({base.profile})", reference=table.reference or None)
     failed = sum(o.status != "finished" for o in outcomes)
-    _finish_parent(parent, rows, paths, failed)
-    return AblationResult(outcomes, rows, summary_text(rows, title), paths, parent.run_id, restored, failed)
+    paired = paired_for(rows, outcomes, table.reference or None)
+    _finish_parent(parent, rows, paths, failed, paired)
+    return AblationResult(outcomes, rows, summary_text(rows, title, paired.text()), paths, parent.run_id, restored,
+                          failed)
+
+
+def _shown(path: Path, repo_dir: Path) -> str:
+    """`path` relative to the repo when inside it (results.json is committed), else absolute."""
+    path = Path(path).resolve()
+    return str(path.relative_to(repo_dir.resolve())) if path.is_relative_to(repo_dir.resolve()) else str(path)
 
 
 def _spec(t: TrialSpec) -> dict[str, Any]:
@@ -340,15 +360,20 @@ def _row_params(trials: Sequence[TrialSpec]) -> dict[str, int]:
     return params
 
 
-def _finish_parent(parent: Tracker, rows: Sequence[ReportRow], paths: Mapping[str, Path], failed: int) -> None:
-    """Per-row mean AP as `<row>/ap/mean` metrics, the report files as artifacts, FAILED if a trial failed."""
+def _finish_parent(parent: Tracker, rows: Sequence[ReportRow], paths: Mapping[str, Path], failed: int,
+                   paired: Paired) -> None:
+    """Per-row mean AP as `<row>/ap/mean` metrics, each row against the reference (`paired/<row>/ap/<col>/diff`,
+    `low`, `high`, `resolution/ap/<col>`; verdict tags), the report files and figures as artifacts, FAILED if a
+    trial failed."""
     metrics = {}
     for r in rows:
         for col, name in METRIC_NAMES.items():
             if r.ours.get(col):
                 metrics[f"{slug(r.name)}/{name}"] = sum(r.ours[col]) / len(r.ours[col])
-    parent.log_metrics(metrics, step=0)
+    parent.log_metrics({**metrics, **paired_metrics(paired.diffs)}, step=0)
     parent.set_tag("ablation.failed_trials", str(failed))
+    for key, value in paired_tags(paired.diffs, paired.reference).items():
+        parent.set_tag(key, value)
     for path in paths.values():
         parent.log_artifact(path, "ablation")
     parent.finish("FAILED" if failed else "FINISHED")

@@ -11,6 +11,7 @@ import csv
 import html
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -166,6 +167,50 @@ def ablation_bar_png(path: Path, rows: Mapping[str, Mapping[str, Values]],
                       hatch="//" if is_paper else None, alpha=0.6 if is_paper else 1.0)
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     _finish(ax, x, variants, title)
+    return _save(fig, Path(path))
+
+
+@dataclass(frozen=True)
+class SeedInterval:
+    """One row of an interval panel: its per-seed values, their mean's interval and a reference value (NaN: none)."""
+
+    label: str
+    points: tuple[float, ...]
+    mean: float
+    low: float  # NaN without an interval (fewer than 2 seeds)
+    high: float
+    reference: float = math.nan  # e.g. the paper's value, drawn beside ours
+
+
+def seed_interval_png(path: Path, panels: Sequence[tuple[str, Sequence[SeedInterval]]], title: str,
+                      reference_label: str = "paper") -> Path:
+    """One panel per (y label, rows): each row's seed values as dots, their mean as a bar across with its interval,
+    and its reference value as a hollow diamond beside it; a dashed line at 0 on a panel that crosses 0."""
+    widest = max((len(rows) for _, rows in panels), default=1)
+    fig = Figure(figsize=(max(4.0, 1.3 * widest) * len(panels), 4.2), dpi=100)
+    for k, (ylabel, rows) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        for i, r in enumerate(rows):
+            first = i == 0
+            ax.scatter(i - 0.1 + np.linspace(-0.1, 0.1, len(r.points)) * (len(r.points) > 1), r.points, s=18,
+                       color="tab:blue", zorder=3, label="seeds" if first else None)
+            ax.hlines(r.mean, i - 0.3, i + 0.1, color="black", zorder=2, label="mean" if first else None)
+            if not math.isnan(r.low):
+                ax.errorbar(i - 0.1, r.mean, yerr=[[r.mean - r.low], [r.high - r.mean]], fmt="none", ecolor="black",
+                            capsize=5, zorder=2, label=None if any(not math.isnan(q.low) for q in rows[:i])
+                            else "95% interval")
+            if not math.isnan(r.reference):
+                ax.scatter(i + 0.25, r.reference, marker="D", s=40, facecolors="none", edgecolors="tab:red",
+                           zorder=3, label=None if any(not math.isnan(q.reference) for q in rows[:i])
+                           else reference_label)
+        values = [v for r in rows for v in (*r.points, r.low, r.high, r.reference) if not math.isnan(v)]
+        if values and min(values) < 0 < max(values):
+            ax.axhline(0, color="gray", linestyle="--", linewidth=0.8)
+        ax.set_xticks(range(len(rows)), [r.label for r in rows], fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title)
     return _save(fig, Path(path))
 
 

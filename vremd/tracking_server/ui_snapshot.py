@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Sequence
 
 from mlflow.tracking import MlflowClient
 
@@ -51,6 +52,33 @@ def screenshot(url: str, png: Path, budget_ms: int = 30000, size: str = "1600,10
 def compare_url(server: str, experiment_id: str, run_ids: list[str]) -> str:
     """The UI's compare view of `run_ids` (all in experiment `experiment_id`)."""
     return f"{server}/#/compare-runs?runs={json.dumps(run_ids)}&experiments={json.dumps([experiment_id])}"
+
+
+SHARE_TAG = "mlflow.sharedViewState."  # + key: an experiment tag the UI opens as a view (its "Share" button)
+
+
+def metrics_view_state(parent_run_id: str, metrics: Sequence[str], chart_filter: str, tags: Sequence[str] = ()) -> dict:
+    """A view of the experiment's runs as the MLflow 3 UI restores it from a shared view state: the nested runs
+    of `parent_run_id`, best `metrics[0]` first, the columns `metrics` and `tags`, every run shown in the charts,
+    and only the charts whose metric name contains `chart_filter`."""
+    quoted = lambda kind, name: f"{kind}.`{name}`"  # noqa: E731  (the UI's column keys)
+    return {"searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+            "orderByKey": quoted("metrics", metrics[0]), "orderByAsc": False,
+            "selectedColumns": [quoted("tags", t) for t in tags] + [quoted("metrics", m) for m in metrics],
+            "runsHiddenMode": "SHOW_ALL", "chartsSearchFilter": chart_filter, "hideEmptyCharts": True}
+
+
+def share_view(tracking_uri: str, experiment_id: str, key: str, state: dict) -> None:
+    """Store `state` (`metrics_view_state`) as the experiment's shared view `key`."""
+    MlflowClient(tracking_uri=tracking_uri).set_experiment_tag(experiment_id, SHARE_TAG + key, json.dumps(state))
+
+
+def shared_view_url(server: str, experiment_id: str, key: str, chart: bool = True) -> str:
+    """The UI's page of experiment `experiment_id` opened on its shared view `key`: the model-training (not GenAI)
+    view, its runs as charts (`chart`) or as the table."""
+    mode = "CHART" if chart else "TABLE"
+    return (f"{server}/#/experiments/{experiment_id}/runs?viewStateShareKey={key}&compareRunsMode={mode}"
+            "&workflowType=machine_learning")
 
 
 def ablation_runs(tracking_uri: str, experiment: str, table: int,
