@@ -98,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         refuse_checkpoint_overrides(args.overrides, saved_cfg, args.model)
         index_path = index_file(args.index, "val")
         also_path = index_file(args.also_index, "val") if args.also_index else None
-        for index in filter(None, (index_path, also_path)):  # the config's dataset, before anything is written
-            check_index(index, cfg.data.source, "val", f"{args.params} (profile {cfg.profile})")
+        for index in filter(None, (index_path, also_path)):  # before any output is touched:
+            check_index(index, cfg.data.source, "val", f"{args.params} (profile {cfg.profile})")  # its dataset
+            check_index_fits(index, saved_cfg, str(args.model))  # and its crops fit the checkpoint
         gt_dir = check_gt_dir(args.raw / cfg.data.source / "annotations" / "val")
         if args.untrained:  # the same architecture with random weights: the floor to beat
             torch.manual_seed(cfg.train.seed)
@@ -109,7 +110,6 @@ def main(argv: list[str] | None = None) -> int:
 
         def score(index: Path, pred_dir: Path):
             """Predictions of `index`'s val crops written to `pred_dir`, scored; and which boxes cut them."""
-            check_index_fits(index, saved_cfg, str(args.model))
             rows = pd.read_parquet(index)
             dataset = PoseTrackCrops(index, None, saved_cfg.model.num_joints, sigma_px=saved_cfg.augment.sigma_px,
                                      heatmap_stride=HEATMAP_STRIDE)

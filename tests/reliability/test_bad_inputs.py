@@ -344,8 +344,10 @@ def test_evaluate_names_the_checkpoint_and_both_crop_sizes(smoke, tmp_path, caps
     big = dataclasses.replace(cfg, crops=dataclasses.replace(cfg.crops, height=128, width=96),
                               model=dataclasses.replace(cfg.model, img_height=128, img_width=96))
     ckpt = save_smoke_checkpoint(tmp_path / "big.pt", cfg=big)
-    rc, err = run_evaluate(smoke, capsys, model=ckpt)
+    rc, err = run_evaluate(smoke, capsys, "--out", str(tmp_path / "reports"), "--metrics", str(tmp_path / "m" / "ap.json"),
+                           model=ckpt)
     assert rc == 1 and f"{ckpt} takes 128x96 crops" in err and "holds 64x48 crops" in err, err
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "m").exists()  # refused before any output
 
 
 def test_evaluate_decodes_with_the_checkpoints_config_not_params(smoke, tmp_path, capsys):
