@@ -389,7 +389,7 @@ def test_evaluate_metrics_under_a_file_is_refused_before_any_report_is_written(s
     before = _previous_outputs(out, tmp_path / "old.json")
     rc, err = run_evaluate(smoke, capsys, "--out", str(out), "--metrics", str(blocker / "ap.json"))
     assert rc == 1
-    _one_error_line(err, blocker / "ap.json", f"({blocker} is a file, not a folder)")
+    _one_error_line(err, blocker / "ap.json", f"{blocker} is a file, not a folder")
     assert _tree(out) == before  # no report replaced, no temp file left
 
 
