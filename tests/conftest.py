@@ -6,7 +6,7 @@
   `no_local_ray` stops it for a test whose code starts Ray in this process itself.
 - `free_port`: a function returning a free TCP port on 127.0.0.1.
 - `write_params`: writes a params.yaml with one profile: a `Config` or a profile tree, plus overrides.
-- `small_disk`: a 16 KiB tmpfs of the test's own (full disks and read-only folders; needs root to mount).
+- `tmpfs`, `small_disk`: a tiny tmpfs of the test's own (full disks and read-only folders; needs root to mount).
 """
 
 from __future__ import annotations
@@ -197,16 +197,26 @@ class SmallDisk:
 
 
 @pytest.fixture
-def small_disk(tmp_path) -> SmallDisk:
-    """A real tiny file system (tmpfs, 16 KiB) at tmp_path/disk, unmounted after the test; mounting needs root
-    (the suite runs as root here: chmod cannot make a folder read-only for root, a read-only mount can)."""
+def tmpfs(tmp_path):
+    """`tmpfs(size="16k") -> Path`: a real tiny file system mounted at tmp_path/disk for the test and unmounted
+    after it (writes past `size` fail with ENOSPC, as on a full disk); mounting needs root (the suite runs as root
+    here: chmod cannot make a folder read-only for root, a read-only mount can)."""
     path = tmp_path / "disk"
-    path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(path)], capture_output=True,
-                             text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs at {path}: {mounted.stderr.strip()} (needs root)")
-    try:
-        yield SmallDisk(path)
-    finally:
+
+    def mount(size: str = "16k") -> Path:
+        path.mkdir()
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                 capture_output=True, text=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs at {path}: {mounted.stderr.strip()} (needs root)")
+        return path
+
+    yield mount
+    if path.is_mount():
         subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmpfs) -> SmallDisk:
+    """A 16 KiB tmpfs of the test's own (`tmpfs`), with helpers to fill it and make it read-only."""
+    return SmallDisk(tmpfs("16k"))
