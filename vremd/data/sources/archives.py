@@ -125,8 +125,8 @@ class _Budget:
     def check(self, total: int, what: str) -> None:
         """Refuse when `total` bytes (`what` says whose) exceed the cap or the free space."""
         if total > self.max_bytes:
-            raise ArchiveError(f"{self.archive}: {what} {total} bytes uncompressed, more than the {self.max_bytes}-byte "
-                               "cap on extraction (a decompression bomb?); refusing to extract")
+            raise ArchiveError(f"{self.archive}: {what} {total} bytes uncompressed, more than the "
+                               f"{self.max_bytes}-byte cap on extraction (a decompression bomb?); refusing to extract")
         if total > self.free:
             raise ArchiveError(f"{self.archive}: {what} {total} bytes uncompressed, more than the {self.free} bytes "
                                f"free in {self.dest}; refusing to extract")
