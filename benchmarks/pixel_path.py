@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, dataset in (("stored JPEG crops (train, evaluate)", stored), ("raw crops (predict)", predict_path)):
             result = validate(model, dataset, index, gt_dir, Path(tmp) / name.split()[0], batch_size=args.batch_size,
                               device=torch.device("cpu"), stride=stride, protocol=cfg.eval.protocol, progress=True)
-            tables[name] = result.table
+            tables[name] = result.ap.table
     columns = list(next(iter(tables.values())))
     print(f"{len(stored)} val samples; mean |pixel difference| of the crops {np.mean(diffs):.2f} / 255 "
           f"(max per crop {np.max(diffs):.2f}, over {len(diffs)} samples)")

@@ -11,6 +11,8 @@ run prints each trial's index and GT folder, and a trial whose index holds anoth
 starts. Prints the paper beside us and writes experiments/results/table<N>/; one MLflow parent run with a nested
 run per trial.
 Interrupted or partly failed? Run the same command again: only unfinished and failed trials run.
+One run per table at a time: a second one on the same --storage or --out stops at once, naming the lock
+file and the run holding it (vremd/ablation/lock.py); a holder that died has released it.
 Rows sharing a frozen backbone and a seed train fused, one backbone pass per batch for all of them
 (exactly as alone; README "Paying for the frozen backbone once"); --no-fuse runs each row alone.
 """
@@ -19,11 +21,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from pipeline.cli_config import REPO_DIR, add_config_args, dataset_dirs
 from vremd.ablation import fusion, grid
+from vremd.ablation.lock import lock_table
 from vremd.ablation.trials import run_ablation
 from vremd.config import config_to_dict, load_config, parse_override, smoke_config
 from vremd.errors import InputError
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablations", type=Path, default=REPO_DIR / "experiments" / "ablations.yaml")
     parser.add_argument("--paper", type=Path, default=REPO_DIR / "experiments" / "paper_numbers.yaml")
     args = parser.parse_args(argv)
-    started = False  # whether this call started Ray (and stops it)
+    started, held = False, ExitStack()  # whether this call started Ray (and stops it); the table's locks
     try:
         tables = grid.load_tables(args.ablations)
         if args.table not in tables:
@@ -120,26 +125,42 @@ def main(argv: list[str] | None = None) -> int:
                      else grid.default_resources(base))
         if not args.dry_run:  # each trial's data holds its dataset, before Ray, Tune or MLflow start
             grid.check_inputs(trials)
+            # before anything is touched, Ray included: a second run of this table stops here naming the holder
+            held.enter_context(lock_table(args.storage, args.out, args.table, base.profile, _command(argv)))
             started = _start_ray(args.ray_address)  # each identity's thread count depends on the cluster
             trial_cpus = resources.get("cpu", 0.0)  # an in-process trial's math, fused or alone, runs on these
             threads_of = lambda cfg: training_threads(cfg, int(trial_cpus))  # noqa: E731
             trials = grid.build_grid(base, tables[args.table], args.seeds, fixed, str(args.ablations),
                                      identity_of=grid.identities(data_of, threads_of), data_of=data_of)
         plan = fusion.plan_fusion(trials, not args.no_fuse, int(args.fuse_memory_gib * fusion.GIB), args.fuse_rows)
-    except (InputError, OSError) as exc:
+    except (InputError, OSError) as exc:  # LockHeldError names the lock file and its holder
         _stop_ray(started)
+        held.close()
         print(f"ablate: error: {exc}", file=sys.stderr)
         return 1
-    print(f"{tables[args.table].title}: {len(trials)} trial(s), profile {base.profile}; {note}")
-    print(grid.grid_text(trials, resources), end="")
-    fused_resources = resources if args.resources_per_trial else fusion.fused_resources(config_to_dict(base))
-    print(fusion.plan_text(plan, fused_resources), end="")
-    if args.dry_run:
-        return 0
+    with held:
+        print(f"{tables[args.table].title}: {len(trials)} trial(s), profile {base.profile}; {note}")
+        print(grid.grid_text(trials, resources), end="")
+        fused_resources = resources if args.resources_per_trial else fusion.fused_resources(config_to_dict(base))
+        print(fusion.plan_text(plan, fused_resources), end="")
+        if args.dry_run:
+            return 0
+        return _run(args, tables[args.table], trials, base, paper, resources, fused_resources, plan, note, started)
+
+
+def _command(argv: list[str] | None) -> str:
+    """This run's command line, as the lock files record it."""
+    return shlex.join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+
+
+def _run(args: argparse.Namespace, table, trials, base, paper, resources, fused_resources, plan, note: str,
+         started: bool) -> int:
+    """Run the table's trials (Ray is up; stopped here if this call `started` it), print the table; the exit
+    status."""
     uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or base.tracking.tracking_uri, Path.cwd())
     try:
         result = run_ablation(
-            tables[args.table], trials, base, storage_path=args.storage, out_dir=args.out / f"table{args.table}",
+            table, trials, base, storage_path=args.storage, out_dir=args.out / f"table{args.table}",
             tracking_uri=uri, repo_dir=Path.cwd(), paper_tables=paper,
             resources=resources, fresh=args.fresh, note=note, plan=plan, fused_resources=fused_resources,
             verbose=2 if args.verbose else 1,
@@ -151,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _stop_ray(started)
     print("\n" + result.text)
-    print(f"{args.out / f'table{args.table}'}: " + ", ".join(sorted(p.name for p in result.paths.values())))
+    folder = result.paths["json"].parent
+    print(f"{folder}: " + ", ".join(sorted(p.name for p in result.paths.values())))
+    if folder != args.out / f"table{args.table}":
+        print(f"no trial finished: {args.out / f'table{args.table}'} keeps the earlier table that has finished "
+              f"trials; this run's table is in {folder}", file=sys.stderr)
     print(f"MLflow parent run {result.parent_run_id} at {uri}" + (" (restored)" if result.restored else ""))
     if result.failed:
         print(f"{result.failed} of {len(trials)} trial(s) did not finish; run the same command again to retry "

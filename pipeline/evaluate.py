@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import json
 import math
-import shutil
 import sys
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import torch
 
 from pipeline.cli_config import (REPO_DIR, add_config_args, add_data_args, check_gt_dir, config_from_args, index_file,
                                  refuse_checkpoint_overrides)
-from vremd.atomic import atomic_write_text
+from vremd.atomic import AtomicBatch, atomic_write_text
 from vremd.data.dataset import PoseTrackCrops
 from vremd.data.dataset_record import check_index
 from vremd.data.index_check import check_index_fits
@@ -73,7 +72,7 @@ def _boxes_table(by_boxes: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     parser.add_argument("--model", type=Path, default=Path("models/final.pt"), help="trained model file")
@@ -87,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head", choices=("both", *HEADS), default="both",
                         help="score H = (H_k + H_m) / 2 (both), or one head alone: motion (H_m) or keypoint (H_k)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         cfg = config_from_args(args)  # eval settings (protocol, flip test, dataset, batch) come from params.yaml
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -95,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         refuse_checkpoint_overrides(args.overrides, saved_cfg, args.model)
         index_path = index_file(args.index, "val")
         also_path = index_file(args.also_index, "val") if args.also_index else None
-        for index in filter(None, (index_path, also_path)):  # the config's dataset, before anything is written
-            check_index(index, cfg.data.source, "val", f"{args.params} (profile {cfg.profile})")
+        for index in filter(None, (index_path, also_path)):  # before any output is touched:
+            check_index(index, cfg.data.source, "val", f"{args.params} (profile {cfg.profile})")  # its dataset
+            check_index_fits(index, saved_cfg, str(args.model))  # and its crops fit the checkpoint
         gt_dir = check_gt_dir(args.raw / cfg.data.source / "annotations" / "val")
         if args.untrained:  # the same architecture with random weights: the floor to beat
             torch.manual_seed(cfg.train.seed)
@@ -106,52 +110,65 @@ def main(argv: list[str] | None = None) -> int:
 
         def score(index: Path, pred_dir: Path):
             """Predictions of `index`'s val crops written to `pred_dir`, scored; and which boxes cut them."""
-            check_index_fits(index, saved_cfg, str(args.model))
             rows = pd.read_parquet(index)
             dataset = PoseTrackCrops(index, None, saved_cfg.model.num_joints, sigma_px=saved_cfg.augment.sigma_px,
                                      heatmap_stride=HEATMAP_STRIDE)
-            shutil.rmtree(pred_dir, ignore_errors=True)  # no stale videos from an earlier dataset
             result = validate(scored, dataset, rows, gt_dir, pred_dir, batch_size=cfg.train.batch_size, device=device,
                               stride=HEATMAP_STRIDE, flip_test=cfg.train.flip_test,
                               protocol=cfg.eval.protocol, progress=not args.no_progress,
                               detect=cfg.detect, joint_slots=saved_cfg.model.annotated_joints)
             return result, dataset, _boxes_label(rows)
 
-        result, dataset, boxes = score(index_path, args.out / "predictions")
-        also = score(also_path, args.out / "predictions-also") if also_path else None
+        # every output goes to a temp file or folder first and all are renamed into place together at the end:
+        # an unwritable --out or --metrics is refused before the work, a failed write leaves the old ones whole
+        with AtomicBatch() as batch:
+            batch.reserve(args.metrics)
+            result, dataset, boxes = batch.fill(args.out / "predictions", lambda tmp: score(index_path, tmp))
+            also = batch.fill(args.out / "predictions-also", lambda tmp: score(also_path, tmp)) if also_path else None
+            ours, by_boxes = _write_reports(batch, args, cfg, model, device, result, dataset, boxes, also)
+            batch.commit()
     except (InputError, OSError) as exc:  # CheckpointError is an InputError
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 1
-    ours = as_columns(result.ap.table)
-    paper = _paper_row(cfg.data.source)
-    title = (f"Per-joint AP, {cfg.data.source} val" + (" (untrained)" if args.untrained else "")
-             + (f" ({args.head} head alone)" if args.head != "both" else ""))
-    atomic_write_text(args.out / "per_joint.md", ap_table_markdown(ours, paper))
-    atomic_write_text(args.out / "per_joint.csv", ap_table_csv(ours, paper))
-    atomic_write_text(args.out / "per_joint.html", ap_table_html(ours, paper, title=title))
-    per_joint_bar_png(args.out / "ap_bar.png", ours, paper, title=title)
-    if len(dataset):  # heatmaps, human/keypoint masks and DCA sampling points of one val person
-        sample_report(model, dataset.raw_crops(0), args.out / "sample_masks.png", device=str(device))
-    clean = lambda v: None if math.isnan(v) else round(float(v), 4)  # noqa: E731
-    metrics = {k: clean(v) for k, v in ours.items()}
-    metrics["per_joint"] = {k: clean(v) for k, v in result.ap.per_joint.items()}
-    metrics["unpredicted_persons"] = len(result.unpredicted)
-    metrics["boxes"] = boxes
-    metrics["head"] = args.head
-    if also is not None:  # the same model on the same frames with other boxes, side by side
-        by_boxes = {boxes: ours, also[2]: as_columns(also[0].ap.table)}
-        metrics["by_boxes"] = {label: {k: clean(v) for k, v in table.items()} for label, table in by_boxes.items()}
-    atomic_write_text(args.out / "unpredicted_persons.txt",
-                      describe_unpredicted(result.unpredicted, limit=len(result.unpredicted)) + "\n")
-    atomic_write_text(args.metrics, json.dumps(metrics, indent=2) + "\n")
-    print(ap_table_markdown(ours, paper), end="")
-    if also is not None:
+    print(ap_table_markdown(ours, _paper_row(cfg.data.source)), end="")
+    if by_boxes is not None:
         print(_boxes_table(by_boxes), end="")
     if result.unpredicted:
         print(describe_unpredicted(result.unpredicted))
     print(f"{args.metrics}: Mean AP {ours['Mean']:.1f} over {result.ap.n_frames} frames, "
           f"{len(result.unpredicted)} GT person(s) without a prediction; reports in {args.out}")
     return 0
+
+
+def _write_reports(batch: AtomicBatch, args: argparse.Namespace, cfg, model, device, result, dataset, boxes: str,
+                   also) -> tuple[dict[str, float], dict[str, dict[str, float]] | None]:
+    """Stage every report and the metrics json (last) in `batch`; return our AP columns and, with --also-index,
+    the AP columns by box source."""
+    ours = as_columns(result.ap.table)
+    paper = _paper_row(cfg.data.source)
+    title = (f"Per-joint AP, {cfg.data.source} val" + (" (untrained)" if args.untrained else "")
+             + (f" ({args.head} head alone)" if args.head != "both" else ""))
+    texts = {"per_joint.md": ap_table_markdown(ours, paper), "per_joint.csv": ap_table_csv(ours, paper),
+             "per_joint.html": ap_table_html(ours, paper, title=title),
+             "unpredicted_persons.txt": describe_unpredicted(result.unpredicted, limit=len(result.unpredicted)) + "\n"}
+    for name, text in texts.items():
+        batch.write(args.out / name, lambda tmp, text=text: atomic_write_text(tmp, text))
+    batch.write(args.out / "ap_bar.png", lambda tmp: per_joint_bar_png(tmp, ours, paper, title=title))
+    if len(dataset):  # heatmaps, human/keypoint masks and DCA sampling points of one val person
+        batch.write(args.out / "sample_masks.png",
+                    lambda tmp: sample_report(model, dataset.raw_crops(0), tmp, device=str(device)))
+    clean = lambda v: None if math.isnan(v) else round(float(v), 4)  # noqa: E731
+    metrics = {k: clean(v) for k, v in ours.items()}
+    metrics["per_joint"] = {k: clean(v) for k, v in result.ap.per_joint.items()}
+    metrics["unpredicted_persons"] = len(result.unpredicted)
+    metrics["boxes"] = boxes
+    metrics["head"] = args.head
+    by_boxes = None
+    if also is not None:  # the same model on the same frames with other boxes, side by side
+        by_boxes = {boxes: ours, also[2]: as_columns(also[0].ap.table)}
+        metrics["by_boxes"] = {label: {k: clean(v) for k, v in table.items()} for label, table in by_boxes.items()}
+    batch.write(args.metrics, lambda tmp: atomic_write_text(tmp, json.dumps(metrics, indent=2) + "\n"))
+    return ours, by_boxes
 
 
 if __name__ == "__main__":

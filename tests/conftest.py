@@ -6,12 +6,14 @@
   `no_local_ray` stops it for a test whose code starts Ray in this process itself.
 - `free_port`: a function returning a free TCP port on 127.0.0.1.
 - `write_params`: writes a params.yaml with one profile: a `Config` or a profile tree, plus overrides.
+- `tmpfs`, `small_disk`: a tiny tmpfs of the test's own (full disks and read-only folders; needs root to mount).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,3 +178,45 @@ def write_params():
         return path
 
     return write
+
+
+@dataclass(frozen=True)
+class SmallDisk:
+    """A 16 KiB tmpfs mounted at `path`: a write past 16 KiB fails with ENOSPC, as on a full disk."""
+
+    path: Path
+
+    def fill(self, leave_bytes: int) -> None:
+        """Take all but about `leave_bytes` of the free space (tmpfs counts whole 4 KiB pages)."""
+        free = shutil.disk_usage(self.path).free
+        (self.path / ".filler").write_bytes(bytes(max(0, free - leave_bytes)))
+
+    def read_only(self) -> None:
+        """Remount it read-only: every write there fails with EROFS, as for root in a read-only folder."""
+        subprocess.run(["mount", "-o", "remount,ro", str(self.path)], check=True)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """`tmpfs(size="16k") -> Path`: a real tiny file system mounted at tmp_path/disk for the test and unmounted
+    after it (writes past `size` fail with ENOSPC, as on a full disk); mounting needs root (the suite runs as root
+    here: chmod cannot make a folder read-only for root, a read-only mount can)."""
+    path = tmp_path / "disk"
+
+    def mount(size: str = "16k") -> Path:
+        path.mkdir()
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                 capture_output=True, text=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs at {path}: {mounted.stderr.strip()} (needs root)")
+        return path
+
+    yield mount
+    if path.is_mount():
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmpfs) -> SmallDisk:
+    """A 16 KiB tmpfs of the test's own (`tmpfs`), with helpers to fill it and make it read-only."""
+    return SmallDisk(tmpfs("16k"))

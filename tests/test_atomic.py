@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import os
+import stat
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from vremd.atomic import atomic_path, atomic_write, atomic_write_bytes, atomic_write_stream, atomic_write_text
+from tests.data.sources.test_archives import write_tar
+from vremd.atomic import (AtomicBatch, atomic_path, atomic_write, atomic_write_bytes, atomic_write_stream, atomic_write_text,
+                          replace_dir, temp_dir_beside)
+from vremd.data.sources.archives import extract_archive
 
 
 def test_writes_and_replaces(tmp_path):
@@ -65,3 +71,77 @@ def test_a_full_disk_names_the_target_not_the_vanished_temp_file(tmp_path):
         with atomic_path(target):
             raise other  # an error about another file passes unchanged
     assert info.value is other and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_outputs_get_the_modes_a_plain_open_and_mkdir_would(tmp_path, umask):
+    """mkstemp / mkdtemp create 0600 / 0700, and the rename would carry that onto every output: another user of
+    a shared data folder or tracking store could not read it."""
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        atomic_write(tmp_path / "b.png", lambda tmp: tmp.write_bytes(b"png"))
+        with AtomicBatch() as batch:
+            batch.write(tmp_path / "c.csv", lambda tmp: tmp.write_text("c"))
+            batch.fill(tmp_path / "folder", lambda tmp: (tmp / "inside.json").write_text("{}"))
+            batch.commit()
+        replace_dir(temp_dir_beside(tmp_path / "other"), tmp_path / "other")
+        extracted = extract_archive(write_tar(tmp_path / "x.tar", [(tarfile.TarInfo("d/f.txt"), b"f")], "w"),
+                                    tmp_path / "extracted")
+        (tmp_path / "plain.txt").write_text("x")
+        (tmp_path / "plain").mkdir()
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(tmp_path / "plain.txt") == 0o666 & ~umask and mode(tmp_path / "plain") == 0o777 & ~umask
+    for name in ("a.json", "b.png", "c.csv", "folder/inside.json"):
+        assert mode(tmp_path / name) == 0o666 & ~umask, name
+    for folder in (tmp_path / "folder", tmp_path / "other", extracted):
+        assert mode(folder) == 0o777 & ~umask, folder
+
+
+def test_a_batch_replaces_all_its_outputs_or_none(tmp_path):
+    old = {"a.md": "old a", "b.json": "old b"}
+    for name, text in old.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "preds").mkdir()
+    (tmp_path / "preds" / "stale.json").write_text("{}")
+
+    def fail(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match=rf"No space left on device: '{tmp_path}/b\.json'"), AtomicBatch() as batch:
+        batch.write(tmp_path / "a.md", lambda tmp: tmp.write_text("new a"))
+        batch.fill(tmp_path / "preds", lambda tmp: (tmp / "v.json").write_text("[]"))
+        batch.write(tmp_path / "b.json", fail)
+        batch.commit()
+    assert {n: (tmp_path / n).read_text() for n in old} == old  # the first write was never renamed into place
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.md", "b.json", "preds", "stale.json"]  # no temps
+    with AtomicBatch() as batch:
+        reserved = batch.reserve(tmp_path / "b.json")  # reserved first, written last: committed last
+        batch.write(tmp_path / "a.md", lambda tmp: tmp.write_text("new a"))
+        batch.fill(tmp_path / "preds", lambda tmp: (tmp / "v.json").write_text("[]"))
+        batch.write(tmp_path / "b.json", lambda tmp: tmp.write_text("new b"))
+        assert reserved.parent == tmp_path and reserved.name.startswith(".b.json.")
+        assert batch.commit() == [tmp_path / "a.md", tmp_path / "preds", tmp_path / "b.json"]
+    assert (tmp_path / "a.md").read_text() == "new a" and (tmp_path / "b.json").read_text() == "new b"
+    assert sorted(p.name for p in (tmp_path / "preds").iterdir()) == ["v.json"]  # the folder replaced as a whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.md", "b.json", "preds"]
+
+
+def test_an_unwritable_destination_is_named_and_refused_before_writing(tmp_path, small_disk):
+    (tmp_path / "file").write_text("a file where a folder should be")
+    with pytest.raises(NotADirectoryError,
+                       match=rf"{tmp_path}/file is a file, not a folder: .{tmp_path}/file/sub/a\.json."):
+        atomic_write_text(tmp_path / "file" / "sub" / "a.json", "{}")
+    (small_disk.path / "a.json").write_text("old")
+    small_disk.fill(leave_bytes=0)
+    with pytest.raises(OSError, match=rf"No space left on device: '{small_disk.path}/a\.json'"):
+        atomic_write_bytes(small_disk.path / "a.json", bytes(8192))
+    assert (small_disk.path / "a.json").read_text() == "old"
+    small_disk.read_only()
+    with pytest.raises(OSError, match=rf"Read-only file system: '{small_disk.path}/a\.json'"), \
+            AtomicBatch() as batch:
+        batch.reserve(small_disk.path / "a.json")
+    assert sorted(p.name for p in small_disk.path.iterdir()) == [".filler", "a.json"]

@@ -18,7 +18,8 @@ from vremd.model.vremd import build_model
 from vremd.ablation.trials import _row_params
 from vremd.ablation.grid import (AblationError, TableSpec, apply_overrides, build_grid, check_inputs, data_dirs,
                                        default_resources, grid_text, load_tables, paper_protocol, parse_resources)
-from vremd.ablation.report import TrialOutcome, report_rows, summary_markdown, summary_text, write_report
+from vremd.ablation.report import (TrialOutcome, report_dir, report_rows, summary_markdown, summary_text,
+                                   write_report)
 
 ROOT = Path(__file__).resolve().parents[2]
 ABLATIONS = ROOT / "experiments" / "ablations.yaml"
@@ -165,6 +166,40 @@ def test_report_shows_mean_std_over_seeds_failed_rows_and_paper(tmp_path):
     for png in (paths["png"], paths["joints_png"]):
         image = imread(png)
         assert image.shape[0] > 100 and image.std() > 0
+
+
+def test_a_report_replaces_the_table_folder_whole_or_not_at_all(tmp_path, small_disk):
+    """The disk fills while the new table is written (its charts do not fit in 16 KiB): the earlier table stays
+    complete, with no temp file or folder beside it; where it fits, the new table replaces the folder."""
+    outcomes = [TrialOutcome("DC", 0, "finished", ap(40.0)), TrialOutcome("DA", 0, "failed", error="boom")]
+    rows = report_rows(["DC", "DA"], outcomes, load_paper_numbers(PAPER), 6)
+    earlier = small_disk.path / "table6"
+    earlier.mkdir()
+    (earlier / "results.json").write_text('{"trials": [{"status": "finished"}]}')
+    (earlier / "table6.md").write_text("the earlier table")
+    with pytest.raises(OSError, match=rf"No space left on device: '{earlier}"):
+        write_report(earlier, 6, "Table 6", rows, outcomes)
+    assert sorted(p.name for p in small_disk.path.iterdir()) == ["table6"]
+    assert {p.name: p.read_text() for p in earlier.iterdir()} == {
+        "results.json": '{"trials": [{"status": "finished"}]}', "table6.md": "the earlier table"}
+    roomy = tmp_path / "results" / "table6"
+    (roomy / "stale.txt").parent.mkdir(parents=True)
+    (roomy / "stale.txt").write_text("from an older layout")
+    paths = write_report(roomy, 6, "Table 6", rows, outcomes)
+    assert sorted(p.name for p in roomy.iterdir()) == sorted(p.name for p in paths.values())  # stale.txt is gone
+    assert sorted(p.name for p in roomy.parent.iterdir()) == ["table6"]
+
+
+def test_a_run_where_no_trial_finished_never_replaces_finished_results(tmp_path):
+    failed = [TrialOutcome("DC", 0, "failed", error="CheckpointError: x"), TrialOutcome("DA", 0, "not run")]
+    some = [failed[0], TrialOutcome("DA", 0, "finished", ap(50.0))]
+    out = tmp_path / "table6"
+    assert report_dir(out, failed) == out  # nothing there yet
+    write_report(out, 6, "Table 6", report_rows(["DC", "DA"], some, {}, 6), some)
+    assert report_dir(out, failed) == tmp_path / "table6-failed"
+    assert report_dir(out, some) == out  # a finished trial: the new table is the one to keep
+    write_report(out, 6, "Table 6", report_rows(["DC", "DA"], failed, {}, 6), failed)  # an all-failed table there
+    assert report_dir(out, failed) == out  # replaces only another table without results
 
 
 def test_tables_1_to_3_place_ours_among_the_peers():

@@ -4,7 +4,6 @@ the failure is one line naming the file, the CLI exits 2 without reporting the f
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,9 @@ from vremd.predict.overlay import OverlayWriter, count_frames
 
 
 @pytest.fixture
-def full_disk(tmp_path):
+def full_disk(tmpfs):
     """A 64 KiB tmpfs mounted for the test (root only): writes past 64 KiB fail with ENOSPC, as on a full disk."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
-                             text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"a full disk needs a tmpfs, which only root can mount: {mounted.stderr.strip()}")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
+    return tmpfs("64k")
 
 
 def _fill(disk: Path) -> None:

@@ -344,8 +344,10 @@ def test_evaluate_names_the_checkpoint_and_both_crop_sizes(smoke, tmp_path, caps
     big = dataclasses.replace(cfg, crops=dataclasses.replace(cfg.crops, height=128, width=96),
                               model=dataclasses.replace(cfg.model, img_height=128, img_width=96))
     ckpt = save_smoke_checkpoint(tmp_path / "big.pt", cfg=big)
-    rc, err = run_evaluate(smoke, capsys, model=ckpt)
+    rc, err = run_evaluate(smoke, capsys, "--out", str(tmp_path / "reports"), "--metrics", str(tmp_path / "m" / "ap.json"),
+                           model=ckpt)
     assert rc == 1 and f"{ckpt} takes 128x96 crops" in err and "holds 64x48 crops" in err, err
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "m").exists()  # refused before any output
 
 
 def test_evaluate_decodes_with_the_checkpoints_config_not_params(smoke, tmp_path, capsys):
@@ -359,6 +361,69 @@ def test_evaluate_decodes_with_the_checkpoints_config_not_params(smoke, tmp_path
     rc, err = run_evaluate(smoke, capsys, params=tmp_path / "params.yaml")
     assert rc == 0, err
     assert json.loads((smoke / "ap.json").read_text()) == own
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (hidden temp files included) and its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _previous_outputs(out: Path, metrics: Path) -> dict[str, bytes]:
+    """An earlier evaluation's reports and metrics, standing where the next one writes."""
+    (out / "predictions").mkdir(parents=True, exist_ok=True)
+    (out / "per_joint.md").write_text("earlier report\n")
+    (out / "predictions" / "earlier.json").write_text("{}")
+    metrics.write_text('{"Mean": 42.0}\n')
+    return _tree(out)
+
+
+def _one_error_line(err: str, path: Path, reason: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("evaluate: error: ") and str(path) in lines[0], err
+    assert reason in lines[0], err
+
+
+def test_evaluate_metrics_under_a_file_is_refused_before_any_report_is_written(smoke, tmp_path, capsys):
+    out, blocker = tmp_path / "reports", tmp_path / "metrics"
+    blocker.write_text("a file where the metrics folder should be")
+    before = _previous_outputs(out, tmp_path / "old.json")
+    rc, err = run_evaluate(smoke, capsys, "--out", str(out), "--metrics", str(blocker / "ap.json"))
+    assert rc == 1
+    _one_error_line(err, blocker / "ap.json", f"{blocker} is a file, not a folder")
+    assert _tree(out) == before  # no report replaced, no temp file left
+
+
+def test_evaluate_into_a_read_only_folder_keeps_the_previous_metrics(smoke, tmp_path, capsys, small_disk):
+    metrics, out = small_disk.path / "ap.json", tmp_path / "reports"
+    before = _previous_outputs(out, metrics)
+    small_disk.read_only()
+    rc, err = run_evaluate(smoke, capsys, "--out", str(out), "--metrics", str(metrics))
+    assert rc == 1
+    _one_error_line(err, metrics, "Read-only file system")
+    assert metrics.read_text() == '{"Mean": 42.0}\n' and _tree(out) == before
+
+
+@pytest.mark.parametrize("full", ["metrics", "reports"])
+def test_evaluate_on_a_full_disk_replaces_nothing(smoke, tmp_path, capsys, small_disk, full):
+    """The disk fills while the outputs are written: the metrics json (written last) or a report. Every output
+    was staged beside its target and none is renamed into place: the previous reports and metrics stay whole."""
+    metrics = small_disk.path / "ap.json"
+    out = small_disk.path / "reports" if full == "reports" else tmp_path / "reports"
+    before = _previous_outputs(out, metrics)
+    small_disk.fill(leave_bytes=0 if full == "metrics" else 4096)  # a report PNG needs more than one 4 KiB page
+    rc, err = run_evaluate(smoke, capsys, "--out", str(out), "--metrics", str(metrics))
+    assert rc == 1
+    _one_error_line(err, metrics if full == "metrics" else out, "No space left on device")
+    assert ".staging" not in err and ".tmp" not in err  # the output named, not its temp file
+    assert metrics.read_text() == '{"Mean": 42.0}\n' and _tree(out) == before
+    assert sorted(p.name for p in small_disk.path.iterdir()) == sorted([".filler", "ap.json"] + (
+        ["reports"] if full == "reports" else []))  # no temp file or folder left behind
+    if full == "reports":
+        return
+    (small_disk.path / ".filler").unlink()  # room again: the same command now writes everything
+    rc, err = run_evaluate(smoke, capsys, "--out", str(out), "--metrics", str(metrics))
+    assert rc == 0 and "Mean" in json.loads(metrics.read_text()) and (out / "ap_bar.png").stat().st_size > 0, err
+    assert not (out / "predictions" / "earlier.json").exists()  # the predictions folder was replaced as a whole
 
 
 def test_string_detection_score_is_an_error(smoke, tmp_path, capsys):

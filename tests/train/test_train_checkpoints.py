@@ -2,6 +2,9 @@
 
 import os
 import random
+import stat
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,6 +73,21 @@ def test_local_store_keeps_newest_and_finds_latest(tmp_path):
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert names == ["checkpoint_epoch_0002", "checkpoint_epoch_0003"]
     assert load_state(store.latest())["epoch"] == 3
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_checkpoints_get_the_modes_the_umask_gives(tmp_path, umask):
+    """Training saves into a private temp folder (0700); the published checkpoint must not keep that mode, or
+    another user of a shared ray_results could not resume from or adopt it."""
+    old = os.umask(umask)
+    try:
+        with tempfile.TemporaryDirectory() as private:
+            save_state(private, {"epoch": 1})
+            final = LocalCheckpointStore(tmp_path / "run", keep=2).publish(Path(private), 1)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(final.stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((final / STATE_FILE).stat().st_mode) == 0o666 & ~umask
 
 
 def test_local_store_and_the_ray_driver_share_one_newest_checkpoint_rule(tmp_path):

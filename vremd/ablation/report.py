@@ -20,12 +20,13 @@ from typing import Any, Mapping, Sequence
 from vremd.ablation.paired import PairedDiff, mean_interval
 from vremd.ablation.paired_tables import (paired_csv, paired_diffs, paired_html, paired_markdown, paired_records,
                                           paired_text, paper_diffs, resolutions, seed_values)
-from vremd.atomic import atomic_write_text
+from vremd.atomic import AtomicBatch, atomic_write_text
 from vremd.eval.posetrack_ap import COLUMNS, MEAN, METRIC_NAMES
 from vremd.eval.tables import SeedInterval, ablation_bar_png, ap_rows, ap_table_markdown, paper_row, seed_interval_png
 
 __all__ = ["TrialOutcome", "ReportRow", "Paired", "report_rows", "paired_for", "summary_text", "summary_markdown",
-           "summary_csv", "summary_html", "seeds_png", "write_report"]
+           "summary_csv", "summary_html", "seeds_png", "write_report",
+           "report_dir"]
 
 
 # where a trial ran (`vremd.ablation.provenance.trial_provenance`); "lock_sha256" is vremd.train.tracking.LOCK_TAG
@@ -212,12 +213,24 @@ def write_report(out_dir: Path, table: int, title: str, rows: Sequence[ReportRow
                  notes: Sequence[str] = (), chart_title: str = "", reference: str | None = None) -> dict[str, Path]:
     """Write table<N>.{md,csv,html}, table<N>_paired.csv (each row against `reference`, default our first row),
     table<N>.png (Mean, grouped by row), table<N>_joints.png, table<N>_seeds.png (`seeds_png`), trials.csv
-    and results.json into `out_dir` (each atomically); return the paths by kind."""
-    out_dir, paired = Path(out_dir), paired_for(rows, outcomes, reference)
-    stem = out_dir / f"table{table}"
-    paths = {"md": stem.with_suffix(".md"), "csv": stem.with_suffix(".csv"), "html": stem.with_suffix(".html"),
-             "paired_csv": out_dir / f"table{table}_paired.csv", "trials": out_dir / "trials.csv",
-             "json": out_dir / "results.json"}
+    and results.json as the folder `out_dir`, replacing an earlier one as a whole once every file is written
+    (a failed write leaves the earlier table complete); return the paths by kind."""
+    out_dir = Path(out_dir)
+    with AtomicBatch() as batch:
+        names = batch.fill(out_dir, lambda tmp: _report_files(tmp, table, title, rows, outcomes, extra, notes,
+                                                              chart_title, reference))
+        batch.commit()
+    return {kind: out_dir / name for kind, name in names.items()}
+
+
+def _report_files(out_dir: Path, table: int, title: str, rows: Sequence[ReportRow], outcomes: Sequence[TrialOutcome],
+                  extra: Mapping[str, Any] | None, notes: Sequence[str], chart_title: str,
+                  reference: str | None) -> dict[str, str]:
+    """Write the report's files into the new folder `out_dir`; return their names by kind."""
+    paired, stem = paired_for(rows, outcomes, reference), f"table{table}"
+    names = {"md": f"{stem}.md", "csv": f"{stem}.csv", "html": f"{stem}.html", "paired_csv": f"{stem}_paired.csv",
+             "trials": "trials.csv", "json": "results.json", "png": f"{stem}.png", "joints_png": f"{stem}_joints.png",
+             "seeds_png": f"{stem}_seeds.png"}
     resolution = {c: {"n": r.n, "sd": r.sd, "half_width": r.half_width} for c, r in resolutions(paired.diffs).items()}
     texts = {"md": summary_markdown(rows, title, notes, paired.markdown()), "csv": summary_csv(rows),
              "html": summary_html(rows, title, paired_html(paired.diffs, paired.reference, paired.paper)),
@@ -228,17 +241,31 @@ def write_report(out_dir: Path, table: int, title: str, rows: Sequence[ReportRow
                                  "resolution": resolution if paired.diffs else {}},
                                 indent=2, default=str) + "\n"}
     for kind, text in texts.items():
-        atomic_write_text(paths[kind], text)
+        atomic_write_text(out_dir / names[kind], text)
     ran = [r for r in rows if r.state != "paper only"]
     name = chart_title or f"Table {table}"
-    paths["png"] = ablation_bar_png(stem.with_suffix(".png"), {r.name: {MEAN: r.ours[MEAN]} for r in rows},
-                                    {r.name: {MEAN: r.paper[MEAN]} for r in rows if MEAN in r.paper},
-                                    title=f"{name}: Mean AP, ours vs paper")
-    paths["joints_png"] = ablation_bar_png(out_dir / f"table{table}_joints.png",
-                                           {r.name: {c: r.ours[c] for c in COLUMNS} for r in ran},
-                                           title=f"{name}: per-joint AP (ours)")
-    paths["seeds_png"] = seeds_png(out_dir / f"table{table}_seeds.png", ran, outcomes, paired, name)
-    return paths
+    ablation_bar_png(out_dir / names["png"], {r.name: {MEAN: r.ours[MEAN]} for r in rows},
+                     {r.name: {MEAN: r.paper[MEAN]} for r in rows if MEAN in r.paper},
+                     title=f"{name}: Mean AP, ours vs paper")
+    ablation_bar_png(out_dir / names["joints_png"], {r.name: {c: r.ours[c] for c in COLUMNS} for r in ran},
+                     title=f"{name}: per-joint AP (ours)")
+    seeds_png(out_dir / names["seeds_png"], ran, outcomes, paired, name)
+    return names
+
+
+def report_dir(out_dir: Path, outcomes: Sequence[TrialOutcome]) -> Path:
+    """Where a table's report goes: `out_dir`, unless no trial of `outcomes` finished while the table already in
+    `out_dir` (its results.json) has finished trials; then `<out_dir>-failed`, so that a run that produced
+    nothing never replaces good results."""
+    out_dir = Path(out_dir)
+    if any(o.status == "finished" for o in outcomes):
+        return out_dir
+    try:
+        earlier = json.loads((out_dir / "results.json").read_text()).get("trials", [])
+    except (OSError, ValueError, AttributeError):  # none, or unreadable: nothing worth keeping
+        return out_dir
+    kept = any(isinstance(t, dict) and t.get("status") == "finished" for t in earlier)
+    return out_dir.with_name(f"{out_dir.name}-failed") if kept else out_dir
 
 
 def seeds_png(path: Path, rows: Sequence[ReportRow], outcomes: Sequence[TrialOutcome], paired: Paired,

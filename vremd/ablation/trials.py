@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 import ray
 from ray import tune
 
+from vremd.atomic import atomic_write_text
 from vremd.config import Config, config_from_dict, flatten
 from vremd.eval.posetrack_ap import MEAN_METRIC, METRIC_NAMES
 from vremd.ablation.cost import parameters_outside_backbone
@@ -41,7 +42,8 @@ from vremd.ablation.grid import AblationError, TableSpec, TrialSpec, slug, train
 from vremd.ablation.reuse import adopt_finished_twin
 from vremd.train.identity import RunIdentity
 from vremd.ablation.paired_tables import paired_metrics, paired_tags
-from vremd.ablation.report import Paired, ReportRow, TrialOutcome, paired_for, report_rows, summary_text, write_report
+from vremd.ablation.report import (Paired, ReportRow, TrialOutcome, paired_for, report_dir, report_rows, summary_text,
+                                   write_report)
 from vremd.train.loop import RunPaths
 from vremd.train.ray_train import close_tracking, open_tracking, train_and_track
 from vremd.train.runs import check_resumable
@@ -286,8 +288,11 @@ def run_ablation(table: TableSpec, trials: Sequence[TrialSpec], base: Config, *,
                  plan: FusionPlan | None = None, fused_resources: Mapping[str, float] | None = None) -> AblationResult:
     """Run (or restore and finish) the table's Tune experiment, then write and log the report.
 
-    Needs `ray.init` beforehand. The experiment is `<storage_path>/table<N>-<profile>`; trainings go to
-    `<storage_path>/table<N>-<profile>-runs/`. `max_failures` retries a failed trial that many times.
+    Needs `ray.init` beforehand, and the caller holds `vremd.ablation.lock.lock_table` (one run per table). The
+    experiment is `<storage_path>/table<N>-<profile>`; trainings go to `<storage_path>/table<N>-<profile>-runs/`.
+    The report replaces `out_dir` as a whole once written (`report.report_dir`: a run in which no trial
+    finished goes to `<out_dir>-failed` rather than over finished results). `max_failures` retries a failed
+    trial that many times.
     `plan` (`fusion.plan_fusion`) makes each fused group one Tune trial, asking `fused_resources` (default:
     `resources`); without a plan every trial runs alone.
     """
@@ -300,7 +305,7 @@ def run_ablation(table: TableSpec, trials: Sequence[TrialSpec], base: Config, *,
     if restored:
         _check_same_grid(exp_dir, trials, plan)
     exp_dir.mkdir(parents=True, exist_ok=True)
-    (exp_dir / GRID_FILE).write_text(json.dumps(_grid_record(trials, plan), indent=1))
+    atomic_write_text(exp_dir / GRID_FILE, json.dumps(_grid_record(trials, plan), indent=1))
     parent = _parent_run(exp_dir, tracking_uri, base, table, len({t.repeat for t in trials}), Path(repo_dir))
     context = TrialContext(table.number, str(runs_dir), tracking_uri, parent.run_id or "",
                            str(Path(repo_dir).resolve()), ray_logs=verbose > 1)
@@ -318,10 +323,14 @@ def run_ablation(table: TableSpec, trials: Sequence[TrialSpec], base: Config, *,
             run_config=tune.RunConfig(name=name, storage_path=str(storage_path), verbose=verbose,
                                       failure_config=tune.FailureConfig(max_failures=max_failures)),
         )
-    outcomes = _outcomes(tuner.fit(), trials)
+    try:
+        outcomes = _outcomes(tuner.fit(), trials)
+    except BaseException:  # Tune itself failed (not a trial): the parent run must not stay RUNNING
+        parent.finish("FAILED")
+        raise
     rows = report_rows(list(table.rows), outcomes, paper_tables, table.number, _row_params(trials))
     title = f"{table.title} [profile {base.profile}{'; ' + note if note else ''}]"  # note: dataset / protocol
-    paths = write_report(out_dir, table.number, title, rows, outcomes,
+    paths = write_report(report_dir(out_dir, outcomes), table.number, title, rows, outcomes,
                          {"profile": base.profile, "experiment": _shown(exp_dir, Path(repo_dir)),
                           "mlflow_parent_run_id": parent.run_id},
                          chart_title=f"Table {table.number} ({base.profile})", reference=table.reference or None)

@@ -404,7 +404,10 @@ def extract_video(video, split: str, dataset_dir: Path, cfg: CropsConfig, policy
         if jpeg:
             offsets = [offset]
             for k in range(T):
-                encoded.append(cv2.imencode(".jpg", out[k], jpeg)[1])
+                ok, buf = cv2.imencode(".jpg", out[k], jpeg)
+                if not ok:  # OpenCV reports a failed encode by its return value only
+                    raise OSError(f"{video.json_path}: {s.file_name} person {s.person_id}: JPEG encoding failed")
+                encoded.append(buf)
                 offsets.append(offsets[-1] + len(encoded[-1]))
             row["jpeg_offsets"], offset = offsets, offsets[-1]
         result.rows.append(row)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,9 @@ class LocalCheckpointStore:
         try:
             shutil.rmtree(staging, ignore_errors=True)
             shutil.copytree(source_dir, staging)
+            # copytree gives it the mode of the private temp folder it came from (0700): take the run folder's,
+            # made under the umask, so that whoever may read the run may read its checkpoints
+            os.chmod(staging, stat.S_IMODE(self.run_dir.stat().st_mode))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(staging, final)

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.tracking import MlflowClient
 
+from vremd.atomic import atomic_write_text
 from vremd.config import Config
 from vremd.train.identity import LOCK_FILE, RunIdentity, dvc_dir_md5, lock_sha256
 
@@ -218,7 +219,7 @@ class Tracker:
         tracker = cls.start(tracking_uri, experiment, run_name, params, tags, resume_run_id=previous)
         tracker.resumed = previous is not None and tracker.run_id == previous
         if tracker.run_id is not None:
-            Path(id_file).write_text(tracker.run_id)
+            atomic_write_text(id_file, tracker.run_id)
         return tracker
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:

@@ -51,7 +51,7 @@ def _assert_extracted(target: Path) -> None:
 
 def _assert_nothing_left(tmp_path: Path, target: Path) -> None:
     assert not target.exists()
-    assert not [p for p in target.parent.iterdir() if p.name.startswith(f".{target.name}.extract-")]
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(f".{target.name}.")]  # no temp folder
 
 
 @pytest.mark.parametrize("suffix,mode", [(".tar", "w"), (".tar.gz", "w:gz"), (".tgz", "w:gz"), (".tar.xz", "w:xz")])
@@ -194,3 +194,61 @@ def test_zip_larger_than_the_cap_is_refused_before_writing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.zip"]  # nothing extracted, no temp folder left
     assert (extract_archive(bomb, tmp_path / "out", max_bytes=64 * 2**20) / "posetrack_data" / "zeros.bin").stat().st_size \
         == 64 * 2**20
+
+
+# ------------------------------------------------------------------ one cap for zip and tar, counted while writing
+
+
+def _zeros_tar_gz(path: Path, size: int) -> Path:
+    """A real .tar.gz whose one member is `size` zero bytes: 64 MiB compress to about 65 KB."""
+    return write_tar(path, [_file("posetrack_data/zeros.bin", bytes(size)), _file("posetrack_data/after.txt", b"x")])
+
+
+def test_a_tar_gz_bomb_is_stopped_at_the_cap_while_streaming(tmp_path):
+    bomb = _zeros_tar_gz(tmp_path / "bomb.tar.gz", 64 * 2**20)
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(ArchiveError, match=r"bomb\.tar\.gz: member 'posetrack_data/zeros\.bin' takes the extracted "
+                                           r"total to at least \d+ bytes uncompressed, more than the 8388608-byte cap"):
+        extract_archive(bomb, tmp_path / "out", max_bytes=8 * 2**20)
+    _assert_nothing_left(tmp_path, tmp_path / "out")
+    out = extract_archive(bomb, tmp_path / "out", max_bytes=64 * 2**20 + 1)  # the cap counts every member
+    assert (out / "posetrack_data" / "zeros.bin").stat().st_size == 64 * 2**20
+
+
+def test_split_tar_parts_are_capped_too(tmp_path):
+    parts = _split(_zeros_tar_gz(tmp_path / "images.tar.gz", 16 * 2**20), 2)
+    with pytest.raises(ArchiveError, match=r"images\.tar\.gz\.aa\.\.images\.tar\.gz\.ab: member .* more than the "
+                                           r"4194304-byte cap"):
+        extract_archive(parts, tmp_path / "out", max_bytes=4 * 2**20)
+    _assert_nothing_left(tmp_path, tmp_path / "out")
+
+
+def _understated(path: Path, data: bytes, declared: int) -> Path:
+    """A tar whose first member holds `data` but whose header declares `declared` bytes, then a second member."""
+    write_tar(path, [_file("a/big.bin", data), _file("a/after.txt", b"after")], mode="w")
+    raw = bytearray(path.read_bytes())
+    raw[124:136] = b"%011o\0" % declared  # ustar size field
+    raw[148:156] = b" " * 8  # the checksum is computed with its own field as spaces
+    raw[148:156] = b"%06o\0 " % sum(raw[:512])
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("fill", [b"x", b"\0"], ids=["data", "zeros"])
+def test_a_tar_header_that_understates_its_size_is_refused(tmp_path, fill):
+    """tarfile reads the declared 10 bytes, then meets the member's own data where the next header should be
+    and ends the archive there without a word (the zeros even look like the end-of-archive block): the later
+    member would be silently missing."""
+    archive = _understated(tmp_path / "lies.tar", fill * 2**20, declared=10)
+    with pytest.raises(ArchiveError, match=r"lies\.tar: truncated or corrupt archive .*understates its size"):
+        extract_archive(archive, tmp_path / "out")
+    _assert_nothing_left(tmp_path, tmp_path / "out")
+
+
+def test_a_tar_without_its_end_of_archive_block_is_refused(tmp_path):
+    full = write_tar(tmp_path / "full.tar", [_file("a/one.bin", os.urandom(1024)), _file("a/two.bin", b"2")], "w")
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(full.read_bytes()[:512 + 1024])  # the first member whole, nothing after it
+    with pytest.raises(ArchiveError, match=r"cut\.tar: truncated or corrupt archive .*without the end-of-archive"):
+        extract_archive(cut, tmp_path / "out")
+    _assert_nothing_left(tmp_path, tmp_path / "out")

@@ -3,11 +3,15 @@
 
 Every member is checked before anything is written: absolute paths, `..` components
 (zip-slip / tar traversal), links pointing outside the tree and device files are refused with
-an error naming the archive and the member. A zip whose members add up to more than `max_bytes`
-(default `MAX_EXTRACTED_BYTES`) or than the free disk space is refused before anything is written
-(a zip bomb). Extraction goes into a temporary folder beside the
-target, which is renamed into place only when the whole archive extracted, so an interrupted or
-failed extraction never leaves a half-filled target.
+an error naming the archive and the member. One cap (`_Budget`) bounds what zip and tar alike may
+write: at most `max_bytes` (default `MAX_EXTRACTED_BYTES`) in all and no more than the free disk
+space, counted while the bytes are written (a decompression bomb is stopped at the cap, whatever its
+headers declare); a zip whose headers already add up to more is refused before anything is written.
+A tar is read as one stream (single pass, also for split parts) and must end with its end-of-archive
+block followed by zero padding only: tarfile itself stops silently at the first bytes that are no
+header, dropping the later members (a header that understates its size). Extraction goes into a
+temporary folder beside the target, which is renamed into place only when the whole archive
+extracted, so an interrupted or failed extraction never leaves a half-filled target.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import re
 import shutil
 import stat
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
+from vremd.atomic import temp_dir_beside
 from vremd.errors import InputError
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
@@ -107,26 +112,37 @@ def _check_zip(archive: Path, zf: zipfile.ZipFile) -> int:
     return total
 
 
-def _extract_tar(archive: Path, dest: Path) -> None:
-    with tarfile.open(archive, "r:*") as tar:
-        _check_tar(archive, tar)
-        # the stdlib "data" filter re-checks paths, links and modes as a second line of defence
-        tar.extractall(dest, filter="data")
+class _Budget:
+    """The one cap on what an archive may write, zip and tar alike: at most `max_bytes` in all, and no more
+    than the disk had free when extraction began. Bytes are counted as they are written, so a member whose
+    header understates its size, or a stream that is never summed up front (a split tar), cannot get past it."""
+
+    def __init__(self, archive: Path, dest: Path, max_bytes: int) -> None:
+        self.archive, self.dest, self.max_bytes = archive, dest, max_bytes
+        self.free = shutil.disk_usage(dest).free
+        self.written = 0
+
+    def check(self, total: int, what: str) -> None:
+        """Refuse when `total` bytes (`what` says whose) exceed the cap or the free space."""
+        if total > self.max_bytes:
+            raise ArchiveError(f"{self.archive}: {what} {total} bytes uncompressed, more than the "
+                               f"{self.max_bytes}-byte cap on extraction (a decompression bomb?); refusing to extract")
+        if total > self.free:
+            raise ArchiveError(f"{self.archive}: {what} {total} bytes uncompressed, more than the {self.free} bytes "
+                               f"free in {self.dest}; refusing to extract")
+
+    def copy(self, src: BinaryIO, out: Path, member: str) -> None:
+        """Stream `src` into the new file `out`, each chunk counted against the cap before it is written."""
+        with open(out, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                self.written += len(chunk)
+                self.check(self.written, f"member {member!r} takes the extracted total to at least")
+                dst.write(chunk)
 
 
-def _check_extracted_size(archive: Path, total: int, dest: Path, max_bytes: int) -> None:
-    free = shutil.disk_usage(dest).free
-    if total > max_bytes:
-        raise ArchiveError(f"{archive}: members add up to {total} bytes uncompressed, more than the "
-                           f"{max_bytes}-byte cap on extraction (a zip bomb?); refusing to extract")
-    if total > free:
-        raise ArchiveError(f"{archive}: members add up to {total} bytes uncompressed, more than the "
-                           f"{free} bytes free in {dest}; refusing to extract")
-
-
-def _extract_zip(archive: Path, dest: Path, max_bytes: int) -> None:
+def _extract_zip(archive: Path, dest: Path, budget: _Budget) -> None:
     with zipfile.ZipFile(archive) as zf:
-        _check_extracted_size(archive, _check_zip(archive, zf), dest, max_bytes)
+        budget.check(_check_zip(archive, zf), "members add up to")  # the headers' sum: refused before writing
         bad = zf.testzip()  # CRC of every member: catches corrupt data before extraction
         if bad is not None:
             raise ArchiveError(f"{archive}: member {bad!r} is corrupt (CRC mismatch)")
@@ -136,8 +152,8 @@ def _extract_zip(archive: Path, dest: Path, max_bytes: int) -> None:
                 out.mkdir(parents=True, exist_ok=True)
                 continue
             out.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(out, "wb") as dst:  # zipfile reads at most the declared size
-                shutil.copyfileobj(src, dst, 1 << 20)
+            with zf.open(info) as src:
+                budget.copy(src, out, info.filename)
 
 
 def check_archive(archive: Path) -> int:
@@ -180,13 +196,58 @@ class _Concatenated(io.RawIOBase):
         super().close()
 
 
-def _extract_tar_parts(parts: list[Path], dest: Path) -> None:
-    """Stream a tar split into parts; each member is checked before it is written (into `dest`, a temp folder)."""
-    label = Path(f"{parts[0]}..{parts[-1].name}")
-    with _Concatenated(parts) as raw, tarfile.open(fileobj=io.BufferedReader(raw, 1 << 20), mode="r|*") as tar:
+class _StrictTarInfo(tarfile.TarInfo):
+    """Reads a header as tarfile does, but refuses to end the archive early: where the next header or the
+    end-of-archive block should be, tarfile stops silently at bytes that are no header (a member whose header
+    understates its size is followed by its own data) or at the end of the data, dropping every later member."""
+
+    @classmethod
+    def fromtarfile(cls, tar):
+        try:
+            return super().fromtarfile(tar)
+        except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as exc:
+            if tar.offset == 0:
+                raise  # tarfile's own "invalid header": not a tar at all
+            raise tarfile.ReadError(f"byte {tar.offset} is no tar header ({exc}): a member's header understates "
+                                    "its size, or the archive is corrupt") from None
+        except tarfile.EmptyHeaderError:
+            if tar.offset == 0:
+                raise
+            raise tarfile.ReadError(f"the data ends at byte {tar.offset} without the end-of-archive block") from None
+
+
+def _check_tar_end(tar: tarfile.TarFile, budget: _Budget) -> None:
+    """After the end-of-archive block only zero padding may follow (it is read, never written: bounded by the cap
+    on its own, so a stream of zeros cannot keep us reading)."""
+    read = 0
+    while chunk := tar.fileobj.read(1 << 20):
+        read += len(chunk)
+        budget.check(read, "the padding after the end-of-archive block holds at least")
+        if chunk.count(0) != len(chunk):
+            raise tarfile.ReadError(f"data after the end-of-archive block at byte {tar.offset}: a member's header "
+                                    "understates its size, or the archive is corrupt")
+
+
+def _extract_tar(parts: list[Path], label: Path, dest: Path, budget: _Budget) -> None:
+    """Stream a tar (or the parts of a split one, in order) into `dest`, a temp folder: each member is checked
+    before it is written, each regular file's bytes are counted against `budget` as they are written."""
+    with _Concatenated(parts) as raw, tarfile.open(fileobj=io.BufferedReader(raw, 1 << 20), mode="r|*",
+                                                    tarinfo=_StrictTarInfo) as tar:
         for member in tar:
             _check_tar_member(label, member)
-            tar.extract(member, dest, filter="data")
+            try:
+                safe = tarfile.data_filter(member, str(dest))  # paths, links and modes, against what is on disk
+            except tarfile.FilterError as exc:
+                raise ArchiveError(f"{label}: member {member.name!r}: {exc}; refusing to extract") from None
+            if not member.isreg():  # folders and links: no data
+                tar.extract(member, dest, filter="data")
+                continue
+            out = dest / safe.name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            budget.copy(tar.extractfile(member), out, member.name)
+            os.chmod(out, safe.mode)
+            os.utime(out, (safe.mtime, safe.mtime))
+        _check_tar_end(tar, budget)
 
 
 def split_base(path: Path) -> str | None:
@@ -226,18 +287,17 @@ def extract_archive(archive: Path | list[Path], target: Path, max_bytes: int = M
     if not split and len(parts) > 1:
         raise ArchiveError(f"{archive}: only the parts of a split tar (x.tar.aa, x.tar.ab, ...) can be joined")
     kind = "tar" if split else archive_kind(archive)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.extract-", dir=target.parent))
+    label = Path(f"{parts[0]}..{parts[-1].name}") if len(parts) > 1 else archive
+    tmp = temp_dir_beside(target)
     try:
-        if split:
-            _extract_tar_parts(parts, tmp)
-        elif kind == "zip":
-            _extract_zip(archive, tmp, max_bytes)
+        budget = _Budget(label, tmp, max_bytes)
+        if kind == "zip":
+            _extract_zip(archive, tmp, budget)
         else:
-            _extract_tar(archive, tmp)
+            _extract_tar(parts, label, tmp, budget)
         os.replace(tmp, target)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
-        raise ArchiveError(f"{archive}: truncated or corrupt archive ({type(exc).__name__}: {exc})") from None
+        raise ArchiveError(f"{label}: truncated or corrupt archive ({type(exc).__name__}: {exc})") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

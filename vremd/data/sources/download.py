@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -30,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vremd.atomic import atomic_write_text
+from vremd.atomic import atomic_write_text, replace_dir, temp_dir_beside
 from vremd.config import SyntheticConfig
 from vremd.data.sources.archives import extract_archive, group_split_parts, link_or_copy
 from vremd.data.posetrack import SPLITS, PoseTrackFormatError, list_videos, read_video, validate_layout
@@ -275,17 +274,6 @@ def _install_posetrack18(parts: list[Path], dest: Path) -> None:
                     link_or_copy(json_path, dest / "annotations" / split / json_path.name)
 
 
-def _replace_dir(new: Path, dest: Path) -> None:
-    """Move the finished folder `new` to `dest`, replacing an older `dest` only once `new` is complete."""
-    old = dest.with_name(f".{dest.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(new, dest)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _extract_all(fetched: list[Fetched], staging: Path) -> list[Path]:
     """Extract each archive (split tars joined) into its own folder under `staging`, once."""
     digest_of = {item.path: item.sha256 for item in fetched}
@@ -327,7 +315,7 @@ def prepare_real(source: str, urls: tuple[str, ...], sha256s: tuple[str, ...], d
     staging = cache_dir / "extracted" / dataset_dir.name
     parts = _extract_all(fetched, staging)
     dataset_dir.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{dataset_dir.name}.build-", dir=dataset_dir.parent))
+    build = temp_dir_beside(dataset_dir)
     try:
         if source == "posetrack17":
             roots = sorted({d.parent for p in parts for d in _find_dirs(p, "annotations") + _find_dirs(p, "images")})
@@ -340,7 +328,7 @@ def prepare_real(source: str, urls: tuple[str, ...], sha256s: tuple[str, ...], d
             known = f"{dataset_dir} (from {source} archives)"
             raise PoseTrackFormatError(str(exc).replace(str(build), known)) from None
         (build / MARKER).write_text(json.dumps(wanted, indent=1))
-        _replace_dir(build, dataset_dir)
+        replace_dir(build, dataset_dir)
     finally:
         shutil.rmtree(build, ignore_errors=True)
     shutil.rmtree(staging, ignore_errors=True)
@@ -356,11 +344,11 @@ def prepare_synthetic(cfg: SyntheticConfig, dataset_dir: Path, progress: bool = 
     if _is_built(dataset_dir, wanted):
         return False
     dataset_dir.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{dataset_dir.name}.build-", dir=dataset_dir.parent))
+    build = temp_dir_beside(dataset_dir)
     try:
         generate_dataset(build, cfg, progress=progress)
         (build / MARKER).write_text(json.dumps(wanted, indent=1))
-        _replace_dir(build, dataset_dir)
+        replace_dir(build, dataset_dir)
     finally:
         for leftover in [build, *dataset_dir.parent.glob(f".{build.name}.*")]:  # the generator's own staging
             shutil.rmtree(leftover, ignore_errors=True)

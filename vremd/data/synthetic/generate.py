@@ -7,8 +7,6 @@ are independent of each other and the same config writes byte-identical json and
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from vremd.config import SyntheticConfig
 from vremd.data.synthetic import body as fg
 from vremd.data.synthetic import render
 from vremd.data.synthetic.body import FigureMotion
-from vremd.atomic import atomic_write_bytes
+from vremd.atomic import atomic_write_bytes, replace_dir, temp_dir_beside
 from vremd.data.posetrack import Frame, Person, Video, image_id_for, write_video
 
 SPLIT_CODES = {"train": 0, "val": 1}
@@ -208,8 +206,7 @@ def generate_dataset(out_dir: Path, cfg: SyntheticConfig, progress: bool = True)
 
     `cfg`'s sizes are in the ranges `vremd.config.SyntheticConfig` declares (the config builder checks them)."""
     out_dir = Path(out_dir)
-    staging = out_dir.with_name(f".{out_dir.name}.staging{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = temp_dir_beside(out_dir)  # a failed run's leftover: prepare_synthetic removes it
     jobs = [("train", i) for i in range(cfg.train_videos)] + [("val", i) for i in range(cfg.val_videos)]
     counts = {"videos": {"train": 0, "val": 0}, "frames": 0, "labeled_frames": 0, "persons": 0,
               "visible_joints": 0, "occluded_joints": 0}
@@ -229,11 +226,6 @@ def generate_dataset(out_dir: Path, cfg: SyntheticConfig, progress: bool = True)
         counts["videos"][split] += 1
         counts["frames"] += len(video.frames)
         counts["labeled_frames"] += sum(f.is_labeled for f in video.frames)
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old{os.getpid()}")
-        os.replace(out_dir, old)
-        shutil.rmtree(old)
-    staging.mkdir(parents=True, exist_ok=True)
-    os.replace(staging, out_dir)
+    replace_dir(staging, out_dir)
     seconds = time.perf_counter() - start
     return {**counts, "seconds": round(seconds, 3), "frames_per_s": round(counts["frames"] / max(seconds, 1e-9), 1)}
