@@ -4,6 +4,8 @@ the failure is one line naming the file, the CLI exits 2 without reporting the f
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,16 @@ def test_predict_with_an_overlay_on_a_full_disk_exits_2_without_reporting_it(ful
     assert rc == 2 and "figure:" not in stdout
     assert err.startswith("error: [Errno 28] No space left on device: ") and str(figure) in err
     assert [p.name for p in full_disk.iterdir()] == ["filler"]
+
+
+@pytest.mark.parametrize("name", ["overlay.mp4", "overlay_frames"])
+def test_an_overlay_gets_the_mode_a_plain_open_or_mkdir_would(frames, tmp_path, name):
+    """Not 0600 / 0700 as tempfile makes them: another user of a shared output folder can read the overlay."""
+    old = os.umask(0o022)
+    try:
+        with OverlayWriter(tmp_path / name, 30.0) as writer:
+            writer.write(frames[0])
+    finally:
+        os.umask(old)
+    expected = 0o755 if name == "overlay_frames" else 0o644
+    assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected

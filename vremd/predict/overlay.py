@@ -5,14 +5,13 @@ from __future__ import annotations
 import colorsys
 import os
 import shutil
-import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from vremd.atomic import atomic_path
+from vremd.atomic import atomic_path, temp_dir_beside
 from vremd.data.draw import draw_box, draw_pose, write_image
 
 
@@ -93,8 +92,7 @@ class OverlayWriter:
         if self.as_video:
             self._tmp = self._stack.enter_context(atomic_path(self.path, self.path.suffix, check_written=True))
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"))
+            self._tmp = temp_dir_beside(self.path)  # mode 0777 less the umask, as a plain mkdir
             self._stack.callback(shutil.rmtree, self._tmp, ignore_errors=True)
         return self
 
