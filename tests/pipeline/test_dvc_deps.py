@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture()
 def project(tmp_path):
     copy_checkout(tmp_path, params=smoke_demo_params())  # the repo's own .dvc/, without a remote; no dvc.lock
-    for out in ("data/raw", "data/crops", "data/index", "models", "reports", "experiments/results/table6"):
+    for out in ("data/raw", "data/crops", "data/index", "data/tables/posetrack17", "models", "reports",
+                "experiments/results/table6"):
         (tmp_path / out).mkdir(parents=True)  # stand-ins: only the deps are under test
         (tmp_path / out / "x").write_text(out)
     (tmp_path / "metrics").mkdir()

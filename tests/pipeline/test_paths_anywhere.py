@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from pipeline import evaluate, train
 from tests.predict.predict_fixtures import save_smoke_checkpoint
 from vremd.config import smoke_config
+from vremd.data.dataset_record import REBUILD, read_record, write_parquet
 from vremd.model.vremd import build_model
 
 RELATIVE_STORE = "sqlite:///mlflow.db"  # relative: beside params.yaml
@@ -60,13 +62,24 @@ def test_relative_pretrained_path_reaches_ray_train_workers(no_local_ray, smoke_
     assert (root / "mlflow.db").is_file() and not (elsewhere / "mlflow.db").exists()
 
 
+def _index_labelled(index: Path, dest: Path, source: str) -> None:
+    """A copy of the index folder `index` in `dest` whose records say it was cut from `source` (rows unchanged;
+    their shard paths are relative, so `dest` needs a crops/ beside it)."""
+    dest.mkdir()
+    for split in ("train", "val"):
+        path = index / f"{split}.parquet"
+        record = read_record(path, "preprocess", REBUILD)
+        write_parquet(pd.read_parquet(path), dest / path.name, {**record, "source": source})
+
+
 def test_evaluate_from_another_folder_keeps_the_paper_column(smoke_data, write_params, tmp_path, monkeypatch):
     root, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
     (root / "raw").mkdir(parents=True)
     elsewhere.mkdir()
     # the smoke data as PoseTrack18-format files: the paper's table 2 is the reference
     (root / "raw" / "posetrack18").symlink_to(smoke_data.dataset_dir, target_is_directory=True)
-    (root / "index").symlink_to(smoke_data.index, target_is_directory=True)
+    (root / "crops").symlink_to(smoke_data.crops, target_is_directory=True)
+    _index_labelled(smoke_data.index, root / "index", source="posetrack18")  # evaluate refuses a synthetic one
     params = write_params(root, data__source="posetrack18", tracking__tracking_uri=RELATIVE_STORE)
     save_smoke_checkpoint(root / "final.pt")
     monkeypatch.chdir(elsewhere)
