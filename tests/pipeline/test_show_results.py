@@ -34,11 +34,29 @@ def test_the_committed_expectation_has_the_measured_tolerance():
     assert "2.2 AP" in (ROOT / "docs" / "determinism.md").read_text()
 
 
-def test_other_settings_are_shown_not_compared(run, capsys):
+def test_the_committed_expectation_is_of_the_committed_demo_settings(run, capsys):
+    """`make demo` on a fresh clone compares: the expectation was recorded from the demo profile as committed."""
+    _, _, expected = load_expected(show_results.EXPECTED)
+    mean, single = expected["Mean AP"].value, expected["single-frame pretrained Mean AP"].value
+    (run / "metrics" / "ap.json").write_text(json.dumps({"Head": 70.9, "Mean": mean - 2.1, "per_joint": {}}))
+    (run / "pretrain" / "manifest.json").write_text(json.dumps({"single_frame_val_ap": {"Mean": single + 2.1}}))
     assert show_results.main(["--expected", str(run / "expected.json")]) == 0
     out = capsys.readouterr().out
-    assert "| 70.9 |" in out and "Mean AP 37.9 ± 2.2; single-frame pretrained Mean AP 29.8 ± 2.2" in out
-    assert "not compared" in out  # the committed values were measured at another commit's settings
+    assert "| 70.9 |" in out and "not compared" not in out
+    assert f"Mean AP {mean - 2.1:.1f}: within the expected {mean:.1f} ± 2.2" in out
+    assert f"single-frame pretrained Mean AP {single + 2.1:.1f}: within the expected {single:.1f} ± 2.2" in out
+    (run / "metrics" / "ap.json").write_text(json.dumps({"Mean": mean - 2.3}))
+    assert show_results.main(["--expected", str(run / "expected.json")]) == 1  # make demo fails outside it
+
+
+def test_other_settings_are_shown_not_compared(run, capsys):
+    (run / "params.yaml").write_text((run / "params.yaml").read_text().replace("epochs: 6,", "epochs: 7,", 1))
+    assert show_results.main(["--expected", str(run / "expected.json")]) == 0
+    out = capsys.readouterr().out
+    _, _, expected = load_expected(show_results.EXPECTED)
+    listed = "; ".join(f"{e.name} {e.value:.1f} ± 2.2" for e in expected.values())
+    assert "| 70.9 |" in out and f"Expected (expected.json): {listed}" in out
+    assert "not compared" in out  # an edited demo profile: the expectation holds for the committed settings only
 
 
 def test_record_then_within_and_outside_the_tolerance(run, capsys):
