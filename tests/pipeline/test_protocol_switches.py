@@ -58,6 +58,7 @@ def test_the_switches_are_the_ones_issue_28_turned_off():
     cfg = load_config(params, profile="demo", overrides=[*ps.OLD_AUGMENT, ps.FLIP, ps.OKS_NMS])
     assert (cfg.augment.sampling, cfg.augment.borders) == ("uniform", "crop")
     assert cfg.train.flip_test and cfg.detect.postprocess == "oks_nms"
+    assert load_config(params, profile="demo", overrides=[ps.NO_NMS]).detect.postprocess == "none"  # the reference
     now = load_config(params, profile="demo")  # the reference: what the demo profile does since issue 28
     assert (now.augment.sampling, now.augment.borders, now.train.flip_test) == ("dcpose", "frame", False)
     assert MEAN == COLUMNS[-1]
