@@ -21,7 +21,8 @@ before issue 28 and reports the change in Mean AP (and per joint group) paired b
 It runs the pipeline's own CLIs (train, evaluate, crops, preprocess) on the demo's data, so `dvc repro` (or
 `make demo`) must have built data/raw, data/crops, data/index and the weights first. Six trainings (two per
 seed) at the demo schedule, about 13 minutes each on an idle 2-core CPU, and 18 evaluations of about 30 s.
-Finished trainings and scores in `--work` are reused, so an interrupted run goes on where it stopped.
+Finished trainings and scores in `--work` are reused when made by the same command, so an interrupted run
+goes on where it stopped; after a code change, use a new `--work`.
 MLflow runs go to `<work>/mlflow.db`.
 
     python pipeline/protocol_switches.py --seeds 0 1 2 --work protocol_runs [--json protocol_runs/results.json]
@@ -104,6 +105,21 @@ def _run(args: list[str], log: Path) -> None:
         raise SystemExit(f"{args[0]} failed (exit {rc}); see {log}")
 
 
+def _run_once(args: list[str], result: Path, log: Path) -> None:
+    """Run `args` unless `result` exists from the same command (its argv kept beside it in `<result>.argv`): a
+    result of another command is made again, never reused. Code changes are not seen: use a new `--work`."""
+    argv = result.with_name(result.name + ".argv")
+    if result.is_file() and argv.is_file() and json.loads(argv.read_text()) == args:
+        return
+    argv.unlink(missing_ok=True)
+    _run(args, log)
+    argv.write_text(json.dumps(args))
+
+
+def _sets(sets: tuple[str, ...]) -> list[str]:
+    return [a for s in sets for a in ("--set", s)]
+
+
 def detection_index(work: Path, raw: Path, crops: Path, log: Path) -> Path:
     """The val split cut with the simulated detector boxes (train crops reused from `crops` by hard links)."""
     index = work / "index-det"
@@ -122,22 +138,19 @@ def detection_index(work: Path, raw: Path, crops: Path, log: Path) -> Path:
 
 
 def train(work: Path, name: str, seed: int, sets: tuple[str, ...], index: Path, raw: Path, log: Path) -> Path:
-    """models/final.pt of one demo training (`name`, `seed`, extra `--set`s); reused when already there."""
+    """models/final.pt of one demo training (`name`, `seed`, extra `--set`s), reused as `_run_once` says."""
     out = work / f"{name}-seed{seed}"
-    if not (out / "final.pt").is_file():
-        _run(["pipeline/train.py", "--index", str(index), "--raw", str(raw), "--out", str(out), "--curve",
-              str(out / "train_curve.csv"), "--storage", str(work / "ray_results"), "--no-progress",
-              "--run-name", f"{name}-seed{seed}", "--set", f"train.seed={seed}",
-              *[a for s in sets for a in ("--set", s)]], log)
+    _run_once(["pipeline/train.py", "--index", str(index), "--raw", str(raw), "--out", str(out), "--curve",
+               str(out / "train_curve.csv"), "--storage", str(work / "ray_results"), "--no-progress",
+               "--run-name", f"{name}-seed{seed}", "--set", f"train.seed={seed}", *_sets(sets)], out / "final.pt", log)
     return out / "final.pt"
 
 
 def evaluate(model: Path, index: Path, raw: Path, sets: tuple[str, ...], out: Path, log: Path) -> dict[str, float]:
-    """The AP table (Head ... Mean) of `model` on `index` with extra `--set`s; reused when already scored."""
+    """The AP table (Head ... Mean) of `model` on `index` with extra `--set`s, reused as `_run_once` says."""
     metrics = out / "ap.json"
-    if not metrics.is_file():
-        _run(["pipeline/evaluate.py", "--model", str(model), "--index", str(index), "--raw", str(raw), "--out",
-              str(out), "--metrics", str(metrics), "--no-progress", *[a for s in sets for a in ("--set", s)]], log)
+    _run_once(["pipeline/evaluate.py", "--model", str(model), "--index", str(index), "--raw", str(raw), "--out",
+               str(out), "--metrics", str(metrics), "--no-progress", *_sets(sets)], metrics, log)
     table = json.loads(metrics.read_text())
     return {col: table[col] for col in COLUMNS}
 

@@ -64,3 +64,21 @@ def test_the_switches_are_the_ones_issue_28_turned_off():
     assert MEAN == COLUMNS[-1]
     with pytest.raises(ConfigError, match="augment.sampling"):
         load_config(params, profile="demo", overrides=["augment.sampling=bogus"])
+
+
+def test_a_result_is_reused_only_for_the_same_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "write.py").write_text("import sys, pathlib\npathlib.Path(sys.argv[1]).write_text(sys.argv[2])\n")
+    result, log = tmp_path / "ap.json", tmp_path / "log.txt"
+    ps._run_once(["write.py", str(result), "1"], result, log)
+    assert result.read_text() == "1"
+    result.write_text("kept")
+    ps._run_once(["write.py", str(result), "1"], result, log)  # the same command: reused
+    assert result.read_text() == "kept"
+    ps._run_once(["write.py", str(result), "2"], result, log)  # another command (e.g. another --set): made again
+    assert result.read_text() == "2"
+    (tmp_path / "other.json").write_text("made before argv files existed")
+    ps._run_once(["write.py", str(tmp_path / "other.json"), "3"], tmp_path / "other.json", log)
+    assert (tmp_path / "other.json").read_text() == "3"
+    with pytest.raises(SystemExit, match="failed"):
+        ps._run_once(["missing.py"], tmp_path / "x.json", log)
